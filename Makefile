@@ -1,0 +1,42 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# Tests wait on real processes most of the time, so two workers fit two cores.
+PYTEST_WORKERS ?= 2
+
+.PHONY: install lint typecheck test test-quick demo crd bench clean
+
+$(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pyproject.toml localcluster/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+test-quick: install
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+
+crd: install
+	$(VENV)/bin/trainjob crd --output deploy/crds/trainjob.dev_trainjobs.yaml
+
+demo: install
+	$(VENV)/bin/trainjob demo $(if $(CHAOS),--chaos) $(if $(KEEP),--keep)
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache

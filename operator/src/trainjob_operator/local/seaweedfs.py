@@ -61,7 +61,7 @@ class SeaweedFS:
     data_dir: Path
     bucket: str = "trainjob"
     access_key: str = "trainjob"
-    secret_key: str = "trainjob-secret"
+    secret_key: str = "trainjob-secret"  # noqa: S105 - a local test server's key
     s3_port: int = 0
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)

@@ -1,0 +1,91 @@
+"""The storage layer on real SeaweedFS and on a directory: same tests, both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from worker_sdk.storage import Storage, StorageError, StorageUnavailableError, open_storage
+
+
+def test_put_get_list_delete_round_trip(storage: Storage) -> None:
+    storage.put_bytes("ns/job/checkpoint_000001/a.bin", b"a" * 10)
+    storage.put_bytes("ns/job/checkpoint_000001/sub/b.bin", b"b" * 3)
+    storage.put_bytes("ns/job/checkpoint_000002/c.bin", b"")
+
+    assert storage.get_bytes("ns/job/checkpoint_000001/a.bin") == b"a" * 10
+    assert storage.get_bytes("ns/job/missing") is None
+    assert [(o.key, o.size) for o in storage.list_objects("ns/job/checkpoint_000001")] == [
+        ("ns/job/checkpoint_000001/a.bin", 10),
+        ("ns/job/checkpoint_000001/sub/b.bin", 3),
+    ]
+    assert storage.list_dirs("ns/job") == ["checkpoint_000001", "checkpoint_000002"]
+
+    storage.delete_prefix("ns/job/checkpoint_000001")
+    assert storage.list_objects("ns/job/checkpoint_000001") == []
+    assert storage.list_dirs("ns/job") == ["checkpoint_000002"]
+
+
+def test_upload_and_download_files_in_parallel(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    payloads = {f"shard-{i}.pt": bytes([i]) * (1000 + i) for i in range(12)}
+    for name, data in payloads.items():
+        (source / name).write_bytes(data)
+    big = source / "big.bin"
+    big.write_bytes(b"\x01\x02" * (9 * 1024 * 1024))  # 18 MiB: multipart on S3
+
+    storage.upload_files([(source / name, f"d/{name}") for name in [*payloads, "big.bin"]])
+    target = tmp_path / "dst"
+    storage.download_files([(f"d/{name}", target / name) for name in [*payloads, "big.bin"]])
+
+    for name, data in payloads.items():
+        assert (target / name).read_bytes() == data
+    assert (target / "big.bin").read_bytes() == big.read_bytes()
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a/../../b", "a\\b", ""])
+def test_keys_that_escape_the_root_are_refused(storage: Storage, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        storage.put_bytes(key, b"x")
+
+
+def test_uri_and_key_are_inverse(storage: Storage) -> None:
+    uri = storage.uri_for("ns/job/checkpoint_000003")
+    assert uri.startswith(storage.uri + "/")
+    assert storage.key_for(uri) == "ns/job/checkpoint_000003"
+    with pytest.raises(StorageError, match="not under storage root"):
+        storage.key_for("s3://elsewhere/x")
+
+
+def test_unsupported_scheme_is_refused() -> None:
+    with pytest.raises(StorageError, match="unsupported storage URI 'gs://b/p'"):
+        open_storage("gs://b/p")
+
+
+def test_unreachable_s3_ends_in_storage_unavailable_within_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainjob_operator.local.seaweedfs import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    storage = open_storage(
+        "s3://bucket/p", endpoint_url=f"http://127.0.0.1:{free_port()}", retry_budget_seconds=1.5
+    )
+    with pytest.raises(
+        StorageUnavailableError, match=r"cannot write s3://bucket/p/k: storage unavailable for 2s"
+    ):
+        storage.put_bytes("k", b"x")
+
+
+def test_wrong_credentials_fail_at_once_with_the_reason(
+    seaweedfs: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    storage = open_storage(f"s3://{seaweedfs.bucket}/p", endpoint_url=seaweedfs.endpoint)
+    with pytest.raises(StorageError, match="InvalidAccessKeyId") as raised:
+        storage.put_bytes("k", b"x")
+    assert not isinstance(raised.value, StorageUnavailableError)

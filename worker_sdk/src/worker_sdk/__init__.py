@@ -1,0 +1,1 @@
+"""trainjob worker SDK (placeholder until the SDK lands)."""

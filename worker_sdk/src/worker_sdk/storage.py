@@ -1,0 +1,369 @@
+"""Object storage for checkpoints and metric history: S3 (boto3) or a filesystem.
+
+Both backends address objects by a *key* relative to the storage root URI
+(``s3://bucket/prefix`` or ``file:///path``), with ``/`` as separator. The SDK uploads
+checkpoint files through this module and the coordinator commits, lists and deletes them
+through it, so both sides agree on the layout by construction.
+
+Retries: botocore retries each request a few times; on top of that every operation here
+retries with exponential backoff until ``retry_budget_seconds`` is spent, so a storage outage
+of seconds to minutes is ridden out and a longer one ends in :class:`StorageUnavailableError`
+that names the operation. (A retry library would add a dependency the SDK must not have.)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+
+DEFAULT_RETRY_BUDGET_SECONDS = 120.0
+_MiB = 1024 * 1024
+
+
+class StorageError(Exception):
+    """A storage operation failed for a reason retrying does not fix (bad URI, no such bucket)."""
+
+
+class StorageUnavailableError(StorageError):
+    """Storage could not be reached within the retry budget."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+def check_relative_key(key: str) -> str:
+    """Return ``key`` normalised, or raise ValueError if it is absolute or escapes its root."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid storage key {key!r}: must be a relative path")
+    parts = PurePosixPath(key).parts
+    if any(part in ("..", ".") for part in parts):
+        raise ValueError(f"invalid storage key {key!r}: '.' and '..' are not allowed")
+    return "/".join(parts)
+
+
+def join_key(*parts: str) -> str:
+    return "/".join(part.strip("/") for part in parts if part.strip("/"))
+
+
+class Storage(ABC):
+    """A storage root. Keys are relative to it; ``uri_for`` gives the absolute URI."""
+
+    def __init__(self, uri: str, *, retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS) -> None:
+        self.uri = uri.rstrip("/")
+        self.retry_budget_seconds = retry_budget_seconds
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.uri}/{key}" if key else self.uri
+
+    def key_for(self, uri: str) -> str:
+        """The key of an absolute URI under this root (inverse of ``uri_for``)."""
+        uri = uri.rstrip("/")
+        if uri == self.uri:
+            return ""
+        if not uri.startswith(self.uri + "/"):
+            raise StorageError(f"{uri} is not under storage root {self.uri}")
+        return uri[len(self.uri) + 1 :]
+
+    # -- the operations every backend implements -----------------------------------------
+    @abstractmethod
+    def _upload_file(self, local_path: Path, key: str) -> None: ...
+
+    @abstractmethod
+    def _put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _get_bytes(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> list[StoredObject]: ...
+
+    @abstractmethod
+    def _delete(self, keys: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def _download_file(self, key: str, local_path: Path) -> None: ...
+
+    # -- the public API: each call retried within the budget ---------------------------------
+    def upload_file(self, local_path: Path, key: str) -> None:
+        key = check_relative_key(key)
+        self._retrying(f"upload {local_path} to {self.uri_for(key)}", self._upload_file, local_path, key)
+
+    def upload_files(self, files: Iterable[tuple[Path, str]], *, max_workers: int = 8) -> None:
+        """Upload (local path, key) pairs in parallel; the first failure is raised."""
+        pairs = list(files)
+        if not pairs:
+            return
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(pairs))) as pool:
+            for future in [pool.submit(self.upload_file, path, key) for path, key in pairs]:
+                future.result()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a whole object; readers see the old or the new content, never a mix."""
+        key = check_relative_key(key)
+        self._retrying(f"write {self.uri_for(key)}", self._put_bytes, key, data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's content, or None when it does not exist."""
+        key = check_relative_key(key)
+        return self._retrying(f"read {self.uri_for(key)}", self._get_bytes, key)
+
+    def list_objects(self, prefix: str = "") -> list[StoredObject]:
+        """Every object under ``prefix`` (a directory-like prefix), recursively, sorted by key."""
+        objects = self._retrying(f"list {self.uri_for(prefix)}", self._list, prefix)
+        return sorted(objects, key=lambda obj: obj.key)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """The names of the immediate "subdirectories" under ``prefix``."""
+        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        names = {
+            obj.key[len(base) :].split("/", 1)[0] for obj in self.list_objects(prefix) if "/" in obj.key[len(base) :]
+        }
+        return sorted(names)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        keys = [check_relative_key(key) for key in keys]
+        if keys:
+            self._retrying(f"delete {len(keys)} objects under {self.uri}", self._delete, list(keys))
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.delete([obj.key for obj in self.list_objects(prefix)])
+
+    def download_file(self, key: str, local_path: Path) -> None:
+        key = check_relative_key(key)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        self._retrying(f"download {self.uri_for(key)}", self._download_file, key, local_path)
+
+    def download_files(self, files: Iterable[tuple[str, Path]], *, max_workers: int = 8) -> None:
+        pairs = list(files)
+        if not pairs:
+            return
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(pairs))) as pool:
+            for future in [pool.submit(self.download_file, key, path) for key, path in pairs]:
+                future.result()
+
+    def _retrying(self, what: str, operation: Callable[..., T], *args: object) -> T:
+        deadline = time.monotonic() + self.retry_budget_seconds
+        delay = 0.2
+        while True:
+            try:
+                return operation(*args)
+            except (StorageError, ValueError):
+                raise  # a bad key or URI: retrying cannot help
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+                raise StorageError(f"cannot {what}: {exc}") from exc
+            except Exception as exc:
+                if _is_permanent(exc):
+                    raise StorageError(f"cannot {what}: {exc}") from exc
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailableError(
+                        f"cannot {what}: storage unavailable for {self.retry_budget_seconds:.0f}s: {exc}"
+                    ) from exc
+                time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: ranks do not retry in lockstep
+                delay = min(delay * 2, 10.0)
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Errors that no amount of retrying fixes: wrong bucket, wrong credentials, bad request."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"} or (
+            400 <= status < 500 and status not in (408, 429)
+        )
+    return False
+
+
+class FileStorage(Storage):
+    """A directory on a filesystem (local disk or a volume the pod mounts)."""
+
+    def __init__(self, uri: str, *, retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS) -> None:
+        super().__init__(uri, retry_budget_seconds=retry_budget_seconds)
+        parsed = urlparse(self.uri)
+        self.root = Path(parsed.path if parsed.scheme == "file" else self.uri)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_relative_key(key) if key else self.root
+
+    def _upload_file(self, local_path: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Copy to a temporary name and rename: a reader never sees a half-written file.
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            shutil.copyfile(local_path, tmp_path)
+            tmp_path.replace(target)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", delete=False) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        Path(tmp.name).replace(target)
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _list(self, prefix: str) -> list[StoredObject]:
+        base = self._path(prefix.strip("/"))
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                found.append(StoredObject(path.relative_to(self.root).as_posix(), path.stat().st_size))
+        return found
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            # Remove directories the deletion emptied, up to the root.
+            parent = path.parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def _download_file(self, key: str, local_path: Path) -> None:
+        shutil.copyfile(self._path(key), local_path)
+
+
+class S3Storage(Storage):
+    """An S3 bucket and prefix, through boto3's transfer manager (multipart, parallel parts)."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        endpoint_url: str | None = None,
+        retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS,
+        max_concurrency: int = 10,
+    ) -> None:
+        super().__init__(uri, retry_budget_seconds=retry_budget_seconds)
+        parsed = urlparse(self.uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StorageError(f"invalid S3 URI {uri!r}: expected s3://bucket[/prefix]")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        self.max_concurrency = max_concurrency
+        self._client: S3Client | None = None
+        self._transfer_config: object | None = None
+
+    @property
+    def client(self) -> S3Client:
+        # Created lazily: constructing a boto3 client costs tens of milliseconds.
+        if self._client is None:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+            from botocore.config import Config
+
+            # A session of its own: boto3's default session caches the credentials it found first.
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                config=Config(
+                    retries={"mode": "standard", "max_attempts": 3},
+                    max_pool_connections=max(10, self.max_concurrency * 2),
+                    connect_timeout=5,
+                    read_timeout=60,
+                ),
+            )
+            self._transfer_config = TransferConfig(
+                multipart_threshold=16 * _MiB,
+                multipart_chunksize=16 * _MiB,
+                max_concurrency=self.max_concurrency,
+                use_threads=True,
+            )
+        return self._client
+
+    def _object_key(self, key: str) -> str:
+        return join_key(self.prefix, check_relative_key(key)) if key else self.prefix
+
+    def _upload_file(self, local_path: Path, key: str) -> None:
+        client = self.client
+        client.upload_file(
+            str(local_path),
+            self.bucket,
+            self._object_key(key),
+            Config=self._transfer_config,  # type: ignore[arg-type]
+        )
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        client = self.client
+        try:
+            response = client.get_object(Bucket=self.bucket, Key=self._object_key(key))
+        except client.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read()
+
+    def _list(self, prefix: str) -> list[StoredObject]:
+        object_prefix = self._object_key(prefix.strip("/"))
+        object_prefix = f"{object_prefix}/" if object_prefix else ""
+        strip = f"{self.prefix}/" if self.prefix else ""
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=object_prefix):
+            for item in page.get("Contents", []):
+                found.append(StoredObject(item["Key"][len(strip) :], int(item["Size"])))
+        return found
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = [{"Key": self._object_key(key)} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})  # type: ignore[typeddict-item]
+
+    def _download_file(self, key: str, local_path: Path) -> None:
+        client = self.client
+        client.download_file(
+            self.bucket,
+            self._object_key(key),
+            str(local_path),
+            Config=self._transfer_config,  # type: ignore[arg-type]
+        )
+
+
+def open_storage(
+    uri: str, *, endpoint_url: str | None = None, retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS
+) -> Storage:
+    """The backend for ``uri``: ``s3://bucket/prefix``, ``file:///path`` or a plain path."""
+    scheme = urlparse(uri).scheme
+    if scheme == "s3":
+        return S3Storage(uri, endpoint_url=endpoint_url, retry_budget_seconds=retry_budget_seconds)
+    if scheme in ("file", ""):
+        if scheme == "" and not uri.startswith("/"):
+            uri = str(Path(uri).resolve())
+        return FileStorage(uri, retry_budget_seconds=retry_budget_seconds)
+    raise StorageError(f"unsupported storage URI {uri!r}: use s3://bucket/prefix or file:///path")

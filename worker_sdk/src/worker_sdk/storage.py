@@ -133,10 +133,8 @@ class Storage(ABC):
     def list_dirs(self, prefix: str = "") -> list[str]:
         """The names of the immediate "subdirectories" under ``prefix``."""
         base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        names = {
-            obj.key[len(base) :].split("/", 1)[0] for obj in self.list_objects(prefix) if "/" in obj.key[len(base) :]
-        }
-        return sorted(names)
+        relative = [obj.key[len(base) :] for obj in self.list_objects(prefix)]
+        return sorted({key.split("/", 1)[0] for key in relative if "/" in key})
 
     def delete(self, keys: Sequence[str]) -> None:
         keys = [check_relative_key(key) for key in keys]

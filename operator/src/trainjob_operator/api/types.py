@@ -1,0 +1,363 @@
+"""The `trainjob.dev/v1alpha1` TrainJob API (DESIGN §3): the single source of truth.
+
+The CRD's OpenAPI schema is generated from these models (`api.crd`), the way kubebuilder
+generates it from Go types, and the operator parses what the API server sends into them.
+
+Why pydantic v2 and not dataclasses: one declaration gives the wire names (camelCase through an
+alias generator, snake_case in Python), the constraints (`ge`, `min_length`, `Literal` enums) that
+become both Python-side validation and the CRD schema's `minimum`/`enum`/`required`, and
+descriptions that end up in `kubectl explain`. With dataclasses we would write the parser, the
+serialiser and the schema generator ourselves, three places to keep in step.
+
+Models ignore unknown keys (like the API server, which prunes them) and are frozen: the
+reconcile logic derives new status values, it never mutates what it observed.
+
+Status fields have two owners, and each writes only its own with a merge patch:
+`OPERATOR_STATUS_FIELDS` (lifecycle) and `COORDINATOR_STATUS_FIELDS` (progress, checkpoints).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from . import constants
+
+
+class WireModel(BaseModel):
+    """Base of every API type: camelCase on the wire, snake_case in Python, unknown keys dropped."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict the API server stores (camelCase, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Self:
+        """Parse a dict as the API server returns it; raises `pydantic.ValidationError`."""
+        return cls.model_validate(data)
+
+
+# A free JSON object: `x-kubernetes-preserve-unknown-fields` in the CRD.
+FreeObject = dict[str, Any]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class RestartPolicy(enum.StrEnum):
+    """When a failed attempt is retried (DESIGN §7)."""
+
+    ON_FAILURE = "OnFailure"
+    EXIT_CODE = "ExitCode"
+    NEVER = "Never"
+
+
+class ScoreOrder(enum.StrEnum):
+    MIN = "min"
+    MAX = "max"
+
+
+class Phase(enum.StrEnum):
+    """The lifecycle phase; `reconciling.lifecycle` holds the allowed transitions."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ConditionType(enum.StrEnum):
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    STALLED = "Stalled"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    # True while a change to a field that cannot change on an accepted job is being refused.
+    SPEC_CHANGE_REFUSED = "SpecChangeRefused"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# spec
+
+
+class StorageSpec(WireModel):
+    """Where checkpoints and the metric history are written."""
+
+    uri: str = Field(
+        min_length=1,
+        description="Base URI of checkpoints: s3://bucket/prefix or file:///path (the template mounts "
+        "the path). Checkpoints go under <uri>/<namespace>/<job>/.",
+    )
+    endpoint: str | None = Field(
+        default=None, description="S3 endpoint URL for S3-compatible stores (AWS_ENDPOINT_URL_S3)."
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        description="Secret in the job's namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+    )
+
+
+class CheckpointSpec(WireModel):
+    """Which committed checkpoints the coordinator keeps."""
+
+    num_to_keep: int | None = Field(
+        default=None, ge=1, description="Committed checkpoints to keep; unset keeps all of them."
+    )
+    score_attribute: str | None = Field(
+        default=None,
+        description="Metric that ranks checkpoints for retention and bestCheckpoint; unset ranks by "
+        "iteration (the newest are kept).",
+    )
+    score_order: ScoreOrder = Field(
+        default=ScoreOrder.MAX, description="Whether a higher (max) or lower (min) score is better."
+    )
+
+
+class FailurePolicySpec(WireModel):
+    """How the gang is restarted when a worker fails."""
+
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Restarts after failures before the job fails (suspend/resume is not one).",
+    )
+    restart_policy: RestartPolicy = Field(
+        default=RestartPolicy.ON_FAILURE,
+        description="OnFailure: restart on any failure. ExitCode: restart on exit codes >= 128 (signals, "
+        "OOM) and infrastructure failures, fail at once on 1-127. Never: fail at once.",
+    )
+    backoff_seconds: int = Field(
+        default=10,
+        ge=0,
+        description="Wait before restart n is backoffSeconds * 2^(n-1), at most 300 seconds.",
+    )
+
+
+class TrainJobSpec(WireModel):
+    """A gang of worker pods running one distributed training program."""
+
+    workers: int = Field(default=1, ge=1, description="Pods in the gang.")
+    procs_per_worker: int = Field(
+        default=1, ge=1, description="Processes per pod (torchrun --nproc-per-node); WORLD_SIZE counts them."
+    )
+    template: FreeObject = Field(
+        description="PodTemplateSpec of every worker; its container named 'trainer' runs the training "
+        "program and receives the TrainJob env contract."
+    )
+    config: FreeObject | None = Field(
+        default=None,
+        description="Free JSON handed to the program (TRAINJOB_CONFIG, get_context().get_config()).",
+    )
+    storage: StorageSpec = Field(description="Checkpoint storage.")
+    checkpoints: CheckpointSpec = Field(
+        default_factory=CheckpointSpec,
+        json_schema_extra={"default": {}},
+        description="Checkpoint retention.",
+    )
+    failure_policy: FailurePolicySpec = Field(
+        default_factory=FailurePolicySpec,
+        json_schema_extra={"default": {}},
+        description="Restarts after failures.",
+    )
+    resume_from: str | None = Field(
+        default=None,
+        description="Checkpoint URI to start from (e.g. another job's) until this job commits its own.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Deletes the pods gracefully and keeps the status; unsetting it resumes from the "
+        "latest checkpoint without counting a restart.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail the job (DeadlineExceeded) this long after it started or resumed.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the job this long after it succeeded or failed."
+    )
+    stall_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="No report from the slowest rank for this long: condition Stalled, then a restart "
+        "counted as a failure.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# status
+
+
+class Condition(WireModel):
+    type: ConditionType
+    status: ConditionStatus
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: datetime | None = None
+
+
+class WorkerCounts(WireModel):
+    """Worker pods of the current attempt."""
+
+    active: NonNegativeInt = Field(default=0, description="Pending or running, not being deleted.")
+    ready: NonNegativeInt = Field(default=0, description="Running with every container ready.")
+    succeeded: NonNegativeInt = Field(default=0, description="Trainer exited 0.")
+    failed: NonNegativeInt = Field(default=0, description="Trainer exited non-zero or the pod failed.")
+
+
+class CommittedCheckpoint(WireModel):
+    """A checkpoint whose manifest the coordinator has written (DESIGN §6)."""
+
+    uri: str
+    iteration: int | None = None
+    attempt: int | None = None
+    metrics: FreeObject | None = None
+    size_bytes: int | None = None
+    committed_at: datetime | None = None
+
+
+class RetainedCheckpoint(WireModel):
+    uri: str
+    iteration: int | None = None
+    score: float | None = None
+
+
+class SlowestRank(WireModel):
+    """The rank whose latest report is the oldest: what stall detection watches."""
+
+    rank: int | None = None
+    iteration: int | None = None
+    last_report_time: datetime | None = None
+
+
+class TrainJobStatus(WireModel):
+    """Observed state. Lifecycle fields are the operator's, progress fields the coordinator's."""
+
+    # Operator-owned.
+    phase: Phase | None = Field(default=None, description="Lifecycle phase.")
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None
+    attempt: int | None = Field(
+        default=None,
+        description="Current attempt, from 0; pods are named <job>-<attempt>-<rank>. Each restart and "
+        "each resume after a suspension starts a new attempt.",
+    )
+    restarts: int | None = Field(
+        default=None, description="Restarts after failures so far, bounded by failurePolicy.maxRestarts."
+    )
+    workers: WorkerCounts | None = None
+    start_time: datetime | None = Field(
+        default=None,
+        description="When the job started or last resumed; activeDeadlineSeconds counts from it.",
+    )
+    completion_time: datetime | None = None
+    attempt_start_time: datetime | None = None
+    restart_after: datetime | None = Field(
+        default=None, description="When the backoff of the pending restart ends."
+    )
+    message: str | None = None
+    spec_hashes: dict[str, str] | None = Field(
+        default=None,
+        description="Hashes of the spec fields that cannot change once the job has started.",
+    )
+    # Coordinator-owned.
+    iteration: int | None = Field(default=None, description="Highest iteration reported by every rank.")
+    metrics: FreeObject | None = Field(default=None, description="Rank 0's metrics at that iteration.")
+    last_report_time: datetime | None = None
+    latest_checkpoint: CommittedCheckpoint | None = None
+    best_checkpoint: CommittedCheckpoint | None = None
+    checkpoints: list[RetainedCheckpoint] | None = None
+    slowest_rank: SlowestRank | None = None
+
+    @classmethod
+    def from_wire_lenient(cls, data: Any) -> TrainJobStatus:
+        """Parse a status, dropping fields that do not validate instead of failing.
+
+        A status is what we and the coordinator wrote; one malformed field (a hand edit, an older
+        coordinator) must not stop the job's reconciliation.
+        """
+        if not isinstance(data, dict):
+            return cls()
+        remaining = dict(data)
+        while True:
+            try:
+                return cls.model_validate(remaining)
+            except ValidationError as error:
+                bad_keys = {str(err["loc"][0]) for err in error.errors() if err["loc"]}
+                if not bad_keys & remaining.keys():
+                    return cls()
+                for key in bad_keys:
+                    remaining.pop(key, None)
+
+
+OPERATOR_STATUS_FIELDS: tuple[str, ...] = (
+    "phase",
+    "conditions",
+    "observed_generation",
+    "attempt",
+    "restarts",
+    "workers",
+    "start_time",
+    "completion_time",
+    "attempt_start_time",
+    "restart_after",
+    "message",
+    "spec_hashes",
+)
+COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
+    "iteration",
+    "metrics",
+    "last_report_time",
+    "latest_checkpoint",
+    "best_checkpoint",
+    "checkpoints",
+    "slowest_rank",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# the object
+
+
+class JobMetadata(WireModel):
+    """The part of ObjectMeta the operator reads."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int | None = None
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    labels: dict[str, str] | None = None
+
+
+class TrainJob(WireModel):
+    """A whole TrainJob object. Use `TrainJob.from_wire(obj)` on what the API server returns."""
+
+    api_version: str = constants.API_VERSION
+    kind: str = constants.KIND
+    metadata: JobMetadata
+    spec: TrainJobSpec
+    status: TrainJobStatus = Field(default_factory=TrainJobStatus)

@@ -1,0 +1,34 @@
+"""The `trainjob` command: one entry point, one module per subcommand under `commands/`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module defines `register(subparsers) -> None`, which adds its parser and sets
+# `func=<callable(args) -> int>` as the parser's default.
+_COMMAND_MODULES = ("crd",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainjob",
+        description="Run distributed PyTorch training jobs on Kubernetes, with live progress and "
+        "atomically committed checkpoints.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"trainjob_operator.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `trainjob` CLI: each module defines `register(subparsers)`."""

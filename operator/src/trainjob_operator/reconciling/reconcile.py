@@ -1,0 +1,484 @@
+"""The reconcile decision: (TrainJob, observed children, now) -> Decision. Pure, no I/O.
+
+The kopf handlers parse nothing themselves: they pass the TrainJob dict as the API server gave it,
+an `Observation` of its children, and the time; then apply the decision (status merge patch,
+actions in order, requeue). The same inputs always yield the same decision (the report token
+comes from `settings.token_factory`), and nothing that was observed to exist is created again.
+
+Attempts and restarts (DESIGN §3 says `attempt` = restarts so far; that holds until a job is
+suspended):
+- `status.attempt` numbers the gangs, from 0; pods are `<job>-<attempt>-<rank>`. A new attempt
+  starts after each restart *and* after each resume, so a resumed gang never shares pod names
+  (or a coordinator attempt id) with the pods still terminating from before the suspension.
+- `status.restarts` counts restarts after failures only, and is what `failurePolicy.maxRestarts`
+  bounds and the Restarts printer column shows. Suspend/resume does not count.
+
+Deleting a TrainJob needs no finalizer: every child carries a controller ownerReference, so the
+garbage collector deletes them; a job with a deletionTimestamp gets an empty decision.
+
+Spec changes to a started job: see `validation` (`MUTABLE_FIELDS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainjob_operator.api.types import (
+    OPERATOR_STATUS_FIELDS,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    JobMetadata,
+    Phase,
+    TrainJob,
+    TrainJobSpec,
+    TrainJobStatus,
+    WorkerCounts,
+)
+
+from . import children, lifecycle, names
+from .decision import Action, CreateObject, Decision, DeleteJob, DeletePods, EmitEvent, EventType
+from .observation import ChildKind, Observation, PodObservation, PodOutcome
+from .policies import ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
+from .settings import OperatorSettings
+from .validation import DNS_LABEL_MAX, changed_fields, immutable_field_hashes, validate_spec
+
+# While waiting on something a pod event will also report (pods starting or terminating), look
+# again after this long anyway, in case an event was missed.
+POLL_SECONDS = 5.0
+
+_SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
+    (ChildKind.TOKEN_SECRET, lambda job, settings: children.token_secret(job, settings.token_factory())),
+    (ChildKind.SERVICE_ACCOUNT, lambda job, _: children.coordinator_service_account(job)),
+    (ChildKind.ROLE, lambda job, _: children.coordinator_role(job)),
+    (ChildKind.ROLE_BINDING, lambda job, _: children.coordinator_role_binding(job)),
+    (ChildKind.SERVICE, lambda job, _: children.headless_service(job)),
+)
+
+
+def reconcile(
+    job: Mapping[str, Any],
+    observed: Observation,
+    now: datetime,
+    settings: OperatorSettings | None = None,
+) -> Decision:
+    """Decide what to do about one TrainJob.
+
+    `job` is the object as the API server returns it (metadata, spec, status); `observed` its
+    children; `now` an aware datetime (naive means UTC). Never raises on a bad spec or status:
+    a spec that cannot run fails the job with a message and an Event.
+    """
+    metadata = JobMetadata.from_wire(job.get("metadata") or {})
+    if metadata.deletion_timestamp is not None:
+        return Decision()
+    aware_now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return _Reconciliation(
+        metadata=metadata,
+        raw_spec=job.get("spec"),
+        status=TrainJobStatus.from_wire_lenient(job.get("status")),
+        observed=observed,
+        # Status timestamps have whole seconds, like the API server's own.
+        now=aware_now.astimezone(UTC).replace(microsecond=0),
+        settings=settings or OperatorSettings(),
+    ).run()
+
+
+class _Reconciliation:
+    """One reconcile pass: a working copy of the operator-owned status and the actions so far."""
+
+    def __init__(
+        self,
+        *,
+        metadata: JobMetadata,
+        raw_spec: Any,
+        status: TrainJobStatus,
+        observed: Observation,
+        now: datetime,
+        settings: OperatorSettings,
+    ) -> None:
+        self.metadata = metadata
+        self.raw_spec = raw_spec
+        self.original = status
+        self.status = status
+        self.observed = observed
+        self.now = now
+        self.settings = settings
+        self.actions: list[Action] = []
+        self.requeues: list[float] = []
+        self.spec: TrainJobSpec | None = None
+
+    # ---- results ---------------------------------------------------------------------------
+
+    def run(self) -> Decision:
+        self._update(observed_generation=self.metadata.generation)
+        try:
+            self.spec = TrainJobSpec.from_wire(self.raw_spec)
+        except ValidationError as error:
+            if self.phase not in lifecycle.TERMINAL_PHASES:
+                self._fail("InvalidSpec", _validation_message(error))
+            self._finished()
+        else:
+            self._step()
+        return self._decision()
+
+    def _decision(self) -> Decision:
+        old = self.original.model_dump(mode="json", by_alias=True)
+        new = self.status.model_dump(mode="json", by_alias=True)
+        operator_keys = {TrainJobStatus.model_fields[name].alias or name for name in OPERATOR_STATUS_FIELDS}
+        patch = {key: new[key] for key in sorted(operator_keys) if new[key] != old[key]}
+        due = [seconds for seconds in self.requeues if seconds >= 0]
+        return Decision(
+            status_patch=patch,
+            actions=tuple(self.actions),
+            requeue_after=max(min(due), 1.0) if due else None,
+        )
+
+    # ---- working status --------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.status.phase
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return list(self.status.conditions or [])
+
+    @property
+    def job(self) -> TrainJob:
+        assert self.spec is not None
+        return TrainJob(metadata=self.metadata, spec=self.spec, status=self.status)
+
+    def _update(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def _transition(self, target: Phase, reason: str, message: str) -> None:
+        lifecycle.check_transition(self.phase, target)
+        conditions = lifecycle.enter_phase(self.conditions, target, reason, message, self.now)
+        self._update(phase=target, conditions=conditions, message=message)
+
+    def _set_condition(self, kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
+        conditions = lifecycle.set_condition(self.conditions, kind, status, reason, message, self.now)
+        self._update(conditions=conditions)
+
+    def _event(self, reason: str, message: str, event_type: EventType = EventType.NORMAL) -> None:
+        self.actions.append(EmitEvent(reason=reason, message=message, type=event_type))
+
+    def _requeue_in(self, seconds: float) -> None:
+        self.requeues.append(seconds)
+
+    def _seconds_until(self, moment: datetime) -> float:
+        return (moment - self.now).total_seconds()
+
+    # ---- the state machine -------------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self.phase in lifecycle.TERMINAL_PHASES:
+            self._finished()
+            return
+        if self.phase is None:
+            self._admit()
+            if self.phase is not Phase.PENDING:
+                return
+        refused = self._check_spec_changes()
+        if self.phase is not Phase.SUSPENDED and self._deadline_exceeded():
+            return
+        if self.spec_or_fail.suspend and self.phase is not Phase.SUSPENDED:
+            self._suspend()
+            return
+        if self.phase is Phase.RESTARTING:
+            self._restarting(refused)
+        elif self.phase is Phase.SUSPENDED:
+            self._suspended(refused)
+        if self.phase in lifecycle.ACTIVE_PHASES:
+            self._active(refused)
+
+    @property
+    def spec_or_fail(self) -> TrainJobSpec:
+        assert self.spec is not None
+        return self.spec
+
+    def _admit(self) -> None:
+        """A new job: validate it, then start attempt 0 (or wait, suspended, until resumed)."""
+        self._update(restarts=0)
+        if self.spec_or_fail.suspend:
+            self._transition(
+                Phase.SUSPENDED, "CreatedSuspended", "created suspended; unset spec.suspend to start"
+            )
+            self._event("Suspended", "created suspended")
+            return
+        self._update(start_time=self.now)
+        self._start_attempt(0, "Created", "job created")
+
+    def _start_attempt(self, attempt: int, reason: str, event_message: str) -> None:
+        """Enter Pending for a new attempt; the first one validates and accepts the spec."""
+        spec = self.spec_or_fail
+        if self.status.spec_hashes is None:
+            problems = validate_spec(self.metadata.name, spec)
+            if problems:
+                self._fail("InvalidSpec", "; ".join(problems))
+                return
+            self._update(spec_hashes=immutable_field_hashes(spec))
+            self._set_condition(ConditionType.CREATED, ConditionStatus.TRUE, "Accepted", "spec accepted")
+        longest = names.pod_name(self.metadata.name, attempt, spec.workers - 1)
+        if len(longest) > DNS_LABEL_MAX:
+            self._fail(
+                "InvalidSpec",
+                f"metadata.name: attempt {attempt} would name pod {longest!r}, longer than the "
+                f"{DNS_LABEL_MAX} characters of a hostname",
+            )
+            return
+        self._update(
+            attempt=attempt,
+            attempt_start_time=self.now,
+            restart_after=None,
+            workers=WorkerCounts(),
+        )
+        self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {spec.workers} workers")
+        self._event(reason, f"{event_message}: starting attempt {attempt}")
+
+    def _check_spec_changes(self) -> bool:
+        """Refuse changes to fields that are fixed once the job started; True while one is in place."""
+        accepted = self.status.spec_hashes
+        refused = lifecycle.condition_is_true(self.conditions, ConditionType.SPEC_CHANGE_REFUSED)
+        changed = changed_fields(accepted, self.spec_or_fail) if accepted is not None else []
+        if changed:
+            message = (
+                f"spec fields cannot change once the job has started: {', '.join(changed)}; the job goes on "
+                "with the accepted values and starts no new attempt until they are changed back (or "
+                "delete and recreate the job)"
+            )
+            if refused is None or refused.message != message:
+                self._set_condition(
+                    ConditionType.SPEC_CHANGE_REFUSED, ConditionStatus.TRUE, "ImmutableFieldChanged", message
+                )
+                self._event("SpecChangeRefused", message, EventType.WARNING)
+            return True
+        if refused is not None:
+            self._set_condition(
+                ConditionType.SPEC_CHANGE_REFUSED,
+                ConditionStatus.FALSE,
+                "SpecRestored",
+                "the fixed spec fields have their accepted values again",
+            )
+        return False
+
+    def _deadline_exceeded(self) -> bool:
+        deadline = self.spec_or_fail.active_deadline_seconds
+        start = self.status.start_time
+        if deadline is None or start is None:
+            return False
+        remaining = self._seconds_until(start + timedelta(seconds=deadline))
+        if remaining > 0:
+            self._requeue_in(remaining)
+            return False
+        self._fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+        return True
+
+    def _active(self, refused: bool) -> None:
+        """Pending or Running: make the children, then judge the attempt's pods."""
+        spec = self.spec_or_fail
+        attempt = self.status.attempt or 0
+        pods = self.observed.pods_of(attempt)
+        older = self.observed.pods_not_of(attempt)
+        self._delete_pods(older)
+        self._count_workers(pods)
+
+        failures = self._failures(pods)
+        if failures:
+            self._after_failure(failures)
+            return
+        if len(pods) == spec.workers and all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()):
+            self._succeed()
+            return
+
+        for kind, build in _SHARED_CHILDREN:
+            if kind not in self.observed.existing:
+                self.actions.append(CreateObject(build(self.job, self.settings)))
+        missing = [rank for rank in range(spec.workers) if rank not in pods]
+        if missing:
+            if older:
+                self._update(message=f"waiting for {len(older)} pods of earlier attempts to terminate")
+                self._requeue_in(POLL_SECONDS)
+            elif refused:
+                self._requeue_in(POLL_SECONDS)
+            else:
+                for rank in missing:
+                    self.actions.append(
+                        CreateObject(children.worker_pod(self.job, attempt, rank, self.settings))
+                    )
+                self._requeue_in(POLL_SECONDS)
+            return
+
+        started = all(p.outcome in (PodOutcome.RUNNING, PodOutcome.SUCCEEDED) for p in pods.values())
+        if self.phase is Phase.PENDING:
+            if not started:
+                self._requeue_in(POLL_SECONDS)
+                return
+            message = f"attempt {attempt}: all {spec.workers} workers running"
+            self._transition(Phase.RUNNING, "AllWorkersRunning", message)
+            if lifecycle.condition_is_true(self.conditions, ConditionType.STALLED):
+                self._set_condition(ConditionType.STALLED, ConditionStatus.FALSE, "NewAttempt", message)
+            self._event("Running", message)
+        self._check_stall()
+
+    def _failures(self, pods: dict[int, PodObservation]) -> list[WorkerFailure]:
+        failures = []
+        for rank, pod in sorted(pods.items()):
+            if pod.outcome is PodOutcome.FAILED:
+                failures.append(WorkerFailure(rank, pod.name, pod.exit_code, pod.failure_reason))
+            elif pod.deleting and pod.outcome is not PodOutcome.SUCCEEDED:
+                failures.append(WorkerFailure(rank, pod.name, None, "PodDeleted: deleted while running"))
+        if self.phase is Phase.RUNNING:
+            attempt = self.status.attempt or 0
+            for rank in range(self.spec_or_fail.workers):
+                if rank not in pods:
+                    name = names.pod_name(self.metadata.name, attempt, rank)
+                    failures.append(WorkerFailure(rank, name, None, "PodMissing: the pod disappeared"))
+        return failures
+
+    def _check_stall(self) -> None:
+        timeout = self.spec_or_fail.stall_timeout_seconds
+        running = lifecycle.condition_is_true(self.conditions, ConditionType.RUNNING)
+        if timeout is None or running is None or running.last_transition_time is None:
+            return
+        slowest = self.status.slowest_rank
+        since = running.last_transition_time
+        if slowest is not None and slowest.last_report_time is not None:
+            since = max(since, slowest.last_report_time)
+        remaining = self._seconds_until(since + timedelta(seconds=timeout))
+        if remaining > 0:
+            self._requeue_in(remaining)
+            return
+        rank = slowest.rank if slowest is not None and slowest.rank is not None else 0
+        pod_rank = rank // self.spec_or_fail.procs_per_worker
+        message = f"no report from rank {rank} for {timeout}s (stallTimeoutSeconds)"
+        self._set_condition(ConditionType.STALLED, ConditionStatus.TRUE, "NoProgress", message)
+        self._event("Stalled", message, EventType.WARNING)
+        pod = names.pod_name(self.metadata.name, self.status.attempt or 0, pod_rank)
+        self._after_failure([WorkerFailure(rank, pod, None, f"Stalled: {message}")])
+
+    def _after_failure(self, failures: list[WorkerFailure]) -> None:
+        """End the attempt: restart after a backoff, or fail the job."""
+        spec = self.spec_or_fail
+        restarts = self.status.restarts or 0
+        verdict = decide_after_failure(
+            failures, spec.failure_policy.restart_policy, restarts, spec.failure_policy.max_restarts
+        )
+        if verdict.outcome is FailureOutcome.FAIL:
+            self._fail("WorkerFailed", verdict.message)
+            return
+        delay = ExponentialBackoff(spec.failure_policy.backoff_seconds).delay(restarts + 1)
+        self._delete_pods(self.observed.pods)
+        self._update(restarts=restarts + 1, restart_after=self.now + timedelta(seconds=delay))
+        self._transition(Phase.RESTARTING, "WorkerFailed", verdict.message)
+        self._event("Restarting", f"{verdict.message}; next attempt in {delay:g}s", EventType.WARNING)
+        self._requeue_in(delay)
+
+    def _restarting(self, refused: bool) -> None:
+        """Wait until the failed attempt's pods are gone and the backoff has passed, then go on."""
+        spec = self.spec_or_fail
+        restarts = self.status.restarts or 0
+        if restarts > spec.failure_policy.max_restarts:
+            self._fail(
+                "WorkerFailed",
+                f"failurePolicy.maxRestarts was lowered to {spec.failure_policy.max_restarts}, "
+                f"below the {restarts} restarts already made",
+            )
+            return
+        self._delete_pods(self.observed.pods)
+        self._count_workers(self.observed.pods_of(self.status.attempt or 0))
+        waits = []
+        if self.observed.pods:
+            waits.append(POLL_SECONDS)
+        if self.status.restart_after is not None and self.status.restart_after > self.now:
+            waits.append(self._seconds_until(self.status.restart_after))
+        if waits:
+            self._requeue_in(min(waits))
+            return
+        if refused:
+            return
+        self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
+
+    def _suspend(self) -> None:
+        self._delete_pods(self.observed.pods)
+        self._count_workers(self.observed.pods_of(self.status.attempt or 0))
+        self._update(restart_after=None)
+        self._transition(Phase.SUSPENDED, "Suspended", "suspended: pods deleted, status kept")
+        self._event("Suspended", "spec.suspend is set: deleting the pods")
+
+    def _suspended(self, refused: bool) -> None:
+        self._delete_pods(self.observed.pods)
+        self._count_workers(self.observed.pods_of(self.status.attempt or 0))
+        if self.spec_or_fail.suspend or refused:
+            return
+        attempt = 0 if self.status.attempt is None else self.status.attempt + 1
+        # As for a Kubernetes Job, the deadline counts from the resume.
+        self._update(start_time=self.now)
+        self._start_attempt(attempt, "Resumed", "spec.suspend was unset")
+
+    def _succeed(self) -> None:
+        workers = self.spec_or_fail.workers
+        self._delete_pods(self.observed.pods)
+        self._update(completion_time=self.now, restart_after=None)
+        message = f"all {workers} workers exited 0 (attempt {self.status.attempt or 0})"
+        self._transition(Phase.SUCCEEDED, "AllWorkersSucceeded", message)
+        self._event("Succeeded", message)
+        self._finished()
+
+    def _fail(self, reason: str, message: str) -> None:
+        self._delete_pods(self.observed.pods)
+        self._update(completion_time=self.now, restart_after=None)
+        self._transition(Phase.FAILED, reason, message)
+        self._event(reason, message, EventType.WARNING)
+
+    def _finished(self) -> None:
+        """Succeeded or Failed: remove leftover pods, delete the job once its TTL has passed."""
+        if self.phase not in lifecycle.TERMINAL_PHASES:
+            return
+        self._delete_pods(self.observed.pods)
+        ttl = self.spec.ttl_seconds_after_finished if self.spec is not None else None
+        finished = self.status.completion_time
+        if ttl is None or finished is None:
+            return
+        remaining = self._seconds_until(finished + timedelta(seconds=ttl))
+        if remaining > 0:
+            self._requeue_in(remaining)
+        elif not any(isinstance(action, DeleteJob) for action in self.actions):
+            self.actions.append(DeleteJob(reason=f"ttlSecondsAfterFinished ({ttl}s) passed"))
+
+    # ---- pods ------------------------------------------------------------------------------
+
+    def _delete_pods(self, pods: Mapping[int, PodObservation] | tuple[PodObservation, ...]) -> None:
+        """Ask to delete the pods not already being deleted (nor asked for in this pass)."""
+        listed = pods.values() if isinstance(pods, Mapping) else pods
+        asked = {name for action in self.actions if isinstance(action, DeletePods) for name in action.names}
+        by_attempt: dict[int, list[str]] = {}
+        for pod in listed:
+            if not pod.deleting and pod.name not in asked:
+                by_attempt.setdefault(pod.attempt, []).append(pod.name)
+        for attempt, pod_names in sorted(by_attempt.items()):
+            self.actions.append(DeletePods(attempt=attempt, names=tuple(pod_names)))
+
+    def _count_workers(self, pods: Mapping[int, PodObservation]) -> None:
+        alive = [p for p in pods.values() if not p.deleting]
+        self._update(
+            workers=WorkerCounts(
+                active=sum(p.outcome in (PodOutcome.PENDING, PodOutcome.RUNNING) for p in alive),
+                ready=sum(p.ready for p in alive),
+                succeeded=sum(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()),
+                failed=sum(p.outcome is PodOutcome.FAILED for p in pods.values()),
+            )
+        )
+
+
+def _validation_message(error: ValidationError) -> str:
+    """Name each bad field by its path in the manifest, e.g. `spec.failurePolicy.restartPolicy`."""
+    problems = []
+    for item in error.errors():
+        path = ".".join(["spec", *(str(part) for part in item["loc"])])
+        problems.append(f"{path}: {item['msg']}")
+    return "; ".join(problems) or str(error)

@@ -1,0 +1,141 @@
+"""What the CRD schema cannot check, and which spec changes a started job accepts.
+
+Semantic validation runs before the first attempt starts. A problem fails the job with a message
+naming the field (and an Event): a TrainJob never crash-loops the operator.
+
+Spec changes after the first attempt started (`MUTABLE_FIELDS` is the whole list):
+
+- take effect: `suspend`, `activeDeadlineSeconds`, `ttlSecondsAfterFinished`,
+  `stallTimeoutSeconds`, `failurePolicy.maxRestarts`;
+- are refused, every other field (workers, procsPerWorker, template, config, storage,
+  checkpoints, failurePolicy.restartPolicy/backoffSeconds, resumeFrom): the job goes on as
+  accepted, with an Event and the condition SpecChangeRefused naming the fields. Because the
+  status keeps only hashes of the accepted values (it must stay small), no new attempt starts
+  while a refused change is in place: a pending restart or resume waits until the fields are
+  changed back. To run a different spec, delete the job and create it again (it resumes from its
+  latest checkpoint when it keeps its name and storage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from trainjob_operator.api import constants
+from trainjob_operator.api.types import TrainJobSpec
+
+from .names import pod_name
+
+MUTABLE_FIELDS = (
+    "suspend",
+    "activeDeadlineSeconds",
+    "ttlSecondsAfterFinished",
+    "stallTimeoutSeconds",
+    "failurePolicy.maxRestarts",
+)
+
+# DNS-1035 label: the job name is the headless Service's name and the pods' subdomain.
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL_MAX = 63
+# Room kept for attempt numbers when checking a name's length before the first attempt.
+ATTEMPT_DIGITS_RESERVED = 4
+RESERVED_VOLUME_PREFIX = "trainjob-"
+
+
+def _check_uri(field: str, uri: str) -> list[str]:
+    parts = urlsplit(uri)
+    if parts.scheme not in constants.STORAGE_SCHEMES:
+        return [f"{field}: scheme of {uri!r} must be one of s3://, file://"]
+    if parts.scheme == "s3" and not parts.netloc:
+        return [f"{field}: {uri!r} names no bucket (s3://bucket/prefix)"]
+    if parts.scheme == "file" and not parts.path.startswith("/"):
+        return [f"{field}: {uri!r} must be an absolute path (file:///path)"]
+    return []
+
+
+def validate_spec(job_name: str, spec: TrainJobSpec) -> list[str]:
+    """Problems the CRD schema cannot express, each naming its field; empty when the job can run."""
+    problems: list[str] = []
+    if len(job_name) > DNS_LABEL_MAX or not _DNS_LABEL.match(job_name):
+        problems.append(
+            f"metadata.name: {job_name!r} must be a DNS-1035 label (lowercase letters, digits, '-', "
+            "starting with a letter): it names the headless Service"
+        )
+    longest_pod = pod_name(job_name, 10**ATTEMPT_DIGITS_RESERVED - 1, spec.workers - 1)
+    if len(longest_pod) > DNS_LABEL_MAX:
+        problems.append(
+            f"metadata.name: {job_name!r} is too long: pod hostnames <name>-<attempt>-<rank> such as "
+            f"{longest_pod!r} must have at most {DNS_LABEL_MAX} characters"
+        )
+    problems += _check_uri("spec.storage.uri", spec.storage.uri)
+    if spec.resume_from is not None:
+        problems += _check_uri("spec.resumeFrom", spec.resume_from)
+    problems += _validate_template(spec.template)
+    return problems
+
+
+def _validate_template(template: dict[str, Any]) -> list[str]:
+    pod_spec = template.get("spec")
+    if not isinstance(pod_spec, dict):
+        return ["spec.template.spec: a PodTemplateSpec needs a pod spec"]
+    problems: list[str] = []
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not all(isinstance(c, dict) for c in containers):
+        return ["spec.template.spec.containers: must be a list of containers"]
+    names = [c.get("name") for c in containers]
+    if constants.TRAINER_CONTAINER not in names:
+        problems.append(
+            f"spec.template.spec.containers: no container named {constants.TRAINER_CONTAINER!r} "
+            f"(found {', '.join(map(str, names)) or 'none'})"
+        )
+    for container in containers:
+        if container.get("name") == constants.TRAINER_CONTAINER and not container.get("image"):
+            problems.append(f"spec.template.spec.containers[{constants.TRAINER_CONTAINER}].image: required")
+    init_containers = pod_spec.get("initContainers") or []
+    if constants.COORDINATOR_CONTAINER in names + [
+        c.get("name") for c in init_containers if isinstance(c, dict)
+    ]:
+        problems.append(
+            f"spec.template.spec: the container name {constants.COORDINATOR_CONTAINER!r} is reserved for "
+            "the coordinator sidecar"
+        )
+    for volume in pod_spec.get("volumes") or []:
+        if isinstance(volume, dict) and str(volume.get("name", "")).startswith(RESERVED_VOLUME_PREFIX):
+            problems.append(
+                f"spec.template.spec.volumes[{volume.get('name')}]: names starting with "
+                f"{RESERVED_VOLUME_PREFIX!r} are reserved for the operator"
+            )
+    return problems
+
+
+def _hash(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def immutable_field_hashes(spec: TrainJobSpec) -> dict[str, str]:
+    """A short hash of every field that cannot change once the job has started, by wire name."""
+    wire = spec.to_wire()
+    hashes: dict[str, str] = {}
+    for name, value in wire.items():
+        if name == "failurePolicy":
+            for sub_name, sub_value in value.items():
+                if f"failurePolicy.{sub_name}" not in MUTABLE_FIELDS:
+                    hashes[f"failurePolicy.{sub_name}"] = _hash(sub_value)
+        elif name not in MUTABLE_FIELDS:
+            hashes[name] = _hash(value)
+    # Optional fields that are unset still count: setting one later is a change too.
+    for name in ("config", "resumeFrom"):
+        hashes.setdefault(name, _hash(None))
+    return hashes
+
+
+def changed_fields(accepted: dict[str, str], spec: TrainJobSpec) -> list[str]:
+    """Immutable fields whose value differs from the accepted one, sorted."""
+    current = immutable_field_hashes(spec)
+    return sorted(
+        name for name in accepted.keys() | current.keys() if accepted.get(name) != current.get(name)
+    )

@@ -1,0 +1,1 @@
+"""trainjob-operator: runs distributed PyTorch training jobs on Kubernetes."""

@@ -1,0 +1,353 @@
+"""Start and stop a whole local cluster: the API server and the node agent, as subprocesses.
+
+    with LocalCluster() as cluster:          # a temporary directory, free ports
+        subprocess.run(["kubectl", "--kubeconfig", str(cluster.kubeconfig), "get", "nodes"])
+
+Every process is started in its own session and stopped by its pid: the node agent first (it
+stops every pod process it started; pods it could not stop are killed from its pid file), then
+the API server. The directory holds `kubeconfig`, `apiserver.log`, `node.log`, the agent's
+state (`node/`) and `localcluster.json` (pids, URL), which `python -m localcluster down` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+INFO_FILE = "localcluster.json"
+POD_PIDS_FILE = "pod-pids.json"  # written by the node agent into its state dir
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running any more.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def terminate_pid(pid: int, timeout: float = 10.0, *, group: bool = False, expect: str | None = None) -> None:
+    """SIGTERM, wait up to `timeout`, SIGKILL. `expect`: refuse a pid whose command line lacks it
+    (the pid may have been reused since it was recorded)."""
+    if pid <= 0 or not pid_alive(pid):
+        return
+    if expect is not None and expect not in _cmdline(pid):
+        return
+    kill = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
+
+
+def kill_pod_leftovers(state_dir: Path) -> list[int]:
+    """SIGKILL the process groups the agent recorded as running pod containers (after the agent
+    is gone: normally there are none left). Returns the groups that were still there."""
+    path = state_dir / POD_PIDS_FILE
+    try:
+        pgids = [int(p) for p in json.loads(path.read_text())]
+    except (OSError, ValueError):
+        return []
+    left = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            left.append(pgid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return left
+
+
+class LocalCluster:
+    """The API server and node agent of localcluster, as a context manager.
+
+    directory: where kubeconfig, logs and state go (default: a new temporary directory, removed
+    at stop unless keep=True). root: the working directory of containers without workingDir
+    (default: the current directory). state_file: the API server persists objects there.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        root: str | Path | None = None,
+        state_file: str | Path | None = None,
+        kubeconfig: str | Path | None = None,
+        node_name: str = "localnode",
+        port: int = 0,
+        kubelet_port: int = 0,
+        isolation: str = "auto",
+        pass_env: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        startup_timeout: float = 60.0,
+        keep: bool = False,
+    ) -> None:
+        self._temporary = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="localcluster-")).resolve()
+        self.root = Path(root or Path.cwd()).resolve()
+        self.state_file = Path(state_file).resolve() if state_file else None
+        self.kubeconfig = Path(kubeconfig).resolve() if kubeconfig else self.directory / "kubeconfig"
+        self.node_name = node_name
+        self.port = port
+        self.kubelet_port = kubelet_port
+        self.isolation = isolation
+        self.pass_env = tuple(pass_env)
+        self.env = dict(os.environ if env is None else env)
+        self.python = python
+        self.startup_timeout = startup_timeout
+        self.keep = keep or not self._temporary
+        self.url = ""
+        self.token = ""
+        self.apiserver: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+
+    # ---- public ------------------------------------------------------------------------------
+
+    @property
+    def node_state_dir(self) -> Path:
+        return self.directory / "node"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        out = {}
+        if self.apiserver is not None:
+            out["apiserver"] = self.apiserver.pid
+        if self.agent is not None:
+            out["agent"] = self.agent.pid
+        return out
+
+    def start(self) -> Self:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_apiserver()
+            self._start_agent()
+            self._write_info()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the agent (and so every pod), then the API server; by pid, idempotent."""
+        if self.agent is not None:
+            terminate_pid(self.agent.pid, timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.agent.wait(timeout=5)
+            self.agent = None
+        kill_pod_leftovers(self.node_state_dir)
+        if self.apiserver is not None:
+            terminate_pid(self.apiserver.pid, timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.apiserver.wait(timeout=5)
+            self.apiserver = None
+        with contextlib.suppress(OSError):
+            (self.directory / INFO_FILE).unlink()
+        if not self.keep:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def check_alive(self) -> None:
+        for name, proc in (("apiserver", self.apiserver), ("node agent", self.agent)):
+            if proc is not None and proc.poll() is not None:
+                raise ClusterError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+
+    def log_tail(self, which: str, lines: int = 40) -> str:
+        name = "apiserver.log" if which.startswith("api") else "node.log"
+        try:
+            return "\n".join((self.directory / name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def api(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        """A small synchronous REST call with the admin token (for tests and the CLI)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - our URL
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        with open(self.directory / log_name, "ab") as log:
+            return subprocess.Popen(
+                [self.python, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.root,
+                start_new_session=True,
+            )
+
+    def _start_apiserver(self) -> None:
+        log_path = self.directory / "apiserver.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        args = ["-m", "localcluster.apiserver", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--kubeconfig", str(self.kubeconfig), "--node-name", self.node_name]
+        if self.state_file is not None:
+            args += ["--state-file", str(self.state_file)]
+        self.apiserver = self._spawn(args, "apiserver.log")
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                m = _LISTENING.search(f.read().decode(errors="replace"))
+            if m and self.kubeconfig.exists():
+                self.url = m.group(1).rstrip("/")
+                break
+            if self.apiserver.poll() is not None:
+                raise ClusterError(
+                    f"API server exited with {self.apiserver.returncode}:\n{self.log_tail('api')}"
+                )
+            time.sleep(0.05)
+        else:
+            raise ClusterError(
+                f"API server did not start in {self.startup_timeout}s:\n{self.log_tail('api')}"
+            )
+        self.token = _kubeconfig_token(self.kubeconfig)
+
+    def _start_agent(self) -> None:
+        args = [
+            "-m",
+            "localcluster.node",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--node-name",
+            self.node_name,
+        ]
+        args += ["--state-dir", str(self.node_state_dir), "--root", str(self.root)]
+        args += ["--kubelet-port", str(self.kubelet_port), "--isolation", self.isolation]
+        for name in self.pass_env:
+            args += ["--pass-env", name]
+        self.agent = self._spawn(args, "node.log")
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                node = self.api("GET", f"/api/v1/nodes/{self.node_name}")
+                status = node.get("status") or {}
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or []
+                )
+                port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+                if ready and port:
+                    return
+            time.sleep(0.1)
+        raise ClusterError(
+            f"node agent did not register in {self.startup_timeout}s:\n{self.log_tail('node')}"
+        )
+
+    def _write_info(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "apiserver": self.pids.get("apiserver"),
+            "agent": self.pids.get("agent"),
+            "url": self.url,
+            "kubeconfig": str(self.kubeconfig),
+            "node": self.node_name,
+        }
+        (self.directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _kubeconfig_token(path: Path) -> str:
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    for user in data.get("users") or []:
+        token = (user.get("user") or {}).get("token")
+        if token:
+            return str(token)
+    return ""
+
+
+def read_info(directory: str | Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((Path(directory) / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def stop_by_info(directory: str | Path, timeout: float = 40.0) -> bool:
+    """Stop the cluster recorded in `directory` (what `down` does). Returns whether one ran."""
+    info = read_info(directory)
+    if info is None:
+        return False
+    ran = False
+    owner = int(info.get("pid") or 0)
+    if owner and owner != os.getpid() and pid_alive(owner):
+        ran = True
+        # The owner (`up`) stops its children in order; wait for it.
+        terminate_pid(owner, timeout=timeout, expect="localcluster")
+    for key, expect in (("agent", "localcluster.node"), ("apiserver", "localcluster.apiserver")):
+        pid = int(info.get(key) or 0)
+        if pid and pid_alive(pid):
+            ran = True
+            terminate_pid(pid, timeout=timeout / 2, expect=expect)
+    kill_pod_leftovers(Path(directory) / "node")
+    with contextlib.suppress(OSError):
+        (Path(directory) / INFO_FILE).unlink()
+    return ran
+
+
+def cluster_running(directory: str | Path) -> dict[str, Any] | None:
+    info = read_info(directory)
+    if info is None:
+        return None
+    pids = [int(info.get(k) or 0) for k in ("apiserver", "agent")]
+    return info if all(p and pid_alive(p) for p in pids) else None

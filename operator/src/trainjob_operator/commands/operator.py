@@ -1,0 +1,65 @@
+"""`trainjob operator`: run the TrainJob operator against a cluster."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import kopf
+
+from trainjob_operator.reconciling import OperatorSettings
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the TrainJob operator",
+        description="Run the operator: it turns each TrainJob into a gang of worker pods with a "
+        "coordinator sidecar, restarts failed gangs from the latest committed checkpoint, and keeps "
+        "the job's status true. Several replicas may run with --peering (one is active).",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then $KUBECONFIG)")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate replicas through this KopfPeering object (default: standalone, one replica)",
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority; the highest is active")
+    parser.add_argument("--liveness-port", type=int, help="serve /healthz on this port")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--coordinator-image",
+        default=OperatorSettings().coordinator_image,
+        help="image of the coordinator sidecar (default: %(default)s)",
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log each API call kopf makes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainjob_operator.controller import running
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    running.run(
+        running.OperatorOptions(
+            kubeconfig=args.kubeconfig,
+            namespaces=tuple(args.namespace),
+            peering=args.peering,
+            priority=args.priority,
+            liveness_port=args.liveness_port,
+            metrics_port=args.metrics_port,
+            settings=OperatorSettings(coordinator_image=args.coordinator_image),
+        )
+    )
+    return 0

@@ -1,0 +1,101 @@
+"""Apply a reconcile Decision through the Kubernetes API.
+
+The kubernetes client is synchronous; its calls run in worker threads so the operator's event
+loop keeps serving watches. Every write is idempotent as the reconcile decision expects:
+creating what exists (409) and deleting what is gone (404) count as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from trainjob_operator.api import constants
+from trainjob_operator.controller import metrics
+from trainjob_operator.reconciling import ChildKind
+
+logger = logging.getLogger(__name__)
+
+# The children the operator tracks by existence, by the kind in their manifest.
+CHILD_KINDS: dict[str, ChildKind] = {kind.value: kind for kind in ChildKind}
+
+
+class KubernetesActions:
+    """The writes the operator makes; one instance per operator process."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    def _creator(self, kind: str) -> Callable[..., Any]:
+        creators: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "Secret": self.core.create_namespaced_secret,
+            "Service": self.core.create_namespaced_service,
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
+        }
+        return creators[kind]
+
+    async def create(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """Create the object; False when it already existed."""
+        create = self._creator(str(manifest["kind"]))
+        metrics.API_WRITES.labels("create").inc()
+        try:
+            await asyncio.to_thread(create, namespace, manifest)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete with the pod's own grace period: SIGTERM first, so the SDK flushes its reports."""
+        metrics.API_WRITES.labels("delete").inc()
+        try:
+            await asyncio.to_thread(self.core.delete_namespaced_pod, name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        metrics.API_WRITES.labels("delete").inc()
+        try:
+            await asyncio.to_thread(
+                self.custom.delete_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                constants.PLURAL,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch `.status`; the job as it is afterwards, or None when it is gone."""
+        metrics.API_WRITES.labels("patch").inc()
+        try:
+            result = await asyncio.to_thread(
+                self.custom.patch_namespaced_custom_object_status,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                constants.PLURAL,
+                name,
+                {"status": patch},
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], result)

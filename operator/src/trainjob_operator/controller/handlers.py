@@ -1,0 +1,169 @@
+"""What kopf calls. Thin on purpose: gather the observation, call `reconcile`, apply the decision.
+
+Each TrainJob gets one daemon (so one job's passes never overlap and a restarted operator resumes
+them); a pod index keeps every job's pods in memory, fed by the same watch that wakes the job's
+daemon when one of its pods changes. Children other than pods are not watched (watching Secrets
+would need cluster-wide read access to them): the operator remembers which it has created or
+found to exist (409), so after a restart it re-asks at most once per job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from trainjob_operator.api import constants
+from trainjob_operator.controller import metrics
+from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
+from trainjob_operator.controller.waking import JobKey, Wakers
+from trainjob_operator.reconciling import (
+    ChildKind,
+    CreateObject,
+    Decision,
+    DeleteJob,
+    DeletePods,
+    EmitEvent,
+    Observation,
+    OperatorSettings,
+    reconcile,
+)
+
+logger = logging.getLogger(__name__)
+
+registry = kopf.OperatorRegistry()
+
+# Without a pending deadline, a job's daemon still looks again this often: a safety net for a
+# missed watch event, not the way progress is made.
+RESYNC_SECONDS = 60.0
+# After an API error, the daemon retries after this many seconds.
+ERROR_BACKOFF_SECONDS = 2.0
+
+_JOB_RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
+_WORKER_PODS = {constants.LABEL_NAME: kopf.PRESENT}
+
+
+@dataclass
+class Controller:
+    """What the handlers share; kept in kopf's memo as `memo.controller`."""
+
+    actions: KubernetesActions
+    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    wakers: Wakers = field(default_factory=Wakers)
+    # Job uid -> the children known to exist.
+    known_children: dict[str, set[ChildKind]] = field(default_factory=dict)
+    # (namespace, name) -> phase, for the jobs-by-phase gauge.
+    phases: dict[JobKey, str] = field(default_factory=dict)
+
+    def record_phase(self, key: JobKey, phase: str | None) -> None:
+        if phase is None:
+            self.phases.pop(key, None)
+        else:
+            self.phases[key] = phase
+        counts: dict[str, int] = {}
+        for value in self.phases.values():
+            counts[value] = counts.get(value, 0) + 1
+        metrics.JOBS_BY_PHASE.clear()
+        for value, count in counts.items():
+            metrics.JOBS_BY_PHASE.labels(value).set(count)
+
+
+@kopf.index("pods", labels=_WORKER_PODS, registry=registry)
+def pods_by_job(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[JobKey, dict[str, Any]]:
+    return {(namespace or "", labels[constants.LABEL_NAME]): dict(body)}
+
+
+@kopf.on.event("pods", labels=_WORKER_PODS, registry=registry)
+def wake_on_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    memo.controller.wakers.wake((namespace or "", labels[constants.LABEL_NAME]))
+
+
+@kopf.on.event(*_JOB_RESOURCE, registry=registry)
+def wake_on_job_event(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    memo.controller.wakers.wake((namespace or "", name))
+
+
+@kopf.daemon(*_JOB_RESOURCE, registry=registry, cancellation_timeout=1.0)
+async def run_trainjob(
+    namespace: str | None,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    controller: Controller = memo.controller
+    pods_by_job: kopf.Index[JobKey, dict[str, Any]] = kwargs["pods_by_job"]
+    namespace = namespace or ""
+    key = (namespace, name)
+    # Our own status patches reach `body` only with the next watch event; until then the patch's
+    # response is the freshest view, so a pass never repeats a transition it has already made.
+    freshest: dict[str, Any] = dict(body)
+    try:
+        while not stopped:
+            live = dict(body)
+            if _resource_version(live) >= _resource_version(freshest):
+                freshest = live
+            observed = Observation.from_objects(
+                pods_by_job.get(key, []), controller.known_children.get(uid, set())
+            )
+            decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
+            try:
+                with metrics.RECONCILE_SECONDS.time():
+                    patched = await _apply(controller, namespace, name, uid, body, decision)
+            except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
+                await controller.wakers.wait(key, ERROR_BACKOFF_SECONDS)
+                continue
+            metrics.RECONCILES.labels("ok").inc()
+            if patched is not None:
+                freshest = patched
+            controller.record_phase(key, (freshest.get("status") or {}).get("phase"))
+            if decision.of_type(DeleteJob):
+                return
+            wait = decision.requeue_after if decision.requeue_after is not None else RESYNC_SECONDS
+            await controller.wakers.wait(key, wait)
+    finally:
+        controller.wakers.forget(key)
+        controller.record_phase(key, None)
+
+
+async def _apply(
+    controller: Controller, namespace: str, name: str, uid: str, body: kopf.Body, decision: Decision
+) -> dict[str, Any] | None:
+    """Apply the decision: status first (it records what the actions are about to do), then the
+    actions in order. Returns the job as patched, or None if nothing was patched."""
+    patched = None
+    if decision.status_patch:
+        patched = await controller.actions.patch_status(namespace, name, decision.status_patch)
+    for action in decision.actions:
+        if isinstance(action, CreateObject):
+            await controller.actions.create(namespace, action.manifest)
+            child = CHILD_KINDS.get(action.kind)
+            if child is not None:
+                controller.known_children.setdefault(uid, set()).add(child)
+        elif isinstance(action, DeletePods):
+            for pod in action.names:
+                await controller.actions.delete_pod(namespace, pod)
+        elif isinstance(action, DeleteJob):
+            logger.info("deleting %s/%s: %s", namespace, name, action.reason)
+            await controller.actions.delete_job(namespace, name)
+        elif isinstance(action, EmitEvent):
+            kopf.event(body, type=action.type.value, reason=action.reason, message=action.message)
+    return patched
+
+
+def _resource_version(obj: dict[str, Any]) -> int:
+    """resourceVersions are opaque to clients in general, but both etcd's and the local cluster's
+    are increasing integers; an unparsable one never wins over a parsed one."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or -1)
+    except ValueError:
+        return -1

@@ -1,0 +1,186 @@
+"""The whole product on one machine: the local cluster, SeaweedFS and the operator.
+
+`trainjob local up`, `make demo` and the end-to-end tests start exactly this, so what the tests
+prove is what a user runs. Every process is started in its own session and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from localcluster import LocalCluster
+from trainjob_operator.api import constants
+from trainjob_operator.api.crd import trainjob_crd
+from trainjob_operator.local.seaweedfs import SeaweedFS
+
+# The Secret `trainjob local up` creates in each namespace it prepares; the examples name it.
+CREDENTIALS_SECRET = "trainjob-s3"  # noqa: S105 - a name, not a value
+INFO_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not start; the message carries the tail of its log."""
+
+
+@dataclass
+class LocalStack:
+    """Start with `start()` (or `with`), stop with `stop()`; `kubeconfig` is what kubectl needs."""
+
+    directory: Path
+    root: Path = field(default_factory=Path.cwd)
+    namespaces: tuple[str, ...] = ("default",)
+    with_operator: bool = True
+    operator_args: tuple[str, ...] = ()
+    keep: bool = True
+    cluster: LocalCluster | None = None
+    seaweedfs: SeaweedFS | None = None
+    operator: subprocess.Popen[bytes] | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.cluster is not None, "the stack is not started"
+        return self.cluster.kubeconfig
+
+    @property
+    def operator_log(self) -> Path:
+        return self.directory / "operator.log"
+
+    def start(self) -> Self:
+        self.directory = self.directory.resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cluster = LocalCluster(self.directory / "cluster", root=self.root, keep=True).start()
+            self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
+            self.install_crd()
+            for namespace in self.namespaces:
+                self.prepare_namespace(namespace)
+            if self.with_operator:
+                self.start_operator()
+            self._write_info()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the operator, the cluster (and so every pod), then SeaweedFS. Idempotent."""
+        self.stop_operator()
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.seaweedfs is not None:
+            self.seaweedfs.stop()
+        with contextlib.suppress(OSError):
+            (self.directory / INFO_FILE).unlink()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---- the parts --------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        assert self.cluster is not None
+        return self.cluster.api(method, path, body, content_type)
+
+    def install_crd(self, timeout: float = 30.0) -> None:
+        crd = trainjob_crd()
+        with contextlib.suppress(urllib.error.HTTPError):  # 409: installed already
+            self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        deadline = time.monotonic() + timeout
+        path = f"/apis/{constants.GROUP}/{constants.VERSION}/{constants.PLURAL}"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(urllib.error.HTTPError):
+                self.api("GET", path)
+                return
+            time.sleep(0.1)
+        raise StackError(f"the TrainJob CRD was not served within {timeout}s")
+
+    def prepare_namespace(self, namespace: str) -> None:
+        """The namespace and the S3 credentials Secret the examples name."""
+        assert self.seaweedfs is not None
+        with contextlib.suppress(urllib.error.HTTPError):
+            self.api("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+        secret = {
+            "metadata": {"name": CREDENTIALS_SECRET, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {
+                constants.AWS_ACCESS_KEY_ID: self.seaweedfs.access_key,
+                constants.AWS_SECRET_ACCESS_KEY: self.seaweedfs.secret_key,
+            },
+        }
+        with contextlib.suppress(urllib.error.HTTPError):
+            self.api("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+
+    def start_operator(self) -> None:
+        assert self.seaweedfs is not None
+        args = [
+            sys.executable,
+            "-m",
+            "trainjob_operator",
+            "operator",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--default-storage-endpoint",
+            self.seaweedfs.endpoint,
+            *self.operator_args,
+        ]
+        with open(self.operator_log, "ab") as log:
+            self.operator = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+            )
+
+    def stop_operator(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.operator is None:
+            return
+        if self.operator.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.operator.pid, sig)
+            try:
+                self.operator.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.operator.pid, signal.SIGKILL)
+                self.operator.wait()
+        self.operator = None
+
+    def _write_info(self) -> None:
+        assert self.cluster is not None and self.seaweedfs is not None
+        info = {
+            "kubeconfig": str(self.kubeconfig),
+            "s3Endpoint": self.seaweedfs.endpoint,
+            "bucket": self.seaweedfs.bucket,
+            "pids": {
+                **self.cluster.pids,
+                "seaweedfs": self.seaweedfs.process.pid if self.seaweedfs.process else None,
+                "operator": self.operator.pid if self.operator else None,
+            },
+        }
+        (self.directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def read_stack_info(directory: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((directory / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None

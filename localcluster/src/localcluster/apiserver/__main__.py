@@ -1,0 +1,63 @@
+"""`python -m localcluster.apiserver --host 127.0.0.1 --port 0 --kubeconfig PATH [--state-file PATH]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .app import APIServer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m localcluster.apiserver", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--kubeconfig", required=True, help="where to write the admin kubeconfig")
+    p.add_argument("--state-file", default=None, help="keep objects here across restarts")
+    p.add_argument("--node-name", default="localnode", help="the one node every pod is bound to")
+    p.add_argument(
+        "--token", default=None, help="the admin bearer token (default: random, or the state file's)"
+    )
+    p.add_argument("--watch-history", type=int, default=10000, help="changes kept for watches to resume from")
+    p.add_argument("--authorization", choices=["AlwaysAllow"], default="AlwaysAllow")
+    p.add_argument("--log-level", default="WARNING")
+    return p.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    server = APIServer(
+        args.host,
+        args.port,
+        state_file=args.state_file,
+        kubeconfig=args.kubeconfig,
+        node_name=args.node_name,
+        admin_token=args.token,
+        history=args.watch_history,
+    )
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"localcluster apiserver listening on {server.url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    main()

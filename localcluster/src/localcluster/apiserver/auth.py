@@ -1,0 +1,154 @@
+"""Who is calling: the static admin token and ServiceAccount tokens (HMAC-signed JWTs).
+
+Every request is identified here, in one place; `Authorizer` decides. The default authorizer
+allows everything (as the issue asks for now); an RBAC authorizer can replace it later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class UserInfo:
+    username: str
+    groups: list[str] = field(default_factory=list)
+    uid: str = ""
+    extra: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"username": self.username, "groups": self.groups}
+        if self.uid:
+            out["uid"] = self.uid
+        if self.extra:
+            out["extra"] = self.extra
+        return out
+
+
+ANONYMOUS = UserInfo("system:anonymous", ["system:unauthenticated"])
+ADMIN = UserInfo("admin", ["system:masters", "system:authenticated"])
+
+
+class Authenticator:
+    """Maps a bearer token to a user. `sa_uid` looks up a ServiceAccount's uid (None: gone)."""
+
+    def __init__(self, admin_token: str, key: bytes, sa_uid: Callable[[str, str], str | None]) -> None:
+        self.admin_token = admin_token
+        self.key = key
+        self.sa_uid = sa_uid
+
+    @staticmethod
+    def new_key() -> bytes:
+        return secrets.token_bytes(32)
+
+    def identify(self, authorization: str | None) -> UserInfo | None:
+        """The caller of a request; None means a token was presented and is not valid (401)."""
+        if not authorization:
+            return ANONYMOUS
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        return self.user_for_token(token.strip())
+
+    def user_for_token(self, token: str) -> UserInfo | None:
+        if hmac.compare_digest(token, self.admin_token):
+            return ADMIN
+        claims = self.verify(token)
+        if claims is None:
+            return None
+        k8s = claims.get("kubernetes.io") or {}
+        ns = k8s.get("namespace", "")
+        sa = (k8s.get("serviceaccount") or {}).get("name", "")
+        return UserInfo(
+            f"system:serviceaccount:{ns}:{sa}",
+            ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+            uid=(k8s.get("serviceaccount") or {}).get("uid", ""),
+        )
+
+    def issue(
+        self,
+        namespace: str,
+        name: str,
+        sa_uid: str,
+        audiences: list[str] | None,
+        expiration_seconds: int,
+        bound: dict[str, Any] | None = None,
+    ) -> tuple[str, int]:
+        now = int(time.time())
+        exp = now + expiration_seconds
+        k8s: dict[str, Any] = {"namespace": namespace, "serviceaccount": {"name": name, "uid": sa_uid}}
+        if bound and bound.get("kind") and bound.get("name"):
+            k8s[str(bound["kind"]).lower()] = {"name": bound["name"], "uid": bound.get("uid", "")}
+        claims = {
+            "iss": ISSUER,
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+            "aud": audiences or [ISSUER],
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": str(uuid.uuid4()),
+            "kubernetes.io": k8s,
+        }
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        sig = _b64(hmac.new(self.key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        return f"{header}.{payload}.{sig}", exp
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        expected = _b64(hmac.new(self.key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, parts[2]):
+            return None
+        try:
+            claims: dict[str, Any] = json.loads(_unb64(parts[1]))
+        except ValueError:
+            return None
+        if int(claims.get("exp", 0)) < time.time():
+            return None
+        k8s = claims.get("kubernetes.io") or {}
+        sa = k8s.get("serviceaccount") or {}
+        # a token dies with its ServiceAccount, as bound tokens do on a real cluster
+        if self.sa_uid(k8s.get("namespace", ""), sa.get("name", "")) != sa.get("uid"):
+            return None
+        return claims
+
+
+@dataclass
+class Attributes:
+    verb: str
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    path: str = ""
+
+
+class Authorizer:
+    """AlwaysAllow; `--authorization RBAC` is to replace `allowed`."""
+
+    mode = "AlwaysAllow"
+
+    def allowed(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
+        return True, ""

@@ -1,0 +1,172 @@
+"""What the real API server does to particular built-in kinds on create and update (defaults,
+allocations, derived fields), kept apart from the generic REST semantics."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from typing import Any
+
+from .errors import invalid
+
+Obj = dict[str, Any]
+
+
+def _pod_defaults(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    spec.setdefault("priority", 0)
+    if "serviceAccount" in spec and "serviceAccountName" not in spec:
+        spec["serviceAccountName"] = spec["serviceAccount"]
+    spec.setdefault("serviceAccountName", "default")
+    spec["serviceAccount"] = spec["serviceAccountName"]
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or []:
+            if not isinstance(c, dict):
+                continue
+            image = str(c.get("image", ""))
+            tag = image.rsplit("/", 1)[-1]
+            latest = ":" not in tag or tag.endswith(":latest")
+            c.setdefault("imagePullPolicy", "Always" if latest and "@" not in image else "IfNotPresent")
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            c.setdefault("resources", {})
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    for vol in spec.get("volumes") or []:
+        if isinstance(vol, dict):
+            for src in ("secret", "configMap"):
+                if isinstance(vol.get(src), dict):
+                    vol[src].setdefault("defaultMode", 420)
+            if isinstance(vol.get("projected"), dict):
+                vol["projected"].setdefault("defaultMode", 420)
+
+
+def _template_defaults(obj: Obj) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        _pod_defaults(template["spec"])
+        template.setdefault("metadata", {})
+
+
+class KindHooks:
+    """Per-kind preparation for create and update; the single node's name and a ClusterIP allocator."""
+
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+        self._cluster_ips = ipaddress.ip_network("10.96.0.0/12")
+        self._next_ip = 10
+
+    # -- create ---------------------------------------------------------------
+    def on_create(self, kind: str, group: str, obj: Obj, allocated_ips: set[str]) -> None:
+        if group == "" and kind == "Pod":
+            spec = obj.setdefault("spec", {})
+            if not spec.get("containers"):
+                raise invalid(
+                    "Pod",
+                    "",
+                    obj["metadata"].get("name", ""),
+                    [
+                        {
+                            "reason": "FieldValueRequired",
+                            "message": "Required value",
+                            "field": "spec.containers",
+                        }
+                    ],
+                )
+            _pod_defaults(spec)
+            # One node and no scheduler: every pod is bound to it at creation.
+            spec.setdefault("nodeName", self.node_name)
+            status = obj.setdefault("status", {})
+            status.setdefault("phase", "Pending")
+            status.setdefault("qosClass", "BestEffort")
+        elif group == "" and kind == "Secret":
+            self._secret(obj)
+        elif group == "" and kind == "Service":
+            self._service(obj, None, allocated_ips)
+        elif group == "" and kind == "Namespace":
+            obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+            obj["status"] = {"phase": "Active"}
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif group in ("apps", "batch"):
+            _template_defaults(obj)
+            spec = obj.get("spec")
+            if isinstance(spec, dict) and kind in ("Deployment", "ReplicaSet", "StatefulSet"):
+                spec.setdefault("replicas", 1)
+                spec.setdefault("revisionHistoryLimit", 10)
+            if kind == "CronJob" and isinstance(spec, dict):
+                jt = spec.get("jobTemplate")
+                if isinstance(jt, dict):
+                    _template_defaults(jt)
+        elif group == "" and kind == "ConfigMap":
+            pass
+
+    # -- update ---------------------------------------------------------------
+    def on_update(self, kind: str, group: str, old: Obj, new: Obj, allocated_ips: set[str]) -> None:
+        if group == "" and kind == "Secret":
+            self._secret(new)
+        elif group == "" and kind == "Service":
+            self._service(new, old, allocated_ips)
+        elif group == "" and kind == "Pod":
+            spec = new.setdefault("spec", {})
+            old_spec = old.get("spec", {})
+            if old_spec.get("nodeName") and not spec.get("nodeName"):
+                spec["nodeName"] = old_spec["nodeName"]
+            _pod_defaults(spec)
+        elif group == "" and kind == "Namespace":
+            new["spec"] = old.get("spec", {})
+            new.setdefault("metadata", {}).setdefault("labels", {})["kubernetes.io/metadata.name"] = new[
+                "metadata"
+            ]["name"]
+        elif group in ("apps", "batch"):
+            _template_defaults(new)
+
+    # -- helpers --------------------------------------------------------------
+    @staticmethod
+    def _secret(obj: Obj) -> None:
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):
+            data = obj.setdefault("data", {}) or {}
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+        obj.setdefault("type", "Opaque")
+
+    def _allocate_ip(self, allocated: set[str]) -> str:
+        while True:
+            self._next_ip += 1
+            ip = str(self._cluster_ips[self._next_ip])
+            if ip not in allocated:
+                return ip
+
+    def _service(self, obj: Obj, old: Obj | None, allocated: set[str]) -> None:
+        spec = obj.setdefault("spec", {})
+        old_spec = (old or {}).get("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec["type"] != "ExternalName":
+            if not spec.get("clusterIP") and old_spec.get("clusterIP"):
+                # the allocated address survives updates that do not mention it, as on a real cluster
+                spec["clusterIP"] = old_spec["clusterIP"]
+                spec.setdefault("clusterIPs", old_spec.get("clusterIPs", [old_spec["clusterIP"]]))
+            if not spec.get("clusterIP"):
+                spec["clusterIP"] = self._allocate_ip(allocated)
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                if "port" in port:
+                    port.setdefault("targetPort", port["port"])
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})

@@ -1,0 +1,788 @@
+"""The generic REST semantics of every resource: create, read, update, patch, delete.
+
+HTTP parsing lives in `handlers.py`; this module knows metadata rules (uid, resourceVersion,
+generation, finalizers, deletionTimestamp), status subresources, CRD schemas and field managers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import yaml
+
+from . import crds as crdlib
+from . import patching, validation
+from .errors import (
+    APIError,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    unsupported_media_type,
+)
+from .kinds import KindHooks
+from .resources import Registry, ResourceInfo
+from .selectors import (
+    check_field_selector,
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
+from .store import Obj, Store
+
+NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+CRD_STORAGE = ("apiextensions.k8s.io", "customresourcedefinitions")
+NS_STORAGE = ("", "namespaces")
+NODE_STORAGE = ("", "nodes")
+POD_STORAGE = ("", "pods")
+CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
+PATCH_TYPES = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+]
+# kinds whose DELETE answers the deleted object rather than a Status (as the real registries do)
+RETURNS_DELETED = {("", "pods"), ("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class WriteOptions:
+    dry_run: bool = False
+    field_manager: str = ""
+    field_validation: str = "Warn"
+    force: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeleteOptions:
+    grace_period: int | None = None
+    propagation: str | None = None
+    precondition_uid: str | None = None
+    precondition_rv: str | None = None
+    dry_run: bool = False
+
+
+# -- events.k8s.io/v1 <-> core/v1 Event: one storage, two shapes -------------------
+_EV_PAIRS = [
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("source", "deprecatedSource"),
+    ("reportingComponent", "reportingController"),
+]
+
+
+def core_event_to_events_v1(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    for core, new in _EV_PAIRS:
+        if core in out:
+            out[new] = out.pop(core)
+    return out
+
+
+def events_v1_to_core(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    for core, new in _EV_PAIRS:
+        if new in out:
+            out[core] = out.pop(new)
+    return out
+
+
+class ObjectAPI:
+    def __init__(self, store: Store, registry: Registry, node_name: str = "localnode") -> None:
+        self.store = store
+        self.registry = registry
+        self.node_name = node_name
+        self.hooks = KindHooks(node_name)
+
+    # -- shapes ------------------------------------------------------------------
+    def output(self, info: ResourceInfo, obj: Obj) -> Obj:
+        out = copy.deepcopy(obj)
+        if info.group == "events.k8s.io":
+            out = core_event_to_events_v1(out)
+        out["apiVersion"] = info.api_version
+        out["kind"] = info.kind
+        return out
+
+    def _to_storage(self, info: ResourceInfo, obj: Obj) -> Obj:
+        if info.group == "events.k8s.io":
+            obj = events_v1_to_core(obj)
+            obj["apiVersion"] = "v1"
+        return obj
+
+    def storage_info(self, info: ResourceInfo) -> ResourceInfo:
+        return self.registry.for_storage(info.storage) or info
+
+    def list_strategy(self, info: ResourceInfo) -> patching.ListStrategy:
+        if info.builtin:
+            return patching.builtin_list_strategy
+        return patching.schema_list_strategy(info.schema)
+
+    # -- reads -------------------------------------------------------------------
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> Obj:
+        obj = self.store.get(info.storage, namespace if info.namespaced else "", name)
+        if obj is None:
+            raise not_found(info.resource, info.group, name)
+        return obj
+
+    def list(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector)
+        check_field_selector(fields, info.kind, self._extra_fields(info))
+        items = self.store.list(info.storage, namespace if info.namespaced else None)
+        return [
+            o
+            for o in items
+            if labels_match(labels, o["metadata"].get("labels"))
+            and fields_match(fields, self.output(info, o) if info.group == "events.k8s.io" else o)
+        ]
+
+    @staticmethod
+    def _extra_fields(info: ResourceInfo) -> set[str]:
+        # CRDs may declare selectableFields; accept them
+        return set()
+
+    # -- validation helpers ------------------------------------------------------
+    def _check_schema(self, info: ResourceInfo, obj: Obj, opts: WriteOptions) -> None:
+        """Prune, default and validate a custom resource against its version's schema."""
+        name = obj.get("metadata", {}).get("name", "") or obj.get("metadata", {}).get("generateName", "")
+        if info.builtin:
+            causes = validation.validate_labels(obj.get("metadata", {}).get("labels"), "metadata.labels")
+            if causes:
+                raise invalid(info.kind, info.group, name, causes)
+            return
+        schema = info.schema
+        if schema is None:
+            return
+        unknown = validation.unknown_fields(obj, schema)
+        if unknown:
+            if opts.field_validation == "Strict":
+                raise bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+                )
+            if opts.field_validation == "Warn":
+                opts.warnings += [f'unknown field "{u}"' for u in unknown]
+        validation.prune(obj, schema)
+        validation.apply_defaults(obj, schema)
+        causes = validation.validate(obj, schema)
+        causes += validation.validate_labels(obj.get("metadata", {}).get("labels"), "metadata.labels")
+        if causes:
+            raise invalid(info.kind, info.group, name, causes)
+
+    def _check_name(self, info: ResourceInfo, name: str) -> None:
+        if info.group == "rbac.authorization.k8s.io" or info.storage == ("", "events"):
+            bad = "/" in name or "%" in name or name in (".", "..")
+            why = "may not contain '/' or '%'" if bad else None
+        else:
+            why = validation.validate_name(name, label=info.storage in (NS_STORAGE, ("", "services")))
+        if why:
+            raise invalid(
+                info.kind,
+                info.group,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{name}": {why}',
+                        "field": "metadata.name",
+                    }
+                ],
+            )
+
+    def _namespace_ok(self, info: ResourceInfo, namespace: str) -> None:
+        if not info.namespaced:
+            return
+        ns = self.store.peek(NS_STORAGE, "", namespace)
+        if ns is None:
+            raise not_found("namespaces", "", namespace)
+        if ns["metadata"].get("deletionTimestamp"):
+            raise APIError(
+                403,
+                "Forbidden",
+                f'{info.resource} "{{name}}" is forbidden: unable to create new content in namespace {namespace} '
+                "because it is being terminated",
+                {"name": "", "kind": info.resource, "causes": [{"reason": "NamespaceTerminating"}]},
+            )
+
+    def _manager(self, opts: WriteOptions, user_agent: str) -> str:
+        if opts.field_manager:
+            return opts.field_manager
+        return (user_agent or "unknown").split("/", 1)[0] or "unknown"
+
+    # -- create ------------------------------------------------------------------
+    def create(
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        body: Any,
+        opts: WriteOptions,
+        user_agent: str = "",
+        *,
+        managed: list[dict[str, Any]] | None = None,
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was not a JSON object")
+        obj = self._to_storage(info, copy.deepcopy(body))
+        self._check_type(info, obj)
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if info.namespaced:
+            if meta.get("namespace") and meta["namespace"] != namespace:
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                meta["name"] = meta["generateName"] + "".join(random.choice(NAME_CHARS) for _ in range(5))
+            else:
+                raise invalid(
+                    info.kind,
+                    info.group,
+                    "",
+                    [
+                        {
+                            "reason": "FieldValueRequired",
+                            "message": "Required value: name or generateName is required",
+                            "field": "metadata.name",
+                        }
+                    ],
+                )
+        name = meta["name"]
+        self._check_name(info, name)
+        self._namespace_ok(info, namespace)
+        for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(key, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        meta["generation"] = 1
+        if not info.builtin and info.has_status:
+            obj.pop("status", None)
+        storage = info.storage
+        self.hooks.on_create(info.kind, info.group, obj, self._allocated_ips())
+        if storage == CRD_STORAGE:
+            crdlib.prepare_crd(obj)
+            obj["status"] = crdlib.crd_status(obj, now_rfc3339(), None)
+        self._check_schema(info, obj, opts)
+        if managed is not None:
+            meta["managedFields"] = managed
+        else:
+            mf = patching.ManagedFields(None)
+            mf.record_update(
+                None, obj, self._manager(opts, user_agent), info.api_version, self.list_strategy(info)
+            )
+            meta["managedFields"] = mf.to_list()
+            if not meta["managedFields"]:
+                meta.pop("managedFields")
+        if self.store.peek(storage, meta.get("namespace", ""), name) is not None:
+            raise already_exists(info.resource, info.group, name)
+        if opts.dry_run:
+            return self.output(info, obj)
+        stored = self.store.put(storage, obj)
+        self._after_write(storage, None, stored)
+        return self.output(info, stored)
+
+    def _check_type(self, info: ResourceInfo, obj: Obj) -> None:
+        kind = obj.get("kind")
+        api_version = obj.get("apiVersion")
+        storage_av = "v1" if info.group == "events.k8s.io" else info.api_version
+        if kind and kind != info.kind:
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({info.api_version})"
+                if api_version and api_version not in (info.api_version, storage_av)
+                else f"the kind in the data ({kind}) does not match the expected kind ({info.kind})"
+            )
+        if api_version and api_version not in (info.api_version, storage_av):
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({info.api_version})"
+            )
+        obj["apiVersion"] = info.api_version if info.group != "events.k8s.io" else "v1"
+        obj["kind"] = info.kind
+
+    def _allocated_ips(self) -> set[str]:
+        return {
+            o.get("spec", {}).get("clusterIP", "")
+            for o in self.store.objects.get(("", "services"), {}).values()
+        }
+
+    # -- update ------------------------------------------------------------------
+    def update(
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        name: str,
+        body: Any,
+        opts: WriteOptions,
+        user_agent: str = "",
+        subresource: str = "",
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was not a JSON object")
+        ns = namespace if info.namespaced else ""
+        old = self.store.get(info.storage, ns, name)
+        if old is None:
+            raise not_found(info.resource, info.group, name)
+        new = self._to_storage(info, copy.deepcopy(body))
+        self._check_type(info, new)
+        body_name = (new.get("metadata") or {}).get("name")
+        if body_name and body_name != name:
+            raise bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+        rv = (new.get("metadata") or {}).get("resourceVersion")
+        if not rv and info.storage not in (("", "events"),) and not info.builtin:
+            # custom resources require a resourceVersion on update, as the real server does
+            raise invalid(
+                info.kind,
+                info.group,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": "Invalid value: 0x0: must be specified for an update",
+                        "field": "metadata.resourceVersion",
+                    }
+                ],
+            )
+        return self._commit(info, old, new, opts, self._manager(opts, user_agent), subresource)
+
+    def _commit(
+        self,
+        info: ResourceInfo,
+        old: Obj,
+        new: Obj,
+        opts: WriteOptions,
+        manager: str,
+        subresource: str,
+        *,
+        applied_managed: list[dict[str, Any]] | None = None,
+    ) -> Obj:
+        """The common tail of update, patch and apply: `new` is the whole desired object."""
+        old_meta = old["metadata"]
+        meta = new.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        rv = meta.get("resourceVersion")
+        name = old_meta["name"]
+        if rv and str(rv) != old_meta.get("resourceVersion"):
+            raise conflict(
+                info.resource,
+                info.group,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
+        uid = meta.get("uid")
+        if uid and uid != old_meta.get("uid"):
+            raise conflict(
+                info.resource,
+                info.group,
+                name,
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: {old_meta.get('uid')}",
+            )
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+        ):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+            else:
+                meta.pop(key, None)
+        if old_meta.get("deletionTimestamp"):
+            # finalizers may only be removed from an object being deleted, never added
+            added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+            if added:
+                raise invalid(
+                    info.kind,
+                    info.group,
+                    name,
+                    [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "message": "Forbidden: no new finalizers can be added if the object is being deleted, "
+                            f"found new finalizers {json.dumps(sorted(added))}",
+                            "field": "metadata.finalizers",
+                        }
+                    ],
+                )
+        if subresource == "status":
+            result = copy.deepcopy(old)
+            if "status" in new:
+                result["status"] = new["status"]
+            else:
+                result.pop("status", None)
+            result["metadata"]["managedFields"] = meta.get("managedFields", old_meta.get("managedFields"))
+            new = result
+            meta = new["metadata"]
+        elif subresource == "finalize" and info.storage == NS_STORAGE:
+            result = copy.deepcopy(old)
+            result.setdefault("spec", {})["finalizers"] = (new.get("spec") or {}).get("finalizers") or []
+            new = result
+            meta = new["metadata"]
+        elif info.has_status:
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+        if info.storage == CRD_STORAGE and subresource != "status":
+            crdlib.prepare_crd(new)
+            new["status"] = crdlib.crd_status(new, now_rfc3339(), old.get("status"))
+        if subresource not in ("status", "finalize"):
+            self.hooks.on_update(info.kind, info.group, old, new, self._allocated_ips())
+        self._check_schema(info, new, opts)
+        if self._spec_changed(info, old, new):
+            meta["generation"] = int(old_meta.get("generation") or 1) + 1
+        if applied_managed is not None:
+            meta["managedFields"] = applied_managed
+        else:
+            mf = patching.ManagedFields(old_meta.get("managedFields"))
+            mf.record_update(old, new, manager, info.api_version, self.list_strategy(info), subresource)
+            meta["managedFields"] = mf.to_list()
+        if not meta.get("managedFields"):
+            meta.pop("managedFields", None)
+        if self._same(old, new):
+            return self.output(info, old)
+        if opts.dry_run:
+            return self.output(info, new)
+        if meta.get("deletionTimestamp") and not self._blocked(info, new):
+            gone = self.store.remove(info.storage, meta.get("namespace", ""), name)
+            self._after_remove(info.storage, gone)
+            return self.output(info, gone or new)
+        stored = self.store.put(info.storage, new)
+        self._after_write(info.storage, old, stored)
+        return self.output(info, stored)
+
+    @staticmethod
+    def _same(old: Obj, new: Obj) -> bool:
+        def strip(o: Obj) -> Obj:
+            c = copy.deepcopy(o)
+            c["metadata"].pop("resourceVersion", None)
+            for e in c["metadata"].get("managedFields") or []:
+                e.pop("time", None)
+            return c
+
+        return strip(old) == strip(new)
+
+    @staticmethod
+    def _spec_changed(info: ResourceInfo, old: Obj, new: Obj) -> bool:
+        skip = {"metadata", "status"} if info.has_status else {"metadata"}
+        skip |= {"apiVersion", "kind"}
+        a = {k: v for k, v in old.items() if k not in skip}
+        b = {k: v for k, v in new.items() if k not in skip}
+        return a != b
+
+    @staticmethod
+    def _blocked(info: ResourceInfo, obj: Obj) -> bool:
+        if obj["metadata"].get("finalizers"):
+            return True
+        return info.storage == NS_STORAGE and bool((obj.get("spec") or {}).get("finalizers"))
+
+    # -- patch -------------------------------------------------------------------
+    def patch(
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        opts: WriteOptions,
+        user_agent: str = "",
+        subresource: str = "",
+    ) -> Obj:
+        ctype = content_type.split(";")[0].strip().lower()
+        if ctype not in PATCH_TYPES or (
+            ctype == "application/strategic-merge-patch+json" and not info.builtin
+        ):
+            accepted = [t for t in PATCH_TYPES if info.builtin or "strategic" not in t]
+            raise unsupported_media_type(ctype, accepted)
+        ns = namespace if info.namespaced else ""
+        if ctype == "application/apply-patch+yaml":
+            return self.apply(info, ns, name, raw, opts, subresource)
+        try:
+            patch = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise bad_request(f"error decoding patch: {exc}") from exc
+        old = self.store.get(info.storage, ns, name)
+        if old is None:
+            raise not_found(info.resource, info.group, name)
+        current = self.output(info, old)
+        if ctype == "application/json-patch+json":
+            new = patching.json_patch(current, patch)
+        elif ctype == "application/merge-patch+json":
+            if not isinstance(patch, dict):
+                raise bad_request("the patch must be a JSON object")
+            new = patching.merge_patch(current, patch)
+        else:
+            if not isinstance(patch, dict):
+                raise bad_request("the patch must be a JSON object")
+            new = patching.strategic_merge(current, patch)
+        if not isinstance(new.get("metadata"), dict):
+            new["metadata"] = {}
+        # a patch only conflicts on resourceVersion when it sets one itself
+        patched_rv = new["metadata"].get("resourceVersion")
+        if patched_rv == old["metadata"].get("resourceVersion"):
+            new["metadata"].pop("resourceVersion", None)
+        new = self._to_storage(info, new)
+        self._check_type(info, new)
+        manager = self._manager(opts, user_agent)
+        return self._commit(info, old, new, opts, manager, subresource)
+
+    def apply(
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        name: str,
+        raw: bytes,
+        opts: WriteOptions,
+        subresource: str = "",
+    ) -> Obj:
+        try:
+            config = yaml.safe_load(raw or b"")
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error decoding YAML: {exc}") from exc
+        if not isinstance(config, dict):
+            raise bad_request("the apply configuration must be an object")
+        if not opts.field_manager:
+            raise bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set (the fieldManager query "
+                "parameter)"
+            )
+        cfg_meta = config.get("metadata") or {}
+        if cfg_meta.get("name") and cfg_meta["name"] != name:
+            raise bad_request(
+                f"the name of the object ({cfg_meta['name']}) does not match the name on the URL ({name})"
+            )
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise bad_request(
+                "invalid object type: apiVersion and kind must be set in an apply configuration"
+            )
+        config = self._to_storage(info, config)
+        self._check_type(info, config)
+        strategy = self.list_strategy(info)
+        old = self.store.get(info.storage, namespace, name)
+        skip_status = info.has_status and subresource != "status"
+        if old is None:
+            if subresource:
+                raise not_found(info.resource, info.group, name)
+            new, managed, _ = patching.server_side_apply(
+                None,
+                config,
+                opts.field_manager,
+                info.api_version,
+                strategy,
+                force=True,
+                skip_status=skip_status,
+            )
+            new["metadata"]["name"] = name
+            return self.create(info, namespace, new, opts, managed=managed)
+        live = self.output(info, old)
+        live = self._to_storage(info, live)
+        new, managed, conflicts = patching.server_side_apply(
+            live,
+            config,
+            opts.field_manager,
+            info.api_version,
+            strategy,
+            force=opts.force,
+            skip_status=skip_status,
+            subresource=subresource,
+        )
+        if conflicts and not opts.force:
+            fields = [(m, patching.path_to_string(p)) for m, p in conflicts]
+            msg = f"Apply failed with {len(fields)} conflict{'s' if len(fields) != 1 else ''}: " + "\n".join(
+                f'conflict with "{m}" using {info.api_version}: {f}' for m, f in fields
+            )
+            raise APIError(
+                409,
+                "Conflict",
+                msg,
+                {
+                    "name": name,
+                    "group": info.group,
+                    "kind": info.resource,
+                    "causes": [
+                        {
+                            "reason": "FieldManagerConflict",
+                            "message": f'conflict with "{m}" using {info.api_version}',
+                            "field": f,
+                        }
+                        for m, f in fields
+                    ],
+                },
+            )
+        rv = (config.get("metadata") or {}).get("resourceVersion")
+        new["metadata"]["resourceVersion"] = rv or None
+        if not rv:
+            new["metadata"].pop("resourceVersion", None)
+        return self._commit(info, old, new, opts, opts.field_manager, subresource, applied_managed=managed)
+
+    # -- delete ------------------------------------------------------------------
+    def delete(self, info: ResourceInfo, namespace: str, name: str, d: DeleteOptions) -> Obj:
+        """Returns the object (still there, or as last seen) or a success Status."""
+        ns = namespace if info.namespaced else ""
+        obj = self.store.get(info.storage, ns, name)
+        if obj is None:
+            raise not_found(info.resource, info.group, name)
+        meta = obj["metadata"]
+        if d.precondition_uid and d.precondition_uid != meta.get("uid"):
+            raise conflict(
+                info.resource,
+                info.group,
+                name,
+                f"Precondition failed: UID in precondition: {d.precondition_uid}, UID in object meta: {meta.get('uid')}",
+            )
+        if d.precondition_rv and d.precondition_rv != meta.get("resourceVersion"):
+            raise conflict(
+                info.resource,
+                info.group,
+                name,
+                "Precondition failed: ResourceVersion in precondition: "
+                f"{d.precondition_rv}, ResourceVersion in object meta: {meta.get('resourceVersion')}",
+            )
+        finalizers = list(meta.get("finalizers") or [])
+        propagation = d.propagation
+        if propagation == "Orphan" and "orphan" not in finalizers:
+            finalizers.append("orphan")
+        elif propagation == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers.append("foregroundDeletion")
+        if propagation in ("Foreground", "Background"):
+            finalizers = [f for f in finalizers if f != "orphan"]
+        if propagation in ("Orphan", "Background"):
+            finalizers = [f for f in finalizers if f != "foregroundDeletion"]
+        if info.storage == CRD_STORAGE and CRD_CLEANUP not in finalizers and self._crd_has_objects(obj):
+            finalizers.append(CRD_CLEANUP)
+        grace = self._grace(info, obj, d)
+        is_ns = info.storage == NS_STORAGE
+        if grace > 0 or finalizers or is_ns:
+            new = copy.deepcopy(obj)
+            nm = new["metadata"]
+            now = datetime.now(UTC)
+            if grace > 0:
+                previous = nm.get("deletionGracePeriodSeconds")
+                if nm.get("deletionTimestamp") and previous is not None and previous <= grace:
+                    return self.output(info, obj)
+                nm["deletionTimestamp"] = (now + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                nm["deletionGracePeriodSeconds"] = grace
+            elif not nm.get("deletionTimestamp"):
+                nm["deletionTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+                nm["deletionGracePeriodSeconds"] = 0
+            elif grace == 0 and nm.get("deletionGracePeriodSeconds"):
+                nm["deletionGracePeriodSeconds"] = 0
+            if finalizers:
+                nm["finalizers"] = finalizers
+            if is_ns:
+                new.setdefault("status", {})["phase"] = "Terminating"
+            if info.storage == CRD_STORAGE:
+                conds = new.setdefault("status", {}).setdefault("conditions", [])
+                if not any(c.get("type") == "Terminating" for c in conds):
+                    conds.append(
+                        {
+                            "type": "Terminating",
+                            "status": "True",
+                            "lastTransitionTime": now_rfc3339(),
+                            "reason": "InstanceDeletionInProgress",
+                            "message": "CustomResource deletion is in progress",
+                        }
+                    )
+            blocked = grace > 0 or self._blocked(info, new)
+            if blocked:
+                if d.dry_run:
+                    return self.output(info, new)
+                if self._same(obj, new):
+                    return self.output(info, obj)
+                stored = self.store.put(info.storage, new)
+                self._after_write(info.storage, obj, stored)
+                return self.output(info, stored)
+        if d.dry_run:
+            return self.output(info, obj)
+        gone = self.store.remove(info.storage, ns, name)
+        self._after_remove(info.storage, gone)
+        if info.storage in RETURNS_DELETED or not info.builtin:
+            return self.output(info, gone or obj)
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": info.group, "kind": info.resource, "uid": meta.get("uid")},
+        }
+
+    def _grace(self, info: ResourceInfo, obj: Obj, d: DeleteOptions) -> int:
+        if info.storage != POD_STORAGE:
+            return 0
+        spec = obj.get("spec") or {}
+        if d.grace_period is not None:
+            grace = max(0, d.grace_period)
+        else:
+            grace = int(spec.get("terminationGracePeriodSeconds", 30) or 0)
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return 0
+        node = spec.get("nodeName")
+        # No node agent to stop the containers (no Node object): nothing to wait for, as the pod
+        # garbage collector would eventually decide for pods bound to a vanished node.
+        if not node or self.store.peek(NODE_STORAGE, "", node) is None:
+            return 0
+        return grace
+
+    def _crd_has_objects(self, crd: Obj) -> bool:
+        spec = crd.get("spec") or {}
+        storage = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+        return bool(self.store.objects.get(storage))
+
+    # -- registry bookkeeping ------------------------------------------------------
+    def _after_write(self, storage: tuple[str, str], old: Obj | None, new: Obj) -> None:
+        if storage == CRD_STORAGE:
+            self.registry.remove_crd(new["metadata"]["name"])
+            for res in crdlib.resources_for_crd(new):
+                self.registry.add(res)
+
+    def _after_remove(self, storage: tuple[str, str], gone: Obj | None) -> None:
+        if storage == CRD_STORAGE and gone is not None:
+            self.registry.remove_crd(gone["metadata"]["name"])
+            spec = gone.get("spec") or {}
+            self.store.drop_storage((spec.get("group", ""), (spec.get("names") or {}).get("plural", "")))
+
+    def register_crds(self) -> None:
+        """Serve every stored CRD (after loading a state file)."""
+        for crd in self.store.list(CRD_STORAGE):
+            for res in crdlib.resources_for_crd(crd):
+                self.registry.add(res)
+
+    # -- bootstrap -----------------------------------------------------------------
+    def ensure(self, info: ResourceInfo, namespace: str, body: Obj) -> None:
+        """Create `body` unless an object of that name exists (default namespaces and the like)."""
+        name = body["metadata"]["name"]
+        if self.store.peek(info.storage, namespace if info.namespaced else "", name) is None:
+            self.create(info, namespace, body, WriteOptions(field_manager="localcluster"))

@@ -1,0 +1,355 @@
+"""Core REST semantics through the kubernetes Python client and raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+from api_harness import HTTP, APIServerProcess
+from kubernetes import client
+
+
+def test_discovery_documents(http: HTTP) -> None:
+    version = http.get("/version").body
+    assert version["major"] == "1" and version["gitVersion"].startswith("v1.")
+    assert http.get("/api").body["versions"] == ["v1"]
+    groups = {g["name"]: g for g in http.get("/apis").body["groups"]}
+    for g in (
+        "apps",
+        "rbac.authorization.k8s.io",
+        "apiextensions.k8s.io",
+        "coordination.k8s.io",
+        "events.k8s.io",
+    ):
+        assert g in groups
+    assert groups["apps"]["preferredVersion"]["groupVersion"] == "apps/v1"
+    core = {r["name"]: r for r in http.get("/api/v1").body["resources"]}
+    assert core["pods"]["namespaced"] is True and "po" in core["pods"]["shortNames"]
+    assert core["namespaces"]["namespaced"] is False
+    assert core["pods/status"]["verbs"] == ["get", "patch", "update"]
+    assert core["pods/log"]["verbs"] == ["get"]
+    assert core["serviceaccounts/token"]["kind"] == "TokenRequest"
+    assert "watch" in core["configmaps"]["verbs"] and "deletecollection" in core["configmaps"]["verbs"]
+    group = http.get("/apis/coordination.k8s.io").body
+    assert group["kind"] == "APIGroup" and group["versions"][0]["version"] == "v1"
+    assert http.get("/apis/nope.example").status == 404
+    assert http.get("/api/v1/nothings").status == 404
+
+
+def test_default_namespaces_exist(k8s: Any) -> None:
+    names = {n.metadata.name for n in client.CoreV1Api(k8s).list_namespace().items}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+
+
+def test_crud_and_metadata(k8s: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    cm = core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a", labels={"x": "1"}), data={"k": "v"}),
+    )
+    assert cm.metadata.uid and cm.metadata.creation_timestamp and cm.metadata.resource_version.isdigit()
+    got = core.read_namespaced_config_map("a", namespace)
+    assert got.data == {"k": "v"} and got.metadata.uid == cm.metadata.uid
+    # the global counter: every write gets a larger resourceVersion
+    cm.data = {"k": "w"}
+    updated = core.replace_namespaced_config_map("a", namespace, cm)
+    assert int(updated.metadata.resource_version) > int(cm.metadata.resource_version)
+    # stale resourceVersion: 409 Conflict
+    with pytest.raises(client.ApiException) as err:
+        core.replace_namespaced_config_map("a", namespace, cm)
+    assert err.value.status == 409 and '"reason":"Conflict"' in err.value.body.replace(" ", "")
+    # 409 AlreadyExists
+    with pytest.raises(client.ApiException) as err:
+        core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a"))
+        )
+    assert err.value.status == 409 and "AlreadyExists" in err.value.body
+    # generateName
+    gen = core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="g-"))
+    )
+    assert gen.metadata.name.startswith("g-") and len(gen.metadata.name) == 7
+    core.delete_namespaced_config_map("a", namespace)
+    with pytest.raises(client.ApiException) as err:
+        core.read_namespaced_config_map("a", namespace)
+    assert err.value.status == 404
+
+
+def test_status_errors_are_kubernetes_shaped(http: HTTP, namespace: str) -> None:
+    r = http.get(f"/api/v1/namespaces/{namespace}/configmaps/missing")
+    assert r.status == 404
+    assert r.body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'configmaps "missing" not found',
+        "reason": "NotFound",
+        "details": {"name": "missing", "kind": "configmaps", "group": ""},
+        "code": 404,
+    }
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {}})
+    assert r.status == 422 and r.body["reason"] == "Invalid"
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps", "{not json")
+    assert r.status == 400 and r.body["reason"] == "BadRequest"
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps/x", {"metadata": {"name": "x"}})
+    assert r.status == 405 and r.body["reason"] == "MethodNotAllowed"
+    r = http.patch(f"/api/v1/namespaces/{namespace}/configmaps/x", {}, content_type="text/plain")
+    assert r.status == 415 and r.body["reason"] == "UnsupportedMediaType"
+    r = http.post("/api/v1/namespaces/nope-ns/configmaps", {"metadata": {"name": "x"}})
+    assert r.status == 404 and r.body["message"] == 'namespaces "nope-ns" not found'
+    r = http.post(f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {"name": "Bad_Name"}})
+    assert r.status == 422 and r.body["details"]["causes"][0]["field"] == "metadata.name"
+    r = http.get("/api/v1/configmaps", token="wrong-token")
+    assert r.status == 401 and r.body["reason"] == "Unauthorized"
+
+
+def test_secret_string_data_and_yaml_body(http: HTTP, namespace: str) -> None:
+    body = f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: {namespace}\nstringData:\n  pw: hunter2\n"
+    r = http.post(f"/api/v1/namespaces/{namespace}/secrets", body, content_type="application/yaml")
+    assert r.status == 201, r.body
+    assert "stringData" not in r.body and r.body["type"] == "Opaque"
+    assert base64.b64decode(r.body["data"]["pw"]) == b"hunter2"
+
+
+def test_label_and_field_selectors_and_paging(k8s: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    for i, (env, tier) in enumerate([("prod", "web"), ("prod", "db"), ("dev", "web"), ("qa", None)]):
+        labels = {"env": env} | ({"tier": tier} if tier else {})
+        core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"c{i}", labels=labels))
+        )
+
+    def names(**kw: Any) -> list[str]:
+        return [c.metadata.name for c in core.list_namespaced_config_map(namespace, **kw).items]
+
+    assert names(label_selector="env=prod") == ["c0", "c1"]
+    assert names(label_selector="env==prod,tier!=db") == ["c0"]
+    assert names(label_selector="env in (dev, qa)") == ["c2", "c3"]
+    assert names(label_selector="env notin (prod)") == ["c2", "c3"]
+    assert names(label_selector="!tier") == ["c3"]
+    assert names(label_selector="tier") == ["c0", "c1", "c2"]
+    assert names(field_selector="metadata.name=c2") == ["c2"]
+    assert names(field_selector="metadata.name!=c2,metadata.namespace=" + namespace) == ["c0", "c1", "c3"]
+    with pytest.raises(client.ApiException) as err:
+        names(field_selector="data.x=1")
+    assert err.value.status == 400
+    page = core.list_namespaced_config_map(namespace, limit=3)
+    assert [c.metadata.name for c in page.items][:3] == ["c0", "c1", "c2"]
+    assert page.metadata._continue and page.metadata.remaining_item_count >= 1
+    rest = core.list_namespaced_config_map(namespace, limit=10, _continue=page.metadata._continue)
+    assert "c3" in [c.metadata.name for c in rest.items] and not rest.metadata._continue
+    # cluster-wide list of a namespaced kind
+    everywhere = core.list_config_map_for_all_namespaces(label_selector="env=dev")
+    assert [(c.metadata.namespace, c.metadata.name) for c in everywhere.items] == [(namespace, "c2")]
+
+
+def test_pod_bound_to_node_and_pending(k8s: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    pod = core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="p"),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
+        ),
+    )
+    assert pod.spec.node_name == "localnode"
+    assert pod.status.phase == "Pending"
+    assert pod.spec.restart_policy == "Always" and pod.spec.termination_grace_period_seconds == 30
+    pods = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=localnode,status.phase=Pending")
+    assert [p.metadata.name for p in pods.items] == ["p"]
+    # no Node object is registered here: nothing would stop its containers, so delete is immediate
+    core.delete_namespaced_pod("p", namespace)
+    assert core.list_namespaced_pod(namespace).items == []
+
+
+def test_graceful_pod_deletion_when_a_node_exists(http: HTTP, namespace: str) -> None:
+    node = {
+        "metadata": {"name": f"node-{namespace}"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]},
+    }
+    assert http.post("/api/v1/nodes", node).status == 201
+    try:
+        pod = {
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": f"node-{namespace}", "containers": [{"name": "c", "image": "x"}]},
+        }
+        base = f"/api/v1/namespaces/{namespace}/pods"
+        assert http.post(base, pod).status == 201
+        r = http.delete(f"{base}/p")
+        assert r.status == 200
+        assert (
+            r.body["metadata"]["deletionTimestamp"] and r.body["metadata"]["deletionGracePeriodSeconds"] == 30
+        )
+        assert http.get(f"{base}/p").status == 200  # still there: the node agent has to stop it
+        r = http.delete(f"{base}/p", {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+        assert r.status == 200
+        assert http.get(f"{base}/p").status == 404
+        # finished pods go at once
+        assert http.post(base, pod).status == 201
+        assert http.patch(f"{base}/p/status", {"status": {"phase": "Succeeded"}}).status == 200
+        http.delete(f"{base}/p")
+        assert http.get(f"{base}/p").status == 404
+    finally:
+        http.delete(f"/api/v1/nodes/node-{namespace}")
+
+
+def test_status_subresource_of_builtins(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    http.post(base, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    # the main endpoint ignores status; /status changes only status
+    r = http.patch(f"{base}/p", {"status": {"phase": "Running"}, "metadata": {"labels": {"a": "b"}}})
+    assert r.body["status"]["phase"] == "Pending" and r.body["metadata"]["labels"] == {"a": "b"}
+    r = http.patch(
+        f"{base}/p/status",
+        {"status": {"phase": "Running", "podIP": "127.0.0.5"}, "metadata": {"labels": {"c": "d"}}},
+    )
+    assert r.body["status"]["phase"] == "Running" and r.body["metadata"]["labels"] == {"a": "b"}
+
+
+def test_dry_run_and_preconditions(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    r = http.post(base + "?dryRun=All", {"metadata": {"name": "dry"}})
+    assert r.status == 201 and r.body["metadata"]["name"] == "dry"
+    assert http.get(f"{base}/dry").status == 404
+    created = http.post(base, {"metadata": {"name": "c"}, "data": {"a": "1"}}).body
+    r = http.patch(f"{base}/c?dryRun=All", {"data": {"a": "2"}})
+    assert r.body["data"] == {"a": "2"} and http.get(f"{base}/c").body["data"] == {"a": "1"}
+    assert http.delete(f"{base}/c?dryRun=All").status == 200 and http.get(f"{base}/c").status == 200
+    r = http.delete(f"{base}/c", {"preconditions": {"uid": "not-the-uid"}})
+    assert r.status == 409 and "Precondition failed" in r.body["message"]
+    r = http.delete(f"{base}/c", {"preconditions": {"resourceVersion": "1"}})
+    assert r.status == 409
+    r = http.delete(f"{base}/c", {"preconditions": {"uid": created["metadata"]["uid"]}})
+    assert r.status == 200 and r.body["status"] == "Success"
+
+
+def test_deletecollection(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    for i in range(3):
+        http.post(base, {"metadata": {"name": f"c{i}", "labels": {"drop": "yes" if i < 2 else "no"}}})
+    r = http.delete(base + "?labelSelector=drop%3Dyes")
+    assert r.status == 200 and len(r.body["items"]) == 2
+    assert [i["metadata"]["name"] for i in http.get(base).body["items"]] == ["c2"]
+
+
+def test_finalizers_hold_deletion(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    http.post(base, {"metadata": {"name": "f", "finalizers": ["example.dev/hold", "example.dev/two"]}})
+    r = http.delete(f"{base}/f")
+    assert r.status == 200
+    obj = http.get(f"{base}/f").body
+    assert obj["metadata"]["deletionTimestamp"]
+    # no new finalizers on an object being deleted
+    r = http.patch(
+        f"{base}/f", {"metadata": {"finalizers": ["example.dev/hold", "example.dev/two", "x.dev/new"]}}
+    )
+    assert r.status == 422
+    http.patch(f"{base}/f", {"metadata": {"finalizers": ["example.dev/two"]}})
+    assert http.get(f"{base}/f").status == 200
+    http.patch(f"{base}/f", {"metadata": {"finalizers": None}})
+    assert http.get(f"{base}/f").status == 404
+
+
+def test_noop_update_keeps_resource_version(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    rv = http.post(base, {"metadata": {"name": "n"}, "data": {"a": "1"}}).body["metadata"]["resourceVersion"]
+    assert http.patch(f"{base}/n", {"data": {"a": "1"}}).body["metadata"]["resourceVersion"] == rv
+
+
+def test_events_in_both_api_groups(http: HTTP, namespace: str) -> None:
+    core_ev = {
+        "metadata": {"name": "e1"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": namespace, "uid": "u1"},
+        "reason": "Started",
+        "message": "hello",
+        "type": "Normal",
+        "source": {"component": "tester"},
+    }
+    assert http.post(f"/api/v1/namespaces/{namespace}/events", core_ev).status == 201
+    ev = http.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/e1").body
+    assert ev["regarding"]["name"] == "p" and ev["note"] == "hello" and ev["apiVersion"] == "events.k8s.io/v1"
+    new_ev = {
+        "metadata": {"name": "e2"},
+        "regarding": {"kind": "Pod", "name": "q", "namespace": namespace},
+        "note": "from events.k8s.io",
+        "reason": "Pulled",
+        "type": "Normal",
+        "action": "Pull",
+        "reportingController": "tester",
+        "reportingInstance": "t1",
+        "eventTime": "2024-01-01T00:00:00.000000Z",
+    }
+    assert http.post(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", new_ev).status == 201
+    sel = "involvedObject.name=q"
+    items = http.get(f"/api/v1/namespaces/{namespace}/events?fieldSelector={sel}").body["items"]
+    assert [i["message"] for i in items] == ["from events.k8s.io"]
+
+
+def test_leases_and_rbac_kinds_stored(k8s: Any, namespace: str) -> None:
+    coord = client.CoordinationV1Api(k8s)
+    lease = coord.create_namespaced_lease(
+        namespace,
+        client.V1Lease(metadata=client.V1ObjectMeta(name="l"), spec=client.V1LeaseSpec(holder_identity="me")),
+    )
+    assert lease.spec.holder_identity == "me"
+    rbac = client.RbacAuthorizationV1Api(k8s)
+    rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=f"system:{namespace}"),
+            rules=[client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["get"])],
+        )
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="rb"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=f"system:{namespace}"
+            ),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="default", namespace=namespace)],
+        ),
+    )
+    assert rbac.read_cluster_role(f"system:{namespace}").rules[0].verbs == ["get"]
+    rbac.delete_cluster_role(f"system:{namespace}")
+
+
+def test_default_service_account_appears(k8s: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        if [s.metadata.name for s in core.list_namespaced_service_account(namespace).items] == ["default"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no default ServiceAccount")
+
+
+def test_service_gets_cluster_ip(k8s: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    svc = core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="s"),
+            spec=client.V1ServiceSpec(selector={"a": "b"}, ports=[client.V1ServicePort(port=80)]),
+        ),
+    )
+    assert svc.spec.cluster_ip.startswith("10.") and svc.spec.ports[0].target_port == 80
+    headless = core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="h"), spec=client.V1ServiceSpec(cluster_ip="None")
+        ),
+    )
+    assert headless.spec.cluster_ip == "None"
+    svc.spec.selector = {"a": "c"}
+    svc.spec.cluster_ip = None
+    svc.spec.cluster_ips = None
+    again = core.replace_namespaced_service("s", namespace, svc)
+    assert again.spec.cluster_ip == svc.spec.cluster_ip or again.spec.cluster_ip.startswith("10.")
+
+
+def test_apiserver_process_stops_on_sigterm(fresh_apiserver: APIServerProcess) -> None:
+    fresh_apiserver.proc.terminate()
+    assert fresh_apiserver.proc.wait(timeout=10) == 0

@@ -166,6 +166,7 @@ class LocalStack:
     def _write_info(self) -> None:
         assert self.cluster is not None and self.seaweedfs is not None
         info = {
+            "ownerPid": os.getpid(),
             "kubeconfig": str(self.kubeconfig),
             "s3Endpoint": self.seaweedfs.endpoint,
             "bucket": self.seaweedfs.bucket,
@@ -179,8 +180,17 @@ class LocalStack:
 
 
 def read_stack_info(directory: Path) -> dict[str, Any] | None:
+    """What a running `trainjob local up` wrote about itself; None when none runs there."""
     try:
         info = json.loads((directory / INFO_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return info if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return None
+    try:
+        os.kill(int(info.get("ownerPid") or 0), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return None  # its owner died without cleaning up: nothing runs
+    except PermissionError:
+        pass  # alive, another user's
+    return info

@@ -1,0 +1,100 @@
+"""`trainjob local up|down|status`: the whole product on this machine, without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DIRECTORY = Path(".local/trainjob")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "local",
+        help="run a local cluster, SeaweedFS and the operator on this machine",
+        description="Start (up), stop (down) or inspect (status) a single-machine cluster: an API server "
+        "that kubectl, Helm and kopf talk to, a node agent that runs pods as local processes (images are "
+        "ignored: each container's command runs in this Python environment), SeaweedFS as the S3 store, "
+        "and the TrainJob operator.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = actions.add_parser("up", help="start everything and run until interrupted")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
+    up.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="prepare this namespace with the S3 credentials Secret (repeatable; default: default)",
+    )
+    up.add_argument("--no-operator", action="store_true", help="do not start the operator")
+    up.set_defaults(func=run_up)
+    down = actions.add_parser("down", help="stop a local cluster started with `up`")
+    down.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
+    down.set_defaults(func=run_down)
+    status = actions.add_parser("status", help="say whether a local cluster runs, and how to reach it")
+    status.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
+    status.set_defaults(func=run_status)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.stack import LocalStack, read_stack_info
+
+    if read_stack_info(args.dir) is not None:
+        print(f"a local cluster already runs in {args.dir}: `trainjob local down --dir {args.dir}` stops it")
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = LocalStack(
+        args.dir, namespaces=tuple(args.namespace) or ("default",), with_operator=not args.no_operator
+    )
+    with stack:
+        assert stack.seaweedfs is not None
+        print(f"local cluster up in {args.dir.resolve()}")
+        print(f"S3 (SeaweedFS): {stack.seaweedfs.endpoint} bucket {stack.seaweedfs.bucket}")
+        print(f"export KUBECONFIG={stack.kubeconfig}", flush=True)
+        stop.wait()
+        print("stopping the local cluster", flush=True)
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from trainjob_operator.local.stack import read_stack_info
+
+    info = read_stack_info(args.dir)
+    if info is None:
+        print(f"no local cluster runs in {args.dir}")
+        return 0
+    owner = int(info.get("ownerPid") or 0)
+    if owner:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(owner, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and read_stack_info(args.dir) is not None:
+            time.sleep(0.2)
+    if read_stack_info(args.dir) is not None:
+        print(f"the local cluster in {args.dir} did not stop within 60 s", flush=True)
+        return 1
+    print("local cluster stopped")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.stack import read_stack_info
+
+    info = read_stack_info(args.dir)
+    if info is None:
+        print(f"no local cluster runs in {args.dir}")
+        return 1
+    print(f"local cluster runs in {args.dir.resolve()}")
+    print(f"S3 (SeaweedFS): {info['s3Endpoint']} bucket {info['bucket']}")
+    print(f"export KUBECONFIG={info['kubeconfig']}")
+    return 0

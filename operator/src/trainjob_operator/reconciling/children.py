@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import zlib
 from typing import Any
 
 from trainjob_operator.api import constants
@@ -26,6 +27,7 @@ from .settings import OperatorSettings
 TOKEN_VOLUME = "trainjob-token"  # noqa: S105 - a volume name
 SERVICE_ACCOUNT_TOKEN_VOLUME = "trainjob-coordinator-api-access"  # noqa: S105 - a volume name
 COORDINATOR_TMP_VOLUME = "trainjob-coordinator-tmp"
+POD_IP_ENV = "POD_IP"
 
 
 def owner_reference(job: TrainJob) -> dict[str, Any]:
@@ -137,12 +139,25 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def storage_env(job: TrainJob) -> list[dict[str, Any]]:
+def storage_endpoint(job: TrainJob, settings: OperatorSettings) -> str | None:
+    return job.spec.storage.endpoint or settings.default_storage_endpoint
+
+
+def master_port(job: TrainJob, settings: OperatorSettings) -> int:
+    """29500, or with `per_job_master_port` a stable port in 20000-29999 derived from the job."""
+    if not settings.per_job_master_port:
+        return constants.MASTER_PORT
+    key = f"{job.metadata.namespace}/{job.metadata.name}".encode()
+    return 20000 + zlib.crc32(key) % 10000
+
+
+def storage_env(job: TrainJob, settings: OperatorSettings) -> list[dict[str, Any]]:
     """S3 endpoint and credentials, for the trainer and the coordinator alike."""
     storage = job.spec.storage
     env: list[dict[str, Any]] = []
-    if storage.endpoint:
-        env.append(_env(constants.ENV_S3_ENDPOINT, storage.endpoint))
+    endpoint = storage_endpoint(job, settings)
+    if endpoint:
+        env.append(_env(constants.ENV_S3_ENDPOINT, endpoint))
     if storage.credentials_secret:
         env.append(
             _secret_env(constants.AWS_ACCESS_KEY_ID, storage.credentials_secret, constants.AWS_ACCESS_KEY_ID)
@@ -163,7 +178,7 @@ def resume_checkpoint(job: TrainJob) -> str | None:
     return job.spec.resume_from
 
 
-def worker_env(job: TrainJob, attempt: int, rank: int) -> list[dict[str, Any]]:
+def worker_env(job: TrainJob, attempt: int, rank: int, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The env contract of DESIGN §4 for the trainer container of rank `rank`.
 
     With procsPerWorker > 1 the pod runs torchrun, which sets RANK/LOCAL_RANK per process; the pod
@@ -172,6 +187,7 @@ def worker_env(job: TrainJob, attempt: int, rank: int) -> list[dict[str, Any]]:
     name = job.metadata.name
     procs = job.spec.procs_per_worker
     master = names.rank0_host(name, attempt)
+    port = master_port(job, settings)
     env = [
         _env(constants.ENV_JOB_NAME, name),
         _env(constants.ENV_JOB_NAMESPACE, job.metadata.namespace),
@@ -182,7 +198,7 @@ def worker_env(job: TrainJob, attempt: int, rank: int) -> list[dict[str, Any]]:
         _env(constants.ENV_LOCAL_WORLD_SIZE, procs),
         _env(constants.ENV_NODE_RANK, rank),
         _env(constants.ENV_MASTER_ADDR, master),
-        _env(constants.ENV_MASTER_PORT, constants.MASTER_PORT),
+        _env(constants.ENV_MASTER_PORT, port),
     ]
     if procs > 1:
         env += [
@@ -190,13 +206,13 @@ def worker_env(job: TrainJob, attempt: int, rank: int) -> list[dict[str, Any]]:
             _env(constants.ENV_TORCHRUN_NNODES, job.spec.workers),
             _env(constants.ENV_TORCHRUN_NODE_RANK, rank),
             _env(constants.ENV_TORCHRUN_MASTER_ADDR, master),
-            _env(constants.ENV_TORCHRUN_MASTER_PORT, constants.MASTER_PORT),
+            _env(constants.ENV_TORCHRUN_MASTER_PORT, port),
         ]
     env += [
         _env(constants.ENV_COORDINATOR_URL, names.coordinator_url(name, attempt)),
         _secret_env(constants.ENV_REPORT_TOKEN, names.token_secret_name(name), constants.TOKEN_SECRET_KEY),
         _env(constants.ENV_STORAGE_URI, job.spec.storage.uri),
-        *storage_env(job),
+        *storage_env(job, settings),
     ]
     resume = resume_checkpoint(job)
     if resume is not None:
@@ -205,7 +221,7 @@ def worker_env(job: TrainJob, attempt: int, rank: int) -> list[dict[str, Any]]:
     return env
 
 
-def coordinator_command(job: TrainJob, attempt: int) -> list[str]:
+def coordinator_command(job: TrainJob, attempt: int, settings: OperatorSettings) -> list[str]:
     """`trainjob coordinator ...`; retention flags are passed only when the spec sets them."""
     spec = job.spec
     command = [
@@ -222,9 +238,14 @@ def coordinator_command(job: TrainJob, attempt: int) -> list[str]:
         "--storage",
         spec.storage.uri,
     ]
-    if spec.storage.endpoint:
-        command += ["--storage-endpoint", spec.storage.endpoint]
+    endpoint = storage_endpoint(job, settings)
+    if endpoint:
+        command += ["--storage-endpoint", endpoint]
     command += [
+        # The pod's own address, not every address: on the local cluster pods share the host's
+        # network, and each has its own loopback address.
+        "--host",
+        f"$({POD_IP_ENV})",
         "--port",
         str(constants.COORDINATOR_PORT),
         "--token-file",
@@ -260,9 +281,12 @@ def coordinator_container(job: TrainJob, attempt: int, settings: OperatorSetting
         "image": settings.coordinator_image,
         "imagePullPolicy": settings.coordinator_image_pull_policy,
         "restartPolicy": "Always",
-        "command": coordinator_command(job, attempt),
+        "command": coordinator_command(job, attempt, settings),
         "ports": [{"name": "coordinator", "containerPort": constants.COORDINATOR_PORT, "protocol": "TCP"}],
-        "env": storage_env(job),
+        "env": [
+            {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            *storage_env(job, settings),
+        ],
         "readinessProbe": {
             "httpGet": {"path": constants.COORDINATOR_HEALTH_PATH, "port": constants.COORDINATOR_PORT},
             "periodSeconds": 2,
@@ -345,7 +369,7 @@ def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
     if template_metadata.get("annotations"):
         metadata["annotations"] = template_metadata["annotations"]
 
-    env = worker_env(job, attempt, rank)
+    env = worker_env(job, attempt, rank, settings)
     pod_spec["containers"] = [
         _with_env(c, env) if c.get("name") == constants.TRAINER_CONTAINER else c
         for c in pod_spec.get("containers") or []

@@ -1,0 +1,188 @@
+"""The commit protocol and retention, on a :class:`~worker_sdk.storage.Storage` (DESIGN §6).
+
+A checkpoint directory is committed by writing its manifest, last, after checking with one
+listing that every file any rank listed is there with its listed size. Only directories with
+a manifest count. Retention deletes a checkpoint's manifest first, then its files, so a crash
+in between leaves an uncommitted directory (ignored), never a committed one with missing files.
+
+Everything here blocks (boto3): the service calls it through ``asyncio.to_thread``, one
+operation at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from trainjob_operator.coordinator.aggregation import CommitCandidate
+from worker_sdk.protocol import (
+    MANIFEST_NAME,
+    CheckpointFile,
+    CheckpointManifest,
+    MetricValue,
+    job_prefix,
+    manifest_key,
+)
+from worker_sdk.storage import Storage, join_key
+
+log = logging.getLogger(__name__)
+
+ScoreOrder = Literal["min", "max"]
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class CommittedCheckpoint:
+    dir_name: str
+    uri: str
+    manifest: CheckpointManifest
+
+    @property
+    def iteration(self) -> int:
+        return self.manifest.iteration
+
+    def score(self, attribute: str | None) -> float | None:
+        """The metric retention ranks by, or None when it is unset, missing or not a number."""
+        if attribute is None:
+            return None
+        value: MetricValue = self.manifest.metrics.get(attribute)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    def to_status(self) -> dict[str, Any]:
+        """The ``latestCheckpoint`` / ``bestCheckpoint`` shape of the TrainJob status."""
+        return {
+            "uri": self.uri,
+            "iteration": self.manifest.iteration,
+            "attempt": self.manifest.attempt,
+            "metrics": self.manifest.metrics,
+            "sizeBytes": self.manifest.size_bytes,
+            "committedAt": self.manifest.committed_at,
+        }
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    num_to_keep: int | None = None  # None keeps every checkpoint
+    score_attribute: str | None = None
+    score_order: ScoreOrder = "max"
+
+    def ranked(self, checkpoints: Sequence[CommittedCheckpoint]) -> list[CommittedCheckpoint]:
+        """Best first: by score when a score attribute is set (checkpoints without a usable
+        score last), then newest first."""
+
+        def key(checkpoint: CommittedCheckpoint) -> tuple[int, float, int]:
+            score = checkpoint.score(self.score_attribute)
+            if score is None:
+                return (1, 0.0, -checkpoint.iteration)
+            return (0, -score if self.score_order == "max" else score, -checkpoint.iteration)
+
+        return sorted(checkpoints, key=key)
+
+    def best(self, checkpoints: Sequence[CommittedCheckpoint]) -> CommittedCheckpoint | None:
+        """The best by score; None without a score attribute or without any scored checkpoint."""
+        if self.score_attribute is None:
+            return None
+        scored = [c for c in checkpoints if c.score(self.score_attribute) is not None]
+        return self.ranked(scored)[0] if scored else None
+
+    def retained(self, checkpoints: Sequence[CommittedCheckpoint]) -> list[CommittedCheckpoint]:
+        """What to keep, oldest first: the ``num_to_keep`` best, plus the latest checkpoint when
+        it is not among them (a restart resumes from the latest, so it is never deleted; unlike
+        Ray, which keeps only the top N, this can keep N + 1 until a newer one arrives)."""
+        if not checkpoints:
+            return []
+        keep = self.ranked(checkpoints)
+        if self.num_to_keep is not None:
+            keep = keep[: self.num_to_keep]
+        latest = max(checkpoints, key=lambda c: c.iteration)
+        if latest not in keep:
+            keep.append(latest)
+        return sorted(keep, key=lambda c: c.iteration)
+
+
+@dataclass(frozen=True)
+class NotCommitted:
+    """Why a candidate was not committed (yet): the files do not match what ranks listed."""
+
+    reason: str
+    # True when waiting can fix it (a stale file that may belong to a rank not heard from yet).
+    retry: bool = True
+
+
+class Committer:
+    """Commits and deletes checkpoints of one job under one storage root."""
+
+    def __init__(self, storage: Storage, namespace: str, job: str, attempt: int) -> None:
+        self.storage = storage
+        self.namespace = namespace
+        self.job = job
+        self.attempt = attempt
+        self.prefix = job_prefix(namespace, job)
+
+    def dir_key(self, dir_name: str) -> str:
+        return join_key(self.prefix, dir_name)
+
+    def committed(self, dir_name: str, manifest: CheckpointManifest) -> CommittedCheckpoint:
+        return CommittedCheckpoint(dir_name, self.storage.uri_for(self.dir_key(dir_name)), manifest)
+
+    def commit(self, candidate: CommitCandidate, now: float) -> CommittedCheckpoint | NotCommitted:
+        """Check the directory against what the ranks listed; delete stale files; write the manifest."""
+        dir_key = self.dir_key(candidate.dir_name)
+        base = f"{dir_key}/"
+        found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(dir_key)}
+        if MANIFEST_NAME in found:
+            existing = self._read_manifest(candidate.dir_name)
+            if existing is not None and existing.iteration == candidate.iteration:
+                return self.committed(candidate.dir_name, existing)  # committed before a restart
+            return NotCommitted(
+                f"{candidate.dir_name} already holds a committed checkpoint of iteration "
+                f"{existing.iteration if existing else '?'}; not overwriting it",
+                retry=False,
+            )
+        problems = []
+        for path, size in sorted(candidate.files.items()):
+            if path not in found:
+                problems.append(f"{path} is missing")
+            elif found[path] != size:
+                problems.append(f"{path} has {found[path]} bytes, the report listed {size}")
+        if problems:
+            return NotCommitted(f"{candidate.dir_name} is incomplete: {'; '.join(problems[:5])}")
+        stale = sorted(path for path in found if path not in candidate.files)
+        if stale and not candidate.every_rank_known:
+            return NotCommitted(
+                f"{candidate.dir_name} holds files no report listed ({', '.join(stale[:5])}); waiting "
+                "for the ranks that reported to the previous coordinator to re-send"
+            )
+        if stale:
+            log.info("deleting %d stale files in %s: %s", len(stale), candidate.dir_name, stale[:10])
+            self.storage.delete([f"{base}{path}" for path in stale])
+        manifest = CheckpointManifest(
+            iteration=candidate.iteration,
+            attempt=self.attempt,
+            metrics=candidate.metrics,
+            files=tuple(CheckpointFile(path, size) for path, size in sorted(candidate.files.items())),
+            committed_at=rfc3339(now),
+        )
+        self.storage.put_bytes(
+            manifest_key(self.namespace, self.job, candidate.dir_name),
+            json.dumps(manifest.to_json(), indent=1).encode(),
+        )
+        return self.committed(candidate.dir_name, manifest)
+
+    def delete(self, checkpoint: CommittedCheckpoint) -> None:
+        """Uncommit (manifest first), then delete the files."""
+        self.storage.delete([manifest_key(self.namespace, self.job, checkpoint.dir_name)])
+        self.storage.delete_prefix(self.dir_key(checkpoint.dir_name))
+
+    def _read_manifest(self, dir_name: str) -> CheckpointManifest | None:
+        data = self.storage.get_bytes(manifest_key(self.namespace, self.job, dir_name))
+        return None if data is None else CheckpointManifest.from_json(json.loads(data))

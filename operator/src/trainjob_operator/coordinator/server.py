@@ -1,0 +1,160 @@
+"""The coordinator's HTTP API (aiohttp), DESIGN §6.
+
+``/v1/*`` needs ``Authorization: Bearer <job token>``; ``/healthz`` and ``/metrics`` do not and
+show nothing secret. Every refusal is a JSON ``{"error": message}`` with a 4xx status, logged,
+and is decided before anything is recorded, so a refused request never writes to storage.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from trainjob_operator.coordinator.aggregation import ReportRejected, Verdict
+from trainjob_operator.coordinator.metrics import CONTENT_TYPE_LATEST
+from trainjob_operator.coordinator.service import Coordinator
+from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+COORDINATOR_KEY = web.AppKey("coordinator", Coordinator)
+TOKEN_KEY = web.AppKey("token", bytes)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _refuse(request: web.Request, status: int, reason: str, message: str, **headers: str) -> web.Response:
+    request.app[COORDINATOR_KEY].refused(reason)
+    log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, message)
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith(f"{API_PREFIX}/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return _refuse(
+                request, 401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"}
+            )
+        if not hmac.compare_digest(presented.strip().encode(), request.app[TOKEN_KEY]):
+            return _refuse(request, 401, "unauthorized", "wrong token", **{"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The body as JSON; raises :class:`_BodyRefused` for one that is too large or not JSON."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _BodyRefused(
+            413,
+            "too_large",
+            f"body of {request.content_length} bytes is over the {MAX_BODY_BYTES} byte limit",
+        )
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _BodyRefused(413, "too_large", f"body is over the {MAX_BODY_BYTES} byte limit") from None
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BodyRefused(400, "malformed", f"malformed JSON: {exc}") from None
+
+
+class _BodyRefused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+async def _post_report(request: web.Request) -> web.StreamResponse:
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        report = Report.from_json(await _read_json(request))
+        verdict = coordinator.accept_report(report)
+    except _BodyRefused as exc:
+        return _refuse(request, exc.status, exc.reason, exc.message)
+    except ProtocolError as exc:
+        return _refuse(request, 400, "invalid", str(exc))
+    except ReportRejected as exc:
+        log.warning("refused report from %s: %d %s", request.remote, exc.status, exc)
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    return web.json_response(
+        {
+            "accepted": True,
+            "duplicate": verdict is Verdict.DUPLICATE,
+            "coordinatorId": coordinator.id,
+            "iteration": coordinator.iteration,
+        }
+    )
+
+
+async def _post_finalize(request: web.Request) -> web.StreamResponse:
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        finalize = Finalize.from_json(await _read_json(request))
+        coordinator.accept_finalize(finalize)
+    except _BodyRefused as exc:
+        return _refuse(request, exc.status, exc.reason, exc.message)
+    except ProtocolError as exc:
+        return _refuse(request, 400, "invalid", str(exc))
+    except ReportRejected as exc:
+        log.warning("refused finalize from %s: %d %s", request.remote, exc.status, exc)
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    return web.json_response(
+        {
+            "accepted": True,
+            "coordinatorId": coordinator.id,
+            "iteration": coordinator.iteration,
+            "settled": coordinator.settled,
+        }
+    )
+
+
+async def _get_state(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[COORDINATOR_KEY].state())
+
+
+async def _get_metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[COORDINATOR_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _get_healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"ok": True})
+
+
+def create_app(coordinator: Coordinator, token: str) -> web.Application:
+    """The app; starting and stopping ``coordinator``'s background work is tied to the app's."""
+    if not token.strip():
+        raise ValueError("the report token is empty")
+    # client_max_size also catches chunked bodies, which have no Content-Length to check first.
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_require_token])
+    app[COORDINATOR_KEY] = coordinator
+    app[TOKEN_KEY] = token.strip().encode()
+    app.router.add_post(f"{API_PREFIX}/reports", _post_report)
+    app.router.add_post(f"{API_PREFIX}/finalize", _post_finalize)
+    app.router.add_get(f"{API_PREFIX}/state", _get_state)
+    app.router.add_get("/metrics", _get_metrics)
+    app.router.add_get("/healthz", _get_healthz)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await coordinator.start()
+        yield
+        await coordinator.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,403 @@
+"""The coordinator of one job attempt: reports in; committed checkpoints, history and status out.
+
+Reports are recorded in memory at once (the HTTP answer never waits for storage). Three
+background tasks do the I/O: the committer (recovery first, then commits and retention, one at
+a time, in a thread), the history writer and the status publisher. When storage is down,
+reports keep being accepted (memory bounded: pending checkpoints and history lines are capped),
+commits and history writes are retried, and the state and status say what is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainjob_operator.coordinator.aggregation import Aggregator, Metrics, ReportRejected, Verdict
+from trainjob_operator.coordinator.committing import (
+    CommittedCheckpoint,
+    Committer,
+    NotCommitted,
+    RetentionPolicy,
+    rfc3339,
+)
+from trainjob_operator.coordinator.history import MetricHistory, write_part
+from trainjob_operator.coordinator.metrics import CoordinatorMetrics
+from trainjob_operator.coordinator.publishing import StatusPublisher
+from trainjob_operator.coordinator.recovery import RecoveredState, recover
+from trainjob_operator.coordinator.sinks import StatusSink
+from worker_sdk.protocol import Finalize, Report
+from worker_sdk.storage import Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+_MAX_RETRY_DELAY = 30.0
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    job: str
+    namespace: str
+    world_size: int
+    attempt: int
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    status_interval: float = 1.0
+    history_flush_seconds: float = 30.0
+    history_lines_per_part: int = 1000
+    # Checkpoints reported but not committed yet; past this the oldest is given up.
+    max_pending_checkpoints: int = 64
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig, storage: Storage, sink: StatusSink) -> None:
+        self.config = config
+        self.id = secrets.token_hex(8)
+        self.storage = storage
+        self.aggregator = Aggregator(config.world_size, config.attempt)
+        self.committer = Committer(storage, config.namespace, config.job, config.attempt)
+        self.history = MetricHistory(
+            config.namespace, config.job, config.attempt, lines_per_part=config.history_lines_per_part
+        )
+        self.checkpoints: list[CommittedCheckpoint] = []  # committed and retained, oldest first
+        self.metrics = CoordinatorMetrics(lambda: self.aggregator.last_report_time)
+        self.publisher = StatusPublisher(sink, self.status, interval=config.status_interval)
+        self.recovered = False
+        self.storage_error: str | None = None
+        self.commit_problems: dict[int, str] = {}  # iteration -> why it is not committed yet
+        # What the history of this attempt already holds (from a previous coordinator process).
+        self._history_up_to = 0
+        self._recovered_metrics: Metrics = {}
+        self._retry_at: dict[int, float] = {}
+        self._retry_delay: dict[int, float] = {}
+        self._to_delete: list[CommittedCheckpoint] = []
+        self._commit_wakeup = asyncio.Event()
+        self._history_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="coordinator-commits"),
+            asyncio.create_task(self._history_loop(), name="coordinator-history"),
+            asyncio.create_task(self.publisher.run(), name="coordinator-status"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops (a commit in flight finishes first), flush history and status."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.recovered:
+            await self._flush_history()
+        await self.publisher.publish_now()
+        await self.publisher.sink.close()
+
+    # -- input ------------------------------------------------------------------------------
+    def accept_report(self, report: Report) -> Verdict:
+        try:
+            verdict = self.aggregator.add_report(report, time.time())
+        except ReportRejected as exc:
+            self.metrics.reports_refused.labels(exc.reason).inc()
+            raise
+        self.metrics.reports_accepted.inc()
+        if verdict is Verdict.ACCEPTED:
+            self.metrics.rank_iteration.labels(str(report.rank)).set(report.iteration)
+        self._limit_pending()
+        self._after_progress()
+        return verdict
+
+    def accept_finalize(self, finalize: Finalize) -> None:
+        try:
+            self.aggregator.add_finalize(finalize, time.time())
+        except ReportRejected as exc:
+            self.metrics.reports_refused.labels(exc.reason).inc()
+            raise
+        self._after_progress()
+        if self.aggregator.all_finalized:
+            self._history_wakeup.set()  # settle quickly: the SDK's rank 0 waits for it
+            self.publisher.changed(urgent=True)
+
+    def refused(self, reason: str) -> None:
+        """Count a request refused before it reached the aggregator (token, body, JSON)."""
+        self.metrics.reports_refused.labels(reason).inc()
+
+    def _after_progress(self) -> None:
+        for iteration, at, metrics in self.aggregator.take_completed_metrics():
+            if iteration > self._history_up_to:
+                self.history.add(iteration, at, metrics)
+                self._history_up_to = iteration
+        if self.history.part_is_full:
+            self._history_wakeup.set()
+        self.metrics.iteration.set(self.iteration)
+        if self.aggregator.pending:
+            self._commit_wakeup.set()
+        self.publisher.changed()
+
+    def _limit_pending(self) -> None:
+        pending = self.aggregator.pending
+        while len(pending) > self.config.max_pending_checkpoints:
+            oldest = min(pending)
+            log.warning("giving up checkpoint at iteration %d: too many checkpoints wait to commit", oldest)
+            self.aggregator.drop_pending(oldest)
+            self.commit_problems.pop(oldest, None)
+
+    # -- what the job looks like --------------------------------------------------------------
+    @property
+    def iteration(self) -> int:
+        return max(self.aggregator.iteration, self._history_up_to)
+
+    @property
+    def job_metrics(self) -> Metrics:
+        if self.aggregator.iteration >= self._history_up_to and self.aggregator.metrics:
+            return self.aggregator.metrics
+        return self.aggregator.metrics or self._recovered_metrics
+
+    @property
+    def latest_checkpoint(self) -> CommittedCheckpoint | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+    @property
+    def best_checkpoint(self) -> CommittedCheckpoint | None:
+        return self.config.retention.best(self.checkpoints)
+
+    @property
+    def message(self) -> str | None:
+        """What is wrong, for people: None when nothing is."""
+        problems = []
+        if self.storage_error:
+            problems.append(f"storage unavailable: {self.storage_error}")
+        problems.extend(self.aggregator.conflicts)
+        problems.extend(
+            reason
+            for iteration, reason in sorted(self.commit_problems.items())
+            if iteration in self.aggregator.pending
+        )
+        if self.history.dropped_lines:
+            problems.append(
+                f"{self.history.dropped_lines} metric history lines dropped while storage was down"
+            )
+        return "; ".join(problems) if problems else None
+
+    @property
+    def settled(self) -> bool:
+        return (
+            self.aggregator.all_finalized
+            and not self.aggregator.pending
+            and self.recovered
+            and self.history.buffered == 0
+            and self.publisher.up_to_date
+        )
+
+    def _checkpoint_list(self) -> list[dict[str, Any]]:
+        attribute = self.config.retention.score_attribute
+        return [
+            {"uri": c.uri, "iteration": c.iteration, "score": c.score(attribute)} for c in self.checkpoints
+        ]
+
+    def status(self) -> dict[str, Any]:
+        """The coordinator-owned TrainJob status fields (None: absent)."""
+        slowest = self.aggregator.slowest_rank()
+        last_report = self.aggregator.last_report_time
+        latest = self.latest_checkpoint
+        best = self.best_checkpoint
+        return {
+            "iteration": self.iteration,
+            "metrics": self.job_metrics,
+            "lastReportTime": None if last_report is None else rfc3339(last_report),
+            "latestCheckpoint": latest.to_status() if latest else None,
+            "bestCheckpoint": best.to_status() if best else None,
+            "checkpoints": self._checkpoint_list(),
+            "slowestRank": None
+            if slowest is None
+            else {
+                "rank": slowest[0],
+                "iteration": slowest[1].last_iteration,
+                "lastReportTime": rfc3339(slowest[1].last_report_time),
+            },
+            "message": self.message,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """``GET /v1/state``."""
+        latest = self.latest_checkpoint
+        best = self.best_checkpoint
+        last_report = self.aggregator.last_report_time
+        return {
+            "coordinatorId": self.id,
+            "job": self.config.job,
+            "namespace": self.config.namespace,
+            "attempt": self.config.attempt,
+            "worldSize": self.config.world_size,
+            "iteration": self.iteration,
+            "metrics": self.job_metrics,
+            "ranks": {str(rank): p.last_iteration for rank, p in sorted(self.aggregator.ranks.items())},
+            "finalized": self.aggregator.finalized,
+            "pendingCommits": len(self.aggregator.pending),
+            "latestCheckpoint": latest.to_status() if latest else None,
+            "bestCheckpoint": best.to_status() if best else None,
+            "checkpoints": self._checkpoint_list(),
+            "lastReportTime": None if last_report is None else rfc3339(last_report),
+            "recovered": self.recovered,
+            "storageAvailable": self.storage_error is None,
+            "message": self.message,
+            "settled": self.settled,
+        }
+
+    # -- storage work -------------------------------------------------------------------------
+    def _storage_ok(self) -> None:
+        if self.storage_error is not None:
+            log.info("storage is available again")
+            self.storage_error = None
+            self.metrics.storage_available.set(1)
+            self.publisher.changed(urgent=True)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        if self.storage_error is None:
+            log.warning("storage unavailable: %s", exc)
+            self.publisher.changed(urgent=True)
+        self.storage_error = str(exc)
+        self.metrics.storage_available.set(0)
+
+    async def _recover(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                state = await asyncio.to_thread(recover, self.committer)
+                break
+            except (StorageError, OSError, ValueError) as exc:
+                self._storage_failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+        self._storage_ok()
+        self._apply_recovered(state)
+
+    def _apply_recovered(self, state: RecoveredState) -> None:
+        self.checkpoints = state.checkpoints
+        if state.checkpoints:
+            self.aggregator.mark_committed(state.checkpoints[-1].iteration)
+        self.history.next_part = state.next_history_part
+        self._history_up_to = max(self._history_up_to, state.iteration)
+        self._recovered_metrics = state.metrics
+        self.recovered = True
+        self._plan_retention()
+        self.metrics.checkpoints_retained.set(len(self.checkpoints))
+        log.info(
+            "recovered %d committed checkpoints (latest %s), history at iteration %d, next part %d",
+            len(state.checkpoints),
+            state.checkpoints[-1].dir_name if state.checkpoints else None,
+            state.iteration,
+            state.next_history_part,
+        )
+        self.publisher.changed(urgent=True)
+        self._commit_wakeup.set()
+        self._history_wakeup.set()
+
+    async def _commit_loop(self) -> None:
+        await self._recover()
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup.clear()
+            try:
+                await self._delete_unretained()
+                await self._commit_ready()
+            except (StorageError, OSError) as exc:
+                self._storage_failed(exc)
+                loop.call_later(2.0, self._commit_wakeup.set)
+                continue
+            if self._retry_at:
+                loop.call_later(
+                    max(0.05, min(self._retry_at.values()) - time.monotonic()), self._commit_wakeup.set
+                )
+
+    async def _commit_ready(self) -> None:
+        for candidate in self.aggregator.ready_to_commit():
+            if candidate.iteration not in self.aggregator.pending:
+                continue  # given up while an older one was being committed
+            if self._retry_at.get(candidate.iteration, 0.0) > time.monotonic():
+                continue
+            started = time.monotonic()
+            outcome = await asyncio.to_thread(self.committer.commit, candidate, time.time())
+            self._storage_ok()
+            if isinstance(outcome, NotCommitted):
+                self._not_committed(candidate.iteration, outcome)
+                continue
+            self.metrics.commit_duration.observe(time.monotonic() - started)
+            self._committed(outcome)
+
+    def _not_committed(self, iteration: int, outcome: NotCommitted) -> None:
+        if self.commit_problems.get(iteration) != outcome.reason:
+            log.warning("not committing iteration %d: %s", iteration, outcome.reason)
+        self.commit_problems[iteration] = outcome.reason
+        self.publisher.changed(urgent=True)
+        if not outcome.retry:
+            self.aggregator.drop_pending(iteration)
+            self._retry_at.pop(iteration, None)
+            return
+        # Files may still be arriving (or listings catching up): look again, less and less often.
+        delay = min(self._retry_delay.get(iteration, 0.5) * 2, _MAX_RETRY_DELAY)
+        self._retry_delay[iteration] = delay
+        self._retry_at[iteration] = time.monotonic() + delay
+
+    def _committed(self, checkpoint: CommittedCheckpoint) -> None:
+        log.info(
+            "committed %s (iteration %d, %d files, %d bytes)",
+            checkpoint.uri,
+            checkpoint.iteration,
+            len(checkpoint.manifest.files),
+            checkpoint.manifest.size_bytes,
+        )
+        self.aggregator.mark_committed(checkpoint.iteration)
+        for iteration in [i for i in self._retry_at if i <= checkpoint.iteration]:
+            self._retry_at.pop(iteration, None)
+            self._retry_delay.pop(iteration, None)
+        for iteration in [i for i in self.commit_problems if i <= checkpoint.iteration]:
+            del self.commit_problems[iteration]
+        self.checkpoints = [c for c in self.checkpoints if c.dir_name != checkpoint.dir_name]
+        self.checkpoints.append(checkpoint)
+        self.checkpoints.sort(key=lambda c: c.iteration)
+        self.metrics.checkpoints_committed.inc()
+        self.metrics.checkpoint_bytes_committed.inc(checkpoint.manifest.size_bytes)
+        self._plan_retention()
+        self.metrics.checkpoints_retained.set(len(self.checkpoints))
+        self.publisher.changed(urgent=True)
+        self._commit_wakeup.set()  # delete what retention dropped
+
+    def _plan_retention(self) -> None:
+        retained = self.config.retention.retained(self.checkpoints)
+        self._to_delete.extend(c for c in self.checkpoints if c not in retained)
+        self.checkpoints = retained
+
+    async def _delete_unretained(self) -> None:
+        while self._to_delete:
+            checkpoint = self._to_delete[0]
+            await asyncio.to_thread(self.committer.delete, checkpoint)
+            log.info("deleted %s (retention)", checkpoint.uri)
+            self._to_delete.pop(0)
+
+    async def _history_loop(self) -> None:
+        while not self.recovered:
+            await self._history_wakeup.wait()
+            self._history_wakeup.clear()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._history_wakeup.wait(), self.config.history_flush_seconds)
+            self._history_wakeup.clear()
+            await self._flush_history()
+
+    async def _flush_history(self) -> None:
+        """Write every buffered line, in parts of at most ``history_lines_per_part`` lines."""
+        while (part := self.history.take_part()) is not None:
+            try:
+                await asyncio.to_thread(write_part, self.storage, part)
+            except (StorageError, OSError) as exc:
+                self.history.put_back(part)
+                self._storage_failed(exc)
+                return
+            self._storage_ok()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module defines `register(subparsers) -> None`, which adds its parser and sets
 # `func=<callable(args) -> int>` as the parser's default.
-_COMMAND_MODULES = ("crd", "operator", "local")
+_COMMAND_MODULES = ("crd", "operator", "local", "coordinator")
 
 
 def build_parser() -> argparse.ArgumentParser:

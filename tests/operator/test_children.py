@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from trainjob_factories import SETTINGS, job
+
 from trainjob_operator.api.types import TrainJob
 from trainjob_operator.reconciling import children
 from trainjob_operator.reconciling.children import (
@@ -16,8 +18,6 @@ from trainjob_operator.reconciling.children import (
     token_secret,
     worker_pod,
 )
-
-from trainjob_factories import SETTINGS, job
 
 OWNER = {
     "apiVersion": "trainjob.dev/v1alpha1",
@@ -216,7 +216,7 @@ def test_template_is_kept_and_our_env_wins() -> None:
     assert pod["spec"]["containers"][1] == {"name": "logger", "image": "l"}  # no credentials for others
     assert pod["spec"]["nodeSelector"] == {"gpu": "yes"} and pod["spec"]["restartPolicy"] == "Never"
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["coordinator", "fetch"]
-    assert [v["name"] for v in pod["spec"]["volumes"]][0] == "data"
+    assert pod["spec"]["volumes"][0]["name"] == "data"
     # Building never mutates the job's template.
     assert tj.spec.template == template
 

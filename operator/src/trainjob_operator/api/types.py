@@ -65,6 +65,8 @@ class RestartPolicy(enum.StrEnum):
 
 
 class ScoreOrder(enum.StrEnum):
+    """Whether a higher or lower score is better."""
+
     MIN = "min"
     MAX = "max"
 
@@ -81,6 +83,8 @@ class Phase(enum.StrEnum):
 
 
 class ConditionType(enum.StrEnum):
+    """The conditions of DESIGN §3, plus SpecChangeRefused."""
+
     CREATED = "Created"
     RUNNING = "Running"
     RESTARTING = "Restarting"
@@ -93,6 +97,8 @@ class ConditionType(enum.StrEnum):
 
 
 class ConditionStatus(enum.StrEnum):
+    """As in every Kubernetes condition."""
+
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
@@ -211,6 +217,8 @@ class TrainJobSpec(WireModel):
 
 
 class Condition(WireModel):
+    """One aspect of the job's state, as in every Kubernetes object's status."""
+
     type: ConditionType
     status: ConditionStatus
     reason: str | None = None
@@ -239,6 +247,8 @@ class CommittedCheckpoint(WireModel):
 
 
 class RetainedCheckpoint(WireModel):
+    """A committed checkpoint that retention keeps."""
+
     uri: str
     iteration: int | None = None
     score: float | None = None
@@ -257,8 +267,11 @@ class TrainJobStatus(WireModel):
 
     # Operator-owned.
     phase: Phase | None = Field(default=None, description="Lifecycle phase.")
-    conditions: list[Condition] | None = None
-    observed_generation: int | None = None
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Created, Running, Restarting, Suspended, Stalled, Succeeded, Failed, SpecChangeRefused.",
+    )
+    observed_generation: int | None = Field(default=None, description="The generation last reconciled.")
     attempt: int | None = Field(
         default=None,
         description="Current attempt, from 0; pods are named <job>-<attempt>-<rank>. Each restart and "
@@ -267,29 +280,41 @@ class TrainJobStatus(WireModel):
     restarts: int | None = Field(
         default=None, description="Restarts after failures so far, bounded by failurePolicy.maxRestarts."
     )
-    workers: WorkerCounts | None = None
+    workers: WorkerCounts | None = Field(default=None, description="Worker pods of the current attempt.")
     start_time: datetime | None = Field(
         default=None,
         description="When the job started or last resumed; activeDeadlineSeconds counts from it.",
     )
-    completion_time: datetime | None = None
-    attempt_start_time: datetime | None = None
+    completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
+    attempt_start_time: datetime | None = Field(default=None, description="When the current attempt started.")
     restart_after: datetime | None = Field(
         default=None, description="When the backoff of the pending restart ends."
     )
-    message: str | None = None
-    spec_hashes: dict[str, str] | None = Field(
+    message: str | None = Field(default=None, description="What the job is doing, or why it failed.")
+    accepted_spec: FreeObject | None = Field(
         default=None,
-        description="Hashes of the spec fields that cannot change once the job has started.",
+        description="The spec fields fixed when the first attempt started (all but suspend, "
+        "activeDeadlineSeconds, ttlSecondsAfterFinished, stallTimeoutSeconds, failurePolicy.maxRestarts); "
+        "later changes to them are refused.",
     )
     # Coordinator-owned.
     iteration: int | None = Field(default=None, description="Highest iteration reported by every rank.")
     metrics: FreeObject | None = Field(default=None, description="Rank 0's metrics at that iteration.")
-    last_report_time: datetime | None = None
-    latest_checkpoint: CommittedCheckpoint | None = None
-    best_checkpoint: CommittedCheckpoint | None = None
-    checkpoints: list[RetainedCheckpoint] | None = None
-    slowest_rank: SlowestRank | None = None
+    last_report_time: datetime | None = Field(
+        default=None, description="When the coordinator last got a report."
+    )
+    latest_checkpoint: CommittedCheckpoint | None = Field(
+        default=None, description="The newest committed checkpoint: what a restart resumes from."
+    )
+    best_checkpoint: CommittedCheckpoint | None = Field(
+        default=None, description="The committed checkpoint with the best checkpoints.scoreAttribute."
+    )
+    checkpoints: list[RetainedCheckpoint] | None = Field(
+        default=None, description="The retained committed checkpoints, at most checkpoints.numToKeep."
+    )
+    slowest_rank: SlowestRank | None = Field(
+        default=None, description="The rank whose latest report is the oldest (stall detection)."
+    )
 
     @classmethod
     def from_wire_lenient(cls, data: Any) -> TrainJobStatus:
@@ -324,7 +349,7 @@ OPERATOR_STATUS_FIELDS: tuple[str, ...] = (
     "attempt_start_time",
     "restart_after",
     "message",
-    "spec_hashes",
+    "accepted_spec",
 )
 COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "iteration",

@@ -45,7 +45,7 @@ from .decision import Action, CreateObject, Decision, DeleteJob, DeletePods, Emi
 from .observation import ChildKind, Observation, PodObservation, PodOutcome
 from .policies import ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
 from .settings import OperatorSettings
-from .validation import DNS_LABEL_MAX, changed_fields, immutable_field_hashes, validate_spec
+from .validation import DNS_LABEL_MAX, accepted_fields, changed_fields, effective_spec, validate_spec
 
 # While waiting on something a pod event will also report (pods starting or terminating), look
 # again after this long anyway, in case an event was missed.
@@ -109,18 +109,23 @@ class _Reconciliation:
         self.settings = settings
         self.actions: list[Action] = []
         self.requeues: list[float] = []
+        # What the job runs with (accepted fixed fields + requested mutable ones), and what was asked.
         self.spec: TrainJobSpec | None = None
+        self.requested: TrainJobSpec | None = None
 
     # ---- results ---------------------------------------------------------------------------
 
     def run(self) -> Decision:
         self._update(observed_generation=self.metadata.generation)
         try:
-            self.spec = TrainJobSpec.from_wire(self.raw_spec)
+            self.requested = TrainJobSpec.from_wire(self.raw_spec)
+            accepted = self.status.accepted_spec
+            self.spec = self.requested if accepted is None else effective_spec(accepted, self.requested)
         except ValidationError as error:
-            if self.phase not in lifecycle.TERMINAL_PHASES:
+            if self.phase in lifecycle.TERMINAL_PHASES:
+                self._finished()
+            else:
                 self._fail("InvalidSpec", _validation_message(error))
-            self._finished()
         else:
             self._step()
         return self._decision()
@@ -183,18 +188,18 @@ class _Reconciliation:
             self._admit()
             if self.phase is not Phase.PENDING:
                 return
-        refused = self._check_spec_changes()
+        self._check_spec_changes()
         if self.phase is not Phase.SUSPENDED and self._deadline_exceeded():
             return
         if self.spec_or_fail.suspend and self.phase is not Phase.SUSPENDED:
             self._suspend()
             return
         if self.phase is Phase.RESTARTING:
-            self._restarting(refused)
+            self._restarting()
         elif self.phase is Phase.SUSPENDED:
-            self._suspended(refused)
+            self._suspended()
         if self.phase in lifecycle.ACTIVE_PHASES:
-            self._active(refused)
+            self._active()
 
     @property
     def spec_or_fail(self) -> TrainJobSpec:
@@ -216,12 +221,12 @@ class _Reconciliation:
     def _start_attempt(self, attempt: int, reason: str, event_message: str) -> None:
         """Enter Pending for a new attempt; the first one validates and accepts the spec."""
         spec = self.spec_or_fail
-        if self.status.spec_hashes is None:
+        if self.status.accepted_spec is None:
             problems = validate_spec(self.metadata.name, spec)
             if problems:
                 self._fail("InvalidSpec", "; ".join(problems))
                 return
-            self._update(spec_hashes=immutable_field_hashes(spec))
+            self._update(accepted_spec=accepted_fields(spec))
             self._set_condition(ConditionType.CREATED, ConditionStatus.TRUE, "Accepted", "spec accepted")
         longest = names.pod_name(self.metadata.name, attempt, spec.workers - 1)
         if len(longest) > DNS_LABEL_MAX:
@@ -240,23 +245,23 @@ class _Reconciliation:
         self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {spec.workers} workers")
         self._event(reason, f"{event_message}: starting attempt {attempt}")
 
-    def _check_spec_changes(self) -> bool:
-        """Refuse changes to fields that are fixed once the job started; True while one is in place."""
-        accepted = self.status.spec_hashes
+    def _check_spec_changes(self) -> None:
+        """Refuse changes to fields that are fixed once the job started (see `validation`)."""
+        accepted = self.status.accepted_spec
         refused = lifecycle.condition_is_true(self.conditions, ConditionType.SPEC_CHANGE_REFUSED)
-        changed = changed_fields(accepted, self.spec_or_fail) if accepted is not None else []
+        assert self.requested is not None
+        changed = changed_fields(accepted, self.requested) if accepted is not None else []
         if changed:
             message = (
                 f"spec fields cannot change once the job has started: {', '.join(changed)}; the job goes on "
-                "with the accepted values and starts no new attempt until they are changed back (or "
-                "delete and recreate the job)"
+                "with the values it started with (change them back, or delete and recreate the job)"
             )
             if refused is None or refused.message != message:
                 self._set_condition(
                     ConditionType.SPEC_CHANGE_REFUSED, ConditionStatus.TRUE, "ImmutableFieldChanged", message
                 )
                 self._event("SpecChangeRefused", message, EventType.WARNING)
-            return True
+            return
         if refused is not None:
             self._set_condition(
                 ConditionType.SPEC_CHANGE_REFUSED,
@@ -264,7 +269,6 @@ class _Reconciliation:
                 "SpecRestored",
                 "the fixed spec fields have their accepted values again",
             )
-        return False
 
     def _deadline_exceeded(self) -> bool:
         deadline = self.spec_or_fail.active_deadline_seconds
@@ -278,7 +282,7 @@ class _Reconciliation:
         self._fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
         return True
 
-    def _active(self, refused: bool) -> None:
+    def _active(self) -> None:
         """Pending or Running: make the children, then judge the attempt's pods."""
         spec = self.spec_or_fail
         attempt = self.status.attempt or 0
@@ -302,8 +306,6 @@ class _Reconciliation:
         if missing:
             if older:
                 self._update(message=f"waiting for {len(older)} pods of earlier attempts to terminate")
-                self._requeue_in(POLL_SECONDS)
-            elif refused:
                 self._requeue_in(POLL_SECONDS)
             else:
                 for rank in missing:
@@ -378,7 +380,7 @@ class _Reconciliation:
         self._event("Restarting", f"{verdict.message}; next attempt in {delay:g}s", EventType.WARNING)
         self._requeue_in(delay)
 
-    def _restarting(self, refused: bool) -> None:
+    def _restarting(self) -> None:
         """Wait until the failed attempt's pods are gone and the backoff has passed, then go on."""
         spec = self.spec_or_fail
         restarts = self.status.restarts or 0
@@ -399,8 +401,6 @@ class _Reconciliation:
         if waits:
             self._requeue_in(min(waits))
             return
-        if refused:
-            return
         self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
 
     def _suspend(self) -> None:
@@ -410,10 +410,10 @@ class _Reconciliation:
         self._transition(Phase.SUSPENDED, "Suspended", "suspended: pods deleted, status kept")
         self._event("Suspended", "spec.suspend is set: deleting the pods")
 
-    def _suspended(self, refused: bool) -> None:
+    def _suspended(self) -> None:
         self._delete_pods(self.observed.pods)
         self._count_workers(self.observed.pods_of(self.status.attempt or 0))
-        if self.spec_or_fail.suspend or refused:
+        if self.spec_or_fail.suspend:
             return
         attempt = 0 if self.status.attempt is None else self.status.attempt + 1
         # As for a Kubernetes Job, the deadline counts from the resume.
@@ -434,6 +434,7 @@ class _Reconciliation:
         self._update(completion_time=self.now, restart_after=None)
         self._transition(Phase.FAILED, reason, message)
         self._event(reason, message, EventType.WARNING)
+        self._finished()
 
     def _finished(self) -> None:
         """Succeeded or Failed: remove leftover pods, delete the job once its TTL has passed."""
@@ -447,7 +448,7 @@ class _Reconciliation:
         remaining = self._seconds_until(finished + timedelta(seconds=ttl))
         if remaining > 0:
             self._requeue_in(remaining)
-        elif not any(isinstance(action, DeleteJob) for action in self.actions):
+        else:
             self.actions.append(DeleteJob(reason=f"ttlSecondsAfterFinished ({ttl}s) passed"))
 
     # ---- pods ------------------------------------------------------------------------------

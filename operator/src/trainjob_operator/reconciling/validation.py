@@ -9,17 +9,15 @@ Spec changes after the first attempt started (`MUTABLE_FIELDS` is the whole list
   `stallTimeoutSeconds`, `failurePolicy.maxRestarts`;
 - are refused, every other field (workers, procsPerWorker, template, config, storage,
   checkpoints, failurePolicy.restartPolicy/backoffSeconds, resumeFrom): the job goes on as
-  accepted, with an Event and the condition SpecChangeRefused naming the fields. Because the
-  status keeps only hashes of the accepted values (it must stay small), no new attempt starts
-  while a refused change is in place: a pending restart or resume waits until the fields are
-  changed back. To run a different spec, delete the job and create it again (it resumes from its
-  latest checkpoint when it keeps its name and storage).
+  accepted, restarts and resumes included, with an Event and the condition SpecChangeRefused
+  naming the fields until they are changed back. The accepted values are kept in
+  `status.acceptedSpec` (bounded by the spec's own size; the status has no other copy of the
+  template to build later attempts from). To run a different spec, delete the job and create it
+  again (it resumes from its latest checkpoint when it keeps its name and storage).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,31 +109,47 @@ def _validate_template(template: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _hash(value: Any) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def immutable_field_hashes(spec: TrainJobSpec) -> dict[str, str]:
-    """A short hash of every field that cannot change once the job has started, by wire name."""
+def accepted_fields(spec: TrainJobSpec) -> dict[str, Any]:
+    """The fields that are fixed once the job has started, in wire form (kept in status.acceptedSpec)."""
     wire = spec.to_wire()
-    hashes: dict[str, str] = {}
-    for name, value in wire.items():
-        if name == "failurePolicy":
-            for sub_name, sub_value in value.items():
-                if f"failurePolicy.{sub_name}" not in MUTABLE_FIELDS:
-                    hashes[f"failurePolicy.{sub_name}"] = _hash(sub_value)
-        elif name not in MUTABLE_FIELDS:
-            hashes[name] = _hash(value)
-    # Optional fields that are unset still count: setting one later is a change too.
-    for name in ("config", "resumeFrom"):
-        hashes.setdefault(name, _hash(None))
-    return hashes
+    fixed = {name: value for name, value in wire.items() if name not in MUTABLE_FIELDS}
+    fixed["failurePolicy"] = {
+        name: value
+        for name, value in wire["failurePolicy"].items()
+        if f"failurePolicy.{name}" not in MUTABLE_FIELDS
+    }
+    return fixed
 
 
-def changed_fields(accepted: dict[str, str], spec: TrainJobSpec) -> list[str]:
-    """Immutable fields whose value differs from the accepted one, sorted."""
-    current = immutable_field_hashes(spec)
-    return sorted(
-        name for name in accepted.keys() | current.keys() if accepted.get(name) != current.get(name)
-    )
+def changed_fields(accepted: dict[str, Any], spec: TrainJobSpec) -> list[str]:
+    """Fixed fields whose requested value differs from the accepted one, by wire name, sorted."""
+    requested = accepted_fields(spec)
+    changed = [
+        name
+        for name in accepted.keys() | requested.keys()
+        if name != "failurePolicy" and accepted.get(name) != requested.get(name)
+    ]
+    accepted_policy, requested_policy = accepted.get("failurePolicy", {}), requested["failurePolicy"]
+    changed += [
+        f"failurePolicy.{name}"
+        for name in accepted_policy.keys() | requested_policy.keys()
+        if accepted_policy.get(name) != requested_policy.get(name)
+    ]
+    return sorted(changed)
+
+
+def effective_spec(accepted: dict[str, Any], spec: TrainJobSpec) -> TrainJobSpec:
+    """The spec the job runs with: the accepted fixed fields, the requested mutable ones.
+
+    Raises `pydantic.ValidationError` when the stored accepted fields do not parse.
+    """
+    requested = spec.to_wire()
+    merged = {
+        **{name: value for name, value in requested.items() if name in MUTABLE_FIELDS},
+        **accepted,
+        "failurePolicy": {
+            **accepted.get("failurePolicy", {}),
+            "maxRestarts": spec.failure_policy.max_restarts,
+        },
+    }
+    return TrainJobSpec.from_wire(merged)

@@ -1,0 +1,208 @@
+"""Builders of TrainJob and pod dicts as the API server returns them, and a tiny simulated loop
+that applies decisions, for the operator's unit tests."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trainjob_operator.api import constants
+from trainjob_operator.reconciling import (
+    ChildKind,
+    CreateObject,
+    Decision,
+    DeleteJob,
+    DeletePods,
+    Observation,
+    OperatorSettings,
+    reconcile,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+SETTINGS = OperatorSettings(coordinator_image="example/coordinator:test", token_factory=lambda: "test-token")
+ALL_CHILDREN = frozenset(ChildKind)
+
+
+def later(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    """A valid spec (wire form); keyword overrides replace top-level fields."""
+    base: dict[str, Any] = {
+        "workers": 2,
+        "template": {
+            "metadata": {"labels": {"team": "ml"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": "example/digits:1",
+                        "command": ["python", "-m", "examples.digits.train"],
+                    }
+                ]
+            },
+        },
+        "config": {"epochs": 2, "lr": 0.1},
+        "storage": {
+            "uri": "s3://trainjob/checkpoints",
+            "endpoint": "http://s3.example:8333",
+            "credentialsSecret": "s3-creds",
+        },
+        "checkpoints": {"numToKeep": 3, "scoreAttribute": "val_loss", "scoreOrder": "min"},
+        "failurePolicy": {"maxRestarts": 2, "restartPolicy": "OnFailure", "backoffSeconds": 1},
+    }
+    base.update(overrides)
+    return base
+
+
+def job(
+    *,
+    name: str = "digits",
+    namespace: str = "ml",
+    generation: int = 1,
+    status: dict[str, Any] | None = None,
+    deleting: bool = False,
+    **spec_overrides: Any,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "generation": generation,
+        "creationTimestamp": timestamp(NOW),
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = timestamp(NOW)
+    obj: dict[str, Any] = {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": metadata,
+        "spec": spec(**spec_overrides),
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def pod(
+    attempt: int,
+    rank: int,
+    *,
+    name: str = "digits",
+    phase: str = "Running",
+    exit_code: int | None = None,
+    reason: str | None = None,
+    ready: bool = True,
+    deleting: bool = False,
+    pod_reason: str | None = None,
+) -> dict[str, Any]:
+    """A worker pod; `exit_code` makes its trainer container terminated with it."""
+    if exit_code is not None:
+        trainer_state: dict[str, Any] = {"terminated": {"exitCode": exit_code, "reason": reason or "Error"}}
+        ready = False
+    elif phase == "Running":
+        trainer_state = {"running": {"startedAt": timestamp(NOW)}}
+    else:
+        trainer_state = {"waiting": {"reason": "ContainerCreating"}}
+    metadata: dict[str, Any] = {
+        "name": f"{name}-{attempt}-{rank}",
+        "namespace": "ml",
+        "labels": {
+            constants.LABEL_NAME: name,
+            constants.LABEL_ATTEMPT: str(attempt),
+            constants.LABEL_RANK: str(rank),
+        },
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = timestamp(NOW)
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "containerStatuses": [{"name": "trainer", "ready": ready, "state": trainer_state}],
+    }
+    if pod_reason is not None:
+        status["reason"] = pod_reason
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": status}
+
+
+def observe(*pods: dict[str, Any], existing: frozenset[ChildKind] = ALL_CHILDREN) -> Observation:
+    return Observation.from_objects(pods, existing)
+
+
+def apply_status(obj: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    """The job after the decision's status merge patch (the API server's behaviour)."""
+    updated = copy.deepcopy(obj)
+    status = updated.setdefault("status", {})
+    for key, value in decision.status_patch.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    return updated
+
+
+class Cluster:
+    """A minimal simulated cluster for multi-step scenarios: applies decisions to the job and to
+    a set of pods (creation makes a Pending pod; deletion marks it terminating), and lets the test
+    move pods along."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.job: dict[str, Any] | None = obj
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.existing: set[ChildKind] = set()
+        self.created: list[dict[str, Any]] = []
+
+    def reconcile(self, now: datetime = NOW) -> Decision:
+        assert self.job is not None
+        decision = reconcile(
+            self.job, observe(*self.pods.values(), existing=frozenset(self.existing)), now, SETTINGS
+        )
+        self.job = apply_status(self.job, decision)
+        for action in decision.actions:
+            if isinstance(action, CreateObject):
+                self.created.append(action.manifest)
+                if action.kind == "Pod":
+                    labels = action.manifest["metadata"]["labels"]
+                    attempt, rank = int(labels[constants.LABEL_ATTEMPT]), int(labels[constants.LABEL_RANK])
+                    assert action.name not in self.pods, f"{action.name} created twice"
+                    self.pods[action.name] = pod(attempt, rank, phase="Pending", ready=False)
+                else:
+                    kind = ChildKind(action.kind)
+                    assert kind not in self.existing, f"{kind} created twice"
+                    self.existing.add(kind)
+            elif isinstance(action, DeletePods):
+                for pod_name in action.names:
+                    self.pods[pod_name]["metadata"]["deletionTimestamp"] = timestamp(now)
+            elif isinstance(action, DeleteJob):
+                self.job = None
+        return decision
+
+    @property
+    def status(self) -> dict[str, Any]:
+        assert self.job is not None
+        return dict(self.job.get("status") or {})
+
+    def set_pod(self, attempt: int, rank: int, **state: Any) -> None:
+        name = f"digits-{attempt}-{rank}"
+        deleting = "deletionTimestamp" in self.pods[name]["metadata"]
+        self.pods[name] = pod(attempt, rank, deleting=deleting, **state)
+
+    def run_all(self, attempt: int) -> None:
+        for obj in list(self.pods.values()):
+            if obj["metadata"]["labels"][constants.LABEL_ATTEMPT] == str(attempt):
+                self.set_pod(attempt, int(obj["metadata"]["labels"][constants.LABEL_RANK]))
+
+    def finish_terminating(self) -> None:
+        """The kubelet and API server finish deleting every terminating pod."""
+        self.pods = {n: p for n, p in self.pods.items() if "deletionTimestamp" not in p["metadata"]}
+
+    def update_spec(self, **changes: Any) -> None:
+        assert self.job is not None
+        self.job["spec"].update(changes)
+        self.job["metadata"]["generation"] += 1

@@ -316,3 +316,18 @@ def test_default_storage_endpoint_and_per_job_master_port_come_from_operator_set
     assert children.master_port(job, local) != children.master_port(other, local)
     plain = {e["name"]: e.get("value") for e in children.worker_env(job, 0, 1, OperatorSettings())}
     assert plain["MASTER_PORT"] == "29500" and "AWS_ENDPOINT_URL_S3" not in plain
+
+
+def test_every_child_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    tj = trainjob(procsPerWorker=2)
+    for manifest in [
+        token_secret(tj, "t"),
+        coordinator_service_account(tj),
+        coordinator_role(tj),
+        coordinator_role_binding(tj),
+        headless_service(tj),
+        worker_pod(tj, 0, 0, SETTINGS),
+        worker_pod(tj, 0, 1, SETTINGS),
+    ]:
+        kubernetes_validate.validate(manifest, "1.30.0", strict=True)

@@ -215,3 +215,8 @@ def test_status_written_by_the_operator_and_coordinator_validates() -> None:
     assert errors_of(manifest) == []
     manifest["status"]["phase"] = "Sleeping"
     assert [e for e in errors_of(manifest) if e.startswith("$.status.phase:")]
+
+
+def test_crd_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(trainjob_crd(), "1.30.0", strict=True)

@@ -1,1 +1,70 @@
-"""trainjob worker SDK (placeholder until the SDK lands)."""
+"""trainjob worker SDK: Ray Train's reporting API for TrainJob workers, without Ray.
+
+    import worker_sdk as train
+
+    checkpoint = train.get_checkpoint()          # latest committed checkpoint, or None
+    ...
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, f"{tmp}/state.pt")
+        train.report({"loss": loss}, checkpoint=train.Checkpoint.from_directory(tmp))
+
+Metrics are numbers, strings, booleans or None. NaN and infinities are refused with a
+ValueError (they are not JSON, and a silently dropped or stringified loss hides divergence):
+report a finite number, or ``str(value)`` to record it anyway.
+
+Without ``TRAINJOB_COORDINATOR_URL`` (and the rest of the operator's environment) the SDK runs
+standalone: one process, checkpoints committed under ``./trainjob-results`` (or
+``TRAINJOB_STORAGE_URI``), and a rerun resumes from the latest one. See ``worker_sdk.context``
+for the environment and the SDK's knobs.
+"""
+
+from __future__ import annotations
+
+from worker_sdk import session as _session
+from worker_sdk.checkpoint import Checkpoint
+from worker_sdk.context import TrainContext
+from worker_sdk.errors import CheckpointUploadError, CoordinatorError, JobEnvironmentError
+from worker_sdk.session import UploadMode
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointUploadError",
+    "CoordinatorError",
+    "JobEnvironmentError",
+    "TrainContext",
+    "get_checkpoint",
+    "get_context",
+    "report",
+]
+
+
+def report(
+    metrics: dict[str, int | float | str | bool | None],
+    *,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_dir_name: str | None = None,
+    upload: UploadMode = "sync",
+) -> None:
+    """Report this iteration's metrics, and optionally a checkpoint; not a barrier.
+
+    Every call is one iteration; every rank must call it the same number of times. With a
+    checkpoint, its files are uploaded before returning (``upload="sync"``), or copied and uploaded
+    in the background (``"async"``: the directory may be deleted as soon as this returns). Ranks
+    reporting checkpoints at the same iteration merge into one directory,
+    ``checkpoint_<iteration:06d>`` unless ``checkpoint_dir_name`` names it; it is committed once
+    every rank has reported that iteration. A background failure (upload, or a report the
+    coordinator refused) is raised from the next call.
+    """
+    _session.current().report(
+        metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name, upload=upload
+    )
+
+
+def get_checkpoint() -> Checkpoint | None:
+    """The latest committed checkpoint this attempt resumes from, or None for a fresh start."""
+    return _session.current().get_checkpoint()
+
+
+def get_context() -> TrainContext:
+    """This worker's rank, world size, job, attempt and config."""
+    return _session.current().context

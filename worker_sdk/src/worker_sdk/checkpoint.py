@@ -1,0 +1,176 @@
+"""``Checkpoint``: a directory of files, local (to report) or committed in storage (to resume from).
+
+A committed checkpoint is read through its manifest only: ``as_directory``/``to_directory``
+download exactly the files the manifest lists, so files a dead attempt left in the same
+directory never leak into a resumed run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker_sdk.protocol import MANIFEST_NAME, CheckpointFile, CheckpointManifest, ProtocolError
+from worker_sdk.storage import Storage, check_relative_key, open_storage
+
+log = logging.getLogger("worker_sdk")
+
+
+class Checkpoint:
+    """A checkpoint directory. Make one with :meth:`from_directory`; ``get_checkpoint()`` returns
+    committed ones."""
+
+    def __init__(self, *, path: Path | None, uri: str, manifest: CheckpointManifest | None) -> None:
+        self._path = path
+        self._uri = uri
+        self._manifest = manifest
+
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str]) -> Checkpoint:
+        """A local directory to pass to ``report(checkpoint=...)``; it must exist."""
+        directory = require_directory(Path(path))
+        return cls(path=directory, uri=directory.as_uri(), manifest=None)
+
+    @property
+    def uri(self) -> str:
+        """Where the checkpoint lives: ``s3://…``/``file://…`` in storage, or the local directory's URI."""
+        return self._uri
+
+    @property
+    def path(self) -> Path | None:
+        """The local directory of a checkpoint made with :meth:`from_directory`; None for a stored one."""
+        return self._path
+
+    def get_metadata(self) -> dict[str, Any]:
+        """A committed checkpoint's manifest (iteration, attempt, metrics, files, committedAt);
+        {} for a local one."""
+        return self._manifest.to_json() if self._manifest else {}
+
+    @contextmanager
+    def as_directory(self) -> Iterator[str]:
+        """The checkpoint as a local directory: a local one as is, a stored one downloaded to a
+        temporary directory that is removed on exit."""
+        if self._path is not None:
+            yield str(self._path)
+            return
+        with tempfile.TemporaryDirectory(prefix="trainjob-checkpoint-") as temporary:
+            self.to_directory(temporary)
+            yield temporary
+
+    def to_directory(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Copy (or download) the checkpoint's files into ``path`` (a new temporary directory if
+        None) and return that path."""
+        target = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="trainjob-checkpoint-"))
+        target.mkdir(parents=True, exist_ok=True)
+        if self._path is not None:
+            shutil.copytree(self._path, target, dirs_exist_ok=True)
+        else:
+            assert self._manifest is not None
+            storage = open_storage(self._uri)
+            storage.download_files((f.path, target / f.path) for f in self._manifest.files)
+        return str(target)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(uri={self._uri!r})"
+
+
+def require_directory(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"checkpoint path {path} is not a directory")
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file of a checkpoint being reported: where it is, and its key under the checkpoint directory."""
+
+    source: Path
+    relative: str
+    size: int
+
+    def to_protocol(self) -> CheckpointFile:
+        return CheckpointFile(self.relative, self.size)
+
+
+def list_checkpoint_files(directory: Path) -> list[LocalFile]:
+    """Every regular file under ``directory``, refusing what cannot be uploaded faithfully."""
+    root = require_directory(directory)
+    found: list[LocalFile] = []
+    for current, dir_names, file_names in os.walk(root):
+        here = Path(current)
+        for name in dir_names:
+            if (here / name).is_symlink():
+                raise ValueError(
+                    f"checkpoint directory {root} contains {(here / name).relative_to(root)}, a symlink to "
+                    "a directory: checkpoints hold regular files only"
+                )
+        for name in sorted(file_names):
+            path = here / name
+            relative = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    raise ValueError(
+                        f"checkpoint file {relative} is a symlink to {target}, outside the checkpoint "
+                        f"directory {root}: copy the file into the directory instead"
+                    )
+            info = path.stat()  # follows an in-directory symlink: its content is uploaded
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"checkpoint file {relative} is not a regular file")
+            if relative == MANIFEST_NAME:
+                raise ValueError(f"{MANIFEST_NAME} is reserved for the manifest the commit writes")
+            try:
+                check_relative_key(relative)
+            except ValueError as exc:
+                raise ValueError(f"checkpoint file name {relative!r} cannot be stored: {exc}") from None
+            found.append(LocalFile(path, relative, info.st_size))
+    return found
+
+
+def snapshot_checkpoint(files: list[LocalFile], staging_root: str | None) -> tuple[Path, list[LocalFile]]:
+    """Copy the files to a fresh staging directory (a copy, not hard links: ``torch.save`` rewrites
+    files in place, and the caller may delete its directory as soon as ``report`` returns)."""
+    staging = Path(tempfile.mkdtemp(prefix="trainjob-staging-", dir=staging_root))
+    try:
+        copied = []
+        for file in files:
+            target = staging / file.relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file.source, target)
+            copied.append(LocalFile(target, file.relative, target.stat().st_size))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, copied
+
+
+def read_manifest(storage: Storage, key: str) -> CheckpointManifest | None:
+    """The manifest at ``key``, or None when there is none (not committed) or it is unreadable."""
+    data = storage.get_bytes(key)
+    if data is None:
+        return None
+    try:
+        return CheckpointManifest.from_json(json.loads(data))
+    except (ValueError, ProtocolError) as exc:
+        log.warning("ignoring %s: not a valid checkpoint manifest: %s", storage.uri_for(key), exc)
+        return None
+
+
+def committed_checkpoint(uri: str, *, retry_budget_seconds: float) -> Checkpoint | None:
+    """The checkpoint at ``uri`` if it is committed (its manifest exists), else None."""
+    storage = open_storage(uri, retry_budget_seconds=retry_budget_seconds)
+    manifest = read_manifest(storage, MANIFEST_NAME)
+    if manifest is None:
+        return None
+    return Checkpoint(path=None, uri=storage.uri, manifest=manifest)

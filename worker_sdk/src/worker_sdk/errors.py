@@ -1,0 +1,15 @@
+"""The errors the SDK raises besides ValueError/TypeError for invalid arguments."""
+
+from __future__ import annotations
+
+
+class JobEnvironmentError(RuntimeError):
+    """The process has part of the trainjob environment (DESIGN §4) but not all of it."""
+
+
+class CoordinatorError(RuntimeError):
+    """The coordinator refused a message (4xx), or could not be reached when it had to be."""
+
+
+class CheckpointUploadError(RuntimeError):
+    """A checkpoint's files could not be uploaded; that checkpoint is never committed."""

@@ -1,0 +1,460 @@
+"""The per-process session behind ``report``/``get_checkpoint``/``get_context``.
+
+How a ``report()`` travels:
+
+1. the caller's thread validates it and numbers it (the n-th report of this attempt); a
+   checkpoint is uploaded right there (``upload="sync"``) or copied to a staging directory and
+   handed to the single upload thread through a bounded set of slots (``upload="async"``; a full
+   set blocks ``report`` rather than dropping anything);
+2. the report goes into the outbox, a bounded FIFO (full: ``report`` blocks, with a warning);
+3. the sending thread takes reports in order, waits for each one's upload, turns the number into
+   an iteration (resume iteration + n) and delivers it: POSTs it to the coordinator (retrying
+   while it is unreachable), or, standalone, commits the checkpoint by writing its manifest.
+
+So ``report`` without a checkpoint never touches the network, and a rank's reports reach the
+coordinator in iteration order, each after its checkpoint's files are in storage. Failures of the
+background threads are raised from the next ``report`` call, or make the process exit non-zero.
+
+At exit (also on SIGTERM, which becomes ``SystemExit(143)`` so that the flush runs) pending uploads
+and reports are flushed, the rank finalizes, and rank 0 waits (bounded) until the coordinator has
+committed everything: it runs as a sidecar that is stopped once the main container exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType, TracebackType
+from typing import Literal
+
+from worker_sdk.checkpoint import (
+    Checkpoint,
+    LocalFile,
+    committed_checkpoint,
+    list_checkpoint_files,
+    read_manifest,
+    snapshot_checkpoint,
+)
+from worker_sdk.context import JobEnvironment, TrainContext
+from worker_sdk.coordinator import CoordinatorLink
+from worker_sdk.errors import CheckpointUploadError, CoordinatorError
+from worker_sdk.protocol import (
+    MANIFEST_NAME,
+    CheckpointManifest,
+    Finalize,
+    Report,
+    ReportedCheckpoint,
+    check_dir_name,
+    check_metrics,
+    checkpoint_dir_name,
+    job_prefix,
+)
+from worker_sdk.storage import StorageError, join_key, open_storage
+
+log = logging.getLogger("worker_sdk")
+
+UploadMode = Literal["sync", "async"]
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What this attempt continues from: the committed checkpoint, and its iteration (0 if none)."""
+
+    checkpoint: Checkpoint | None
+    iteration: int
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    number: int  # the n-th report of this attempt: iteration = resume iteration + n
+    metrics: dict[str, int | float | str | bool | None]
+    time: float
+    # Done when the checkpoint's files are in storage; None without a checkpoint.
+    checkpoint: Future[ReportedCheckpoint] | None
+
+
+@dataclass(frozen=True)
+class _Finish:
+    reports: int
+
+
+class Session:
+    def __init__(self, env: JobEnvironment) -> None:
+        self.env = env
+        self.context: TrainContext = env.context
+        settings = env.settings
+        self._storage = open_storage(
+            self.context.get_storage_uri(), retry_budget_seconds=settings.storage_retry_seconds
+        )
+        self._job_prefix = job_prefix(self.context.get_namespace(), self.context.get_job_name())
+        self._link = (
+            None
+            if env.coordinator_url is None
+            else CoordinatorLink(
+                env.coordinator_url, env.report_token or "", timeout_seconds=settings.http_timeout_seconds
+            )
+        )
+        self._lock = threading.RLock()  # re-entrant: a SIGTERM may interrupt report() mid-way
+        self._resume_lock = threading.Lock()
+        self._resume: ResumePoint | None = None
+        self._reports = 0
+        self._closed = False
+        self._failures: list[Exception] = []
+        self._failures_lock = threading.Lock()
+        self._outbox: queue.Queue[_Outgoing | _Finish] = queue.Queue(maxsize=settings.report_buffer)
+        self._upload_slots = threading.BoundedSemaphore(settings.upload_queue)
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainjob-upload")
+        self._sender = threading.Thread(target=self._send_loop, name="trainjob-reports", daemon=True)
+        self._sender.start()
+
+    # -- the public API's implementation ----------------------------------------------------
+    def get_checkpoint(self) -> Checkpoint | None:
+        return self.resume_point().checkpoint
+
+    def report(
+        self,
+        metrics: object,
+        *,
+        checkpoint: Checkpoint | None,
+        checkpoint_dir_name: str | None,
+        upload: str,
+    ) -> None:
+        self._raise_failure()
+        checked = dict(check_metrics(metrics))  # a copy: the caller may reuse its dict
+        if upload not in ("sync", "async"):
+            raise ValueError(f"upload must be 'sync' or 'async', got {upload!r}")
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            raise TypeError(
+                "checkpoint must be a worker_sdk.Checkpoint (Checkpoint.from_directory(path)), "
+                f"got {type(checkpoint).__name__}"
+            )
+        if checkpoint_dir_name is not None:
+            if checkpoint is None:
+                raise ValueError("checkpoint_dir_name is only used together with a checkpoint")
+            check_dir_name(checkpoint_dir_name)
+        files: list[LocalFile] | None = None
+        if checkpoint is not None:
+            if checkpoint.path is None:
+                raise ValueError(
+                    f"{checkpoint!r} is already in storage; report() takes a local directory: "
+                    "Checkpoint.from_directory(path)"
+                )
+            files = list_checkpoint_files(checkpoint.path)
+        called_at = time.time()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("report() called after the trainjob session was closed (process exit)")
+            number = self._reports + 1
+            ready: Future[ReportedCheckpoint] | None = None
+            if files is not None:
+                if upload == "sync":
+                    ready = Future()
+                    ready.set_result(self._upload(files, number, checkpoint_dir_name, upload))
+                else:
+                    ready = self._upload_in_background(files, number, checkpoint_dir_name)
+            self._reports = number
+        self._put(_Outgoing(number, checked, called_at, ready))
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def resume_point(self) -> ResumePoint:
+        """Found once per process: the latest committed checkpoint to continue from."""
+        with self._resume_lock:
+            if self._resume is None:
+                self._resume = self._find_resume_point()
+            return self._resume
+
+    def _find_resume_point(self) -> ResumePoint:
+        candidates: list[tuple[str, str]] = []
+        if self._link is not None:
+            latest = self._link.get_state().get("latestCheckpoint")
+            if isinstance(latest, dict) and isinstance(latest.get("uri"), str):
+                candidates.append(("the coordinator's latest checkpoint", latest["uri"]))
+        else:
+            own = self._latest_own_checkpoint()
+            if own is not None:
+                candidates.append(("this job's latest checkpoint", own))
+        if self.env.resume_checkpoint_uri:
+            candidates.append(("TRAINJOB_RESUME_CHECKPOINT", self.env.resume_checkpoint_uri))
+        for source, uri in candidates:
+            found = committed_checkpoint(uri, retry_budget_seconds=self.env.settings.storage_retry_seconds)
+            if found is not None:
+                iteration = int(found.get_metadata()["iteration"])
+                log.info("resuming from %s at iteration %d (%s)", uri, iteration, source)
+                return ResumePoint(found, iteration)
+            log.warning("%s %s has no %s: not a committed checkpoint, ignored", source, uri, MANIFEST_NAME)
+        return ResumePoint(None, 0)
+
+    def _latest_own_checkpoint(self) -> str | None:
+        """Standalone: the committed checkpoint of this job with the highest iteration, if any."""
+        best: tuple[int, str] | None = None
+        for stored in self._storage.list_objects(self._job_prefix):
+            relative = stored.key[len(self._job_prefix) + 1 :]
+            dir_name, _, name = relative.partition("/")
+            if name != MANIFEST_NAME:
+                continue
+            manifest = read_manifest(self._storage, stored.key)
+            if manifest is not None and (best is None or manifest.iteration > best[0]):
+                best = (manifest.iteration, self._storage.uri_for(join_key(self._job_prefix, dir_name)))
+        return None if best is None else best[1]
+
+    def _upload(
+        self, files: list[LocalFile], number: int, custom_dir_name: str | None, mode: str
+    ) -> ReportedCheckpoint:
+        iteration = self.resume_point().iteration + number
+        dir_name = custom_dir_name or checkpoint_dir_name(iteration)
+        prefix = join_key(self._job_prefix, dir_name)
+        try:
+            self._storage.upload_files((file.source, join_key(prefix, file.relative)) for file in files)
+        except (StorageError, OSError) as exc:
+            raise CheckpointUploadError(
+                f"the checkpoint of iteration {iteration} ({mode} upload) could not be stored at "
+                f"{self._storage.uri_for(prefix)}: {exc}. Its report was not sent, so this checkpoint "
+                "is never committed"
+            ) from exc
+        return ReportedCheckpoint(dir_name, tuple(file.to_protocol() for file in files))
+
+    def _upload_in_background(
+        self, files: list[LocalFile], number: int, custom_dir_name: str | None
+    ) -> Future[ReportedCheckpoint]:
+        if not self._upload_slots.acquire(blocking=False):
+            log.warning(
+                "%d async checkpoint uploads are pending (TRAINJOB_UPLOAD_QUEUE): report() waits for one "
+                "to finish",
+                self.env.settings.upload_queue,
+            )
+            self._upload_slots.acquire()
+        try:
+            staging, staged = snapshot_checkpoint(files, self.env.settings.staging_dir)
+        except BaseException:
+            self._upload_slots.release()
+            raise
+
+        def upload() -> ReportedCheckpoint:
+            try:
+                return self._upload(staged, number, custom_dir_name, "async")
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                self._upload_slots.release()
+
+        return self._uploader.submit(upload)
+
+    # -- delivery -----------------------------------------------------------------------------
+    def _put(self, item: _Outgoing | _Finish, timeout: float | None = None) -> None:
+        try:
+            self._outbox.put_nowait(item)
+            return
+        except queue.Full:
+            log.warning(
+                "%d reports are waiting to be sent (TRAINJOB_REPORT_BUFFER): the coordinator at %s is slow "
+                "or unreachable; report() waits until it catches up",
+                self._outbox.maxsize,
+                self.env.coordinator_url,
+            )
+        self._outbox.put(item, timeout=timeout)
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            try:
+                if isinstance(item, _Finish):
+                    if self._link is not None:
+                        iteration = self.resume_point().iteration + item.reports
+                        self._link.send_finalize(
+                            Finalize(self.context.get_world_rank(), self.context.get_attempt(), iteration)
+                        )
+                    return
+                self._deliver(item)
+            except Exception as exc:
+                self._fail(exc)
+            finally:
+                self._outbox.task_done()
+
+    def _deliver(self, item: _Outgoing) -> None:
+        reported = None
+        if item.checkpoint is not None:
+            try:
+                reported = item.checkpoint.result()
+            except Exception as exc:
+                self._fail(exc)
+                return  # never report a checkpoint whose files are not all stored
+        report = Report(
+            rank=self.context.get_world_rank(),
+            attempt=self.context.get_attempt(),
+            iteration=self.resume_point().iteration + item.number,
+            metrics=item.metrics,
+            checkpoint=reported,
+            time=item.time,
+        )
+        if self._link is not None:
+            self._link.send_report(report)
+        elif reported is not None:
+            self._commit_standalone(report, reported)
+
+    def _commit_standalone(self, report: Report, reported: ReportedCheckpoint) -> None:
+        """Alone, this process is every rank: its files are stored, so write the manifest (last)."""
+        manifest = CheckpointManifest(
+            iteration=report.iteration,
+            attempt=report.attempt,
+            metrics=report.metrics,
+            files=reported.files,
+            committed_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        )
+        key = join_key(self._job_prefix, reported.dir_name, MANIFEST_NAME)
+        self._storage.put_bytes(key, json.dumps(manifest.to_json(), indent=1).encode())
+
+    # -- failures -----------------------------------------------------------------------------
+    def _fail(self, exc: Exception) -> None:
+        log.error("trainjob: %s", exc)
+        with self._failures_lock:
+            self._failures.append(exc)
+
+    def _take_failures(self) -> list[Exception]:
+        with self._failures_lock:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def _raise_failure(self) -> None:
+        failures = self._take_failures()
+        if failures:
+            raise failures[0]
+
+    # -- exit -----------------------------------------------------------------------------------
+    def close(self, *, wait_settled: bool = True) -> list[Exception]:
+        """Flush uploads and reports, finalize, and (rank 0) wait for the coordinator to settle.
+
+        Returns the failures not raised yet: anything here means reports or checkpoints were lost.
+        """
+        with self._lock:
+            if self._closed:
+                return []
+            self._closed = True
+        final_wait = self.env.settings.final_wait_seconds
+        if self._link is not None:  # an upload may be waiting for the coordinator (resume point)
+            self._link.give_up_at(time.monotonic() + final_wait)
+        self._uploader.shutdown(wait=True)  # each upload is bounded by the storage retry budget
+        deadline = time.monotonic() + final_wait
+        if self._link is not None:
+            self._link.give_up_at(deadline)
+        with contextlib.suppress(queue.Full):  # a stuck sender is reported just below
+            self._put(_Finish(self._reports), timeout=max(0.0, deadline - time.monotonic()))
+        self._sender.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._sender.is_alive():
+            self._fail(
+                CoordinatorError(
+                    f"{self._outbox.qsize()} report(s) or the finalize were not delivered to the coordinator "
+                    f"at {self.env.coordinator_url} within TRAINJOB_FINAL_WAIT_SECONDS={final_wait:g}"
+                )
+            )
+        elif self._link is not None and wait_settled and self.context.get_world_rank() == 0:
+            self._wait_settled(deadline)
+        return self._take_failures()
+
+    def _wait_settled(self, deadline: float) -> None:
+        assert self._link is not None
+        while True:
+            if self._link.poll_settled():
+                return
+            if time.monotonic() + 0.25 > deadline:
+                log.warning(
+                    "the coordinator has not committed every rank's last report within "
+                    "TRAINJOB_FINAL_WAIT_SECONDS=%g; exiting anyway",
+                    self.env.settings.final_wait_seconds,
+                )
+                return
+            time.sleep(0.25)
+
+
+# -- the process's session ----------------------------------------------------------------------
+_current: Session | None = None
+_current_lock = threading.Lock()
+_hooks_installed = False
+_uncaught_exception = False
+_terminating = False
+_signalled = False
+
+
+def current() -> Session:
+    """The process's session, made on first use from the environment."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Session(JobEnvironment.from_env())
+            _install_exit_hooks()
+        return _current
+
+
+def shutdown(*, wait_settled: bool = True) -> list[Exception]:
+    """Close the process's session (what the exit hook does); the next use makes a new one."""
+    global _current
+    with _current_lock:
+        session, _current = _current, None
+    return [] if session is None else session.close(wait_settled=wait_settled)
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    # Before threads are joined and before concurrent.futures refuses new work at interpreter
+    # exit: the flush needs thread pools (parallel uploads, boto3's transfer manager).
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_exit_hook)
+    else:  # pragma: no cover - CPython has had it since 3.9
+        import atexit
+
+        atexit.register(_exit_hook)
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        global _uncaught_exception
+        _uncaught_exception = True  # the attempt failed: do not hold rank 0 for the settle wait
+        previous_excepthook(kind, value, traceback)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _terminating, _signalled
+    if _terminating:
+        return  # already unwinding or flushing: let that finish
+    _terminating = _signalled = True
+    log.warning("SIGTERM: flushing checkpoints and reports before exiting")
+    raise SystemExit(SIGTERM_EXIT_CODE)
+
+
+def _exit_hook() -> None:
+    global _terminating
+    _terminating = True  # a SIGTERM now must not interrupt the flush
+    try:
+        failures = shutdown(wait_settled=not _uncaught_exception)
+    except BaseException as exc:
+        failures = [exc] if isinstance(exc, Exception) else []
+    if failures:
+        for failure in failures:
+            print(f"trainjob: {failure}", file=sys.stderr)
+        print(
+            f"trainjob: {len(failures)} failure(s) at exit: reports or checkpoints were not delivered",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(SIGTERM_EXIT_CODE if _signalled else 1)

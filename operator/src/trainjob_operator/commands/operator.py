@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import kopf
@@ -39,6 +40,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=OperatorSettings().coordinator_image,
         help="image of the coordinator sidecar (default: %(default)s)",
     )
+    parser.add_argument(
+        "--default-storage-endpoint",
+        metavar="URL",
+        help="S3 endpoint for jobs whose spec.storage names none (`trainjob local up` sets its SeaweedFS)",
+    )
+    parser.add_argument(
+        "--per-job-master-port",
+        action="store_true",
+        help="derive each job's torch rendezvous port from its name instead of 29500 (for clusters whose "
+        "pods share one network namespace, like the local cluster)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each API call kopf makes")
     parser.set_defaults(func=run)
@@ -49,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
     kopf.configure(
         verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if not args.verbose:
+        # kopf logs every handler call per object; the operator logs what it decides.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     running.run(
         running.OperatorOptions(
             kubeconfig=args.kubeconfig,
@@ -59,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
             priority=args.priority,
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
-            settings=OperatorSettings(coordinator_image=args.coordinator_image),
+            settings=OperatorSettings(
+                coordinator_image=args.coordinator_image,
+                default_storage_endpoint=args.default_storage_endpoint,
+                per_job_master_port=args.per_job_master_port,
+            ),
         )
     )
     return 0

@@ -137,6 +137,7 @@ class LocalStack:
             str(self.kubeconfig),
             "--default-storage-endpoint",
             self.seaweedfs.endpoint,
+            "--per-job-master-port",
             *self.operator_args,
         ]
         with open(self.operator_log, "ab") as log:

@@ -78,6 +78,7 @@ class Handlers:
 
     # -- entry point -------------------------------------------------------------
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        log.debug("%s %s", request.method, request.path_qs)
         try:
             user = self.server.authenticator.identify(request.headers.get("Authorization"))
             if user is None:

@@ -1,0 +1,158 @@
+"""kopf, run as a real operator process against the API server, behaves as on a real cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from api_harness import HTTP, APIServerProcess, stop_process
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "kopfexamples.kopf.test"},
+    "spec": {
+        "group": "kopf.test",
+        "scope": "Namespaced",
+        "names": {"plural": "kopfexamples", "singular": "kopfexample", "kind": "KopfExample", "shortNames": ["kex"]},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+OPERATOR = '''
+import os
+import kopf
+import kubernetes
+
+LOG = os.environ["KOPF_TEST_LOG"]
+
+
+def note(line):
+    with open(LOG, "a") as f:
+        f.write(line + "\\n")
+
+
+@kopf.on.startup()
+def configure(settings, **_):
+    settings.posting.level = 10
+    settings.watching.server_timeout = 10
+    settings.persistence.finalizer = "kopf.test/finalizer"
+
+
+@kopf.on.create("kopf.test", "v1", "kopfexamples")
+def created(spec, name, namespace, body, patch, logger, **_):
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-child"},
+        "data": {"greeting": spec.get("greeting", "")},
+    }
+    kopf.adopt(cm, owner=body)
+    kubernetes.config.load_kube_config()
+    kubernetes.client.CoreV1Api().create_namespaced_config_map(namespace, cm)
+    patch.status["phase"] = "Created"
+    kopf.info(body, reason="ChildCreated", message=f"created {cm['metadata']['name']}")
+    note(f"create {name}")
+    return {"child": cm["metadata"]["name"]}
+
+
+@kopf.on.update("kopf.test", "v1", "kopfexamples", field="spec.greeting")
+def updated(new, name, patch, **_):
+    patch.status["phase"] = f"Updated:{new}"
+    note(f"update {name} {new}")
+
+
+@kopf.timer("kopf.test", "v1", "kopfexamples", interval=0.5)
+def tick(status, patch, **_):
+    patch.status["ticks"] = int(status.get("ticks") or 0) + 1
+
+
+@kopf.on.delete("kopf.test", "v1", "kopfexamples")
+def deleted(name, **_):
+    note(f"delete {name}")
+'''
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.time() + timeout
+    last: Any = None
+    while time.time() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def test_kopf_operator_lifecycle(apiserver: APIServerProcess, http: HTTP, namespace: str, tmp_path: Path) -> None:
+    r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
+    assert r.status in (201, 409)
+    op = tmp_path / "op.py"
+    op.write_text(textwrap.dedent(OPERATOR))
+    log = tmp_path / "handlers.log"
+    log.touch()
+    env = apiserver.env() | {"KOPF_TEST_LOG": str(log)}
+    out = open(tmp_path / "kopf.out", "w")  # noqa: SIM115 - the child writes to it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace, "--verbose", str(op)],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    out.close()
+    base = f"/apis/kopf.test/v1/namespaces/{namespace}/kopfexamples"
+    try:
+        obj = {"apiVersion": "kopf.test/v1", "kind": "KopfExample", "metadata": {"name": "ex"}, "spec": {"greeting": "hi"}}
+        assert http.post(base, obj).status == 201
+
+        def status() -> dict[str, Any]:
+            return http.get(f"{base}/ex").body.get("status") or {}
+
+        wait_for("create handler", lambda: status().get("phase") == "Created")
+        current = http.get(f"{base}/ex").body
+        assert "kopf.test/finalizer" in current["metadata"]["finalizers"]
+        child = wait_for("child", lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").body)
+        owner = child["metadata"]["ownerReferences"][0]
+        assert owner["uid"] == current["metadata"]["uid"] and owner["kind"] == "KopfExample"
+        assert child["data"] == {"greeting": "hi"}
+
+        http.patch(f"{base}/ex", {"spec": {"greeting": "hello"}})
+        wait_for("update handler", lambda: status().get("phase") == "Updated:hello")
+        wait_for("timer", lambda: int(status().get("ticks") or 0) >= 3)
+
+        def events() -> list[str]:
+            q = "fieldSelector=involvedObject.name%3Dex,involvedObject.kind%3DKopfExample"
+            return [e["message"] for e in http.get(f"/api/v1/namespaces/{namespace}/events?{q}").body["items"]]
+
+        wait_for("kopf's events", lambda: any("created" in m for m in events()), timeout=15)
+
+        http.delete(f"{base}/ex")
+        wait_for("deletion", lambda: http.get(f"{base}/ex").status == 404)
+        wait_for("child garbage-collected", lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").status == 404)
+        assert log.read_text().splitlines() == ["create ex", "update ex hello", "delete ex"]
+    finally:
+        stop_process(proc)
+    output = (tmp_path / "kopf.out").read_text()
+    assert "Traceback" not in output, output[-5000:]
+    assert "APIClientError" not in output and "422" not in output, output[-5000:]

@@ -29,7 +29,7 @@ def test_parse_an_example_manifest() -> None:
     assert job.metadata.name == "digits" and job.metadata.namespace == "default"
     spec = job.spec
     assert spec.workers == 2 and spec.procs_per_worker == 1
-    assert spec.storage.credentials_secret == "s3-credentials"
+    assert spec.storage.credentials_secret == "trainjob-s3"
     assert spec.checkpoints.num_to_keep == 3 and spec.checkpoints.score_order is ScoreOrder.MIN
     assert spec.failure_policy.restart_policy is RestartPolicy.ON_FAILURE
     assert spec.config == {"epochs": 20, "lr": 0.05}

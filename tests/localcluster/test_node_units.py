@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from localcluster.node.envvars import (
     ConfigError,
     PodContext,
@@ -265,7 +266,7 @@ def test_secret_configmap_downward_and_projected_files() -> None:
 def test_automount_adds_the_service_account_volume_once() -> None:
     pod = make_pod(containers=[{"name": "c"}])
     auto = with_automount(pod)
-    mounts = auto["spec"]["containers"][0]["volumeMounts"]  # type: ignore[index]
+    mounts = auto["spec"]["containers"][0]["volumeMounts"]
     assert [m["mountPath"] for m in mounts] == [SA_MOUNT_PATH]
     assert with_automount(auto) == auto
     assert with_automount(make_pod(containers=[{"name": "c"}], automountServiceAccountToken=False))[

@@ -107,11 +107,14 @@ async def run_probe(probe: JSON, *, pod_ip: str, pid: int, mode: SandboxMode, en
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
                 env=dict(env),
             )
             try:
-                return await asyncio.wait_for(proc.wait(), timeout) == 0
+                _, err = await asyncio.wait_for(proc.communicate(), timeout)
+                if proc.returncode != 0:
+                    log.debug("exec probe %s: exit %s %s", argv, proc.returncode, err[-500:])
+                return proc.returncode == 0
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -571,13 +571,16 @@ class PodWorker:
                 if self.stopping.is_set() or name in self._no_restart:
                     # A stop came while it was starting: it gets the same SIGTERM as the others.
                     proc.signal_group(signal.SIGTERM)
-                probe = spec.get("readinessProbe")
-                rec.set_running(started_at, f"local://{proc.pid}", ready=probe is None)
-                self._started[name].set()
+                startup, readiness = spec.get("startupProbe"), spec.get("readinessProbe")
+                rec.set_running(started_at, f"local://{proc.pid}", ready=False)
+                if startup is None:
+                    self._mark_started(name, readiness is None)
+                if rec.kind == "main" and self.phase == "Pending":
+                    self.phase = "Running"
                 self.changed()
                 probe_task = (
-                    asyncio.create_task(self._probe_loop(name, proc, probe, env))
-                    if probe is not None
+                    asyncio.create_task(self._probe_loop(name, proc, startup, readiness, env))
+                    if startup is not None or readiness is not None
                     else None
                 )
                 rc = await proc.wait()
@@ -603,15 +606,50 @@ class PodWorker:
             backoff = min(backoff * 2, self.settings.backoff_max)
         return last_code
 
-    async def _probe_loop(self, name: str, proc: ContainerProcess, probe: JSON, env: dict[str, str]) -> None:
+    def _mark_started(self, name: str, ready: bool) -> None:
         rec = self.records[name]
-        period = float(probe.get("periodSeconds") or 10)
-        success_needed = int(probe.get("successThreshold") or 1)
-        failure_needed = int(probe.get("failureThreshold") or 3)
-        await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
+        rec.started = True
+        rec.ready = ready
+        self._started[name].set()
+        self.changed()
+
+    async def _probe_loop(
+        self,
+        name: str,
+        proc: ContainerProcess,
+        startup: JSON | None,
+        readiness: JSON | None,
+        env: dict[str, str],
+    ) -> None:
+        """startupProbe until it passes (a container that never starts is killed and restarted per
+        restartPolicy), then readinessProbe for as long as the process runs."""
+
+        async def probe(p: JSON) -> bool:
+            return await run_probe(p, pod_ip=self.ip, pid=proc.pid, mode=self.agent.sandbox, env=env)
+
+        rec = self.records[name]
+        if startup is not None:
+            await asyncio.sleep(float(startup.get("initialDelaySeconds") or 0))
+            failures = 0
+            while proc.alive:
+                if await probe(startup):
+                    self._mark_started(name, readiness is None)
+                    break
+                failures += 1
+                if failures >= int(startup.get("failureThreshold") or 3):
+                    log.info("pod %s: container %s failed its startup probe; killing it", self.key, name)
+                    proc.signal_group(signal.SIGKILL)
+                    return
+                await asyncio.sleep(float(startup.get("periodSeconds") or 10))
+        if readiness is None:
+            return
+        period = float(readiness.get("periodSeconds") or 10)
+        success_needed = int(readiness.get("successThreshold") or 1)
+        failure_needed = int(readiness.get("failureThreshold") or 3)
+        await asyncio.sleep(float(readiness.get("initialDelaySeconds") or 0))
         successes = failures = 0
         while proc.alive:
-            ok = await run_probe(probe, pod_ip=self.ip, pid=proc.pid, mode=self.agent.sandbox, env=env)
+            ok = await probe(readiness)
             successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
             new_ready = rec.ready
             if ok and successes >= success_needed:
@@ -621,7 +659,6 @@ class PodWorker:
             if new_ready != rec.ready and proc.alive:
                 rec.ready = new_ready
                 self.changed()
-                self.agent.network_changed()
             await asyncio.sleep(period)
 
     async def _terminate(self, grace: float, delete: bool) -> None:

@@ -698,14 +698,9 @@ class Handlers:
             new["metadata"]["resourceVersion"] = rv
         else:
             new["metadata"].pop("resourceVersion", None)
-        stored = self.api._commit(
-            info,
-            obj,
-            new,
-            self._write_options(request),
-            request.headers.get("User-Agent", "").split("/")[0],
-            "",
-        )
+        opts = self._write_options(request)
+        manager = opts.field_manager or request.headers.get("User-Agent", "").split("/")[0]
+        stored = self.api._commit(info, obj, new, opts, manager, "scale")
         return json_response(scale_of(stored))
 
     def _review(self, info: ResourceInfo, namespace: str, body: Any, user: UserInfo) -> Obj:

@@ -513,7 +513,7 @@ def server_side_apply(
     conflicts: list[tuple[str, Path]] = []
     if live is not None:
         for key, (_, _, paths) in managed.entries.items():
-            if key[0] == manager:
+            if key == me:
                 continue
             for p in sorted(applied & paths):
                 found_l, lv = value_at(live, p)
@@ -528,9 +528,11 @@ def server_side_apply(
     base = copy.deepcopy(live) if live is not None else {}
     previous = managed.entries.get(me, ("", "", set()))[2]
     others = managed.owned_by_others(me)
-    for p in sorted(previous - applied, key=len, reverse=True):
-        if p in others or any(o[: len(p)] == p for o in others):
-            continue
+    # fields this manager applied before and no longer applies, unless another manager owns them
+    removable = {p for p in previous - applied if not any(o[: len(p)] == p for o in others)}
+    for p in sorted(removable, key=len, reverse=True):
+        if any(p[:i] in removable for i in range(1, len(p))):
+            continue  # its parent goes as a whole
         remove_at(base, p)
         _prune_empty_parents(base, p)
     body = {k: v for k, v in config.items() if not (skip_status and k == "status")}

@@ -189,12 +189,18 @@ class Aggregator:
             )
 
     def _record_resent_checkpoint(self, report: Report) -> None:
-        if report.checkpoint is None or report.iteration <= self.committed_up_to:
+        """A duplicate still matters for a checkpoint not committed yet: it adds the rank's part
+        (or tells that the rank has none)."""
+        if report.iteration <= self.committed_up_to:
             return
-        pending = self._pending_at(report.iteration, report.checkpoint.dir_name)
-        pending.add_part(
-            report.rank, report.checkpoint.dir_name, {f.path: f.size for f in report.checkpoint.files}
-        )
+        if report.checkpoint is not None:
+            pending = self._pending_at(report.iteration, report.checkpoint.dir_name)
+            files = {f.path: f.size for f in report.checkpoint.files}
+            pending.add_part(report.rank, report.checkpoint.dir_name, files)
+        elif report.iteration in self.pending:
+            pending = self.pending[report.iteration]
+        else:
+            return
         pending.resent_by.add(report.rank)
         if report.rank == 0:
             self._rank0_metrics.setdefault(report.iteration, report.metrics)

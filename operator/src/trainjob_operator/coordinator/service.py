@@ -368,6 +368,9 @@ class Coordinator:
         self.metrics.checkpoints_retained.set(len(self.checkpoints))
         self.publisher.changed(urgent=True)
         self._commit_wakeup.set()  # delete what retention dropped
+        # Flush the history with each checkpoint: a coordinator killed without warning loses
+        # at most the lines since the latest checkpoint.
+        self._history_wakeup.set()
 
     def _plan_retention(self) -> None:
         retained = self.config.retention.retained(self.checkpoints)

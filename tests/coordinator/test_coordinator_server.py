@@ -1,0 +1,279 @@
+"""The coordinator behind its real HTTP app, on SeaweedFS and on a directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from trainjob_operator.coordinator.committing import RetentionPolicy
+from trainjob_operator.local.seaweedfs import SeaweedFS
+from worker_sdk.protocol import MANIFEST_NAME
+from worker_sdk.storage import open_storage
+
+from coordinator_harness import PREFIX, TOKEN, StartCoordinator, keys, report_body, upload
+
+
+async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordinator) -> None:
+    retention = RetentionPolicy(num_to_keep=2, score_attribute="loss", score_order="min")
+    harness = await start_coordinator(world_size=2, retention=retention)
+    losses = {1: 0.9, 2: 0.5, 3: 0.7, 4: 0.6}
+    for iteration, loss in losses.items():
+        files = {"model.pt": 100 + iteration}  # a rank-0-only checkpoint every iteration
+        upload(harness.storage, iteration, files)
+        await harness.report(0, iteration, metrics={"loss": loss}, files=files)
+        await harness.report(1, iteration, metrics={"loss": loss + 1})
+    state = await harness.wait_for(lambda s: s["latestCheckpoint"] and s["latestCheckpoint"]["iteration"] == 4)
+    assert state["iteration"] == 4
+    assert state["metrics"] == {"loss": 0.6}
+    assert state["ranks"] == {"0": 4, "1": 4}
+    # The best two by min loss (2 and 4); 4 is also the latest.
+    assert [c["iteration"] for c in state["checkpoints"]] == [2, 4]
+    assert state["checkpoints"][0] == {
+        "uri": harness.storage.uri_for(f"{PREFIX}/checkpoint_000002"),
+        "iteration": 2,
+        "score": 0.5,
+    }
+    assert state["bestCheckpoint"]["iteration"] == 2
+    assert state["latestCheckpoint"]["sizeBytes"] == 104
+    assert state["latestCheckpoint"]["metrics"] == {"loss": 0.6}
+    assert not state["settled"]
+
+    await harness.finalize(0, 4)
+    await harness.finalize(1, 4)
+    state = await harness.wait_for(lambda s: s["settled"])
+    assert state["finalized"] == [0, 1] and state["pendingCommits"] == 0
+    assert [k for k in keys(harness.storage) if "checkpoint_" in k] == [
+        f"{PREFIX}/checkpoint_000002/{MANIFEST_NAME}",
+        f"{PREFIX}/checkpoint_000002/model.pt",
+        f"{PREFIX}/checkpoint_000004/{MANIFEST_NAME}",
+        f"{PREFIX}/checkpoint_000004/model.pt",
+    ]
+    history = harness.storage.get_bytes(f"{PREFIX}/metrics/attempt-0/part-000000.jsonl")
+    assert history is not None
+    lines = [json.loads(line) for line in history.decode().splitlines()]
+    assert [(line["iteration"], line["metrics"]) for line in lines] == [(i, {"loss": x}) for i, x in losses.items()]
+
+    status = harness.sink.status
+    assert set(status) == {
+        "iteration",
+        "metrics",
+        "lastReportTime",
+        "latestCheckpoint",
+        "bestCheckpoint",
+        "checkpoints",
+        "slowestRank",
+    }
+    assert status["iteration"] == 4
+    assert status["latestCheckpoint"] == state["latestCheckpoint"]
+    assert status["checkpoints"] == state["checkpoints"]
+    assert status["slowestRank"]["iteration"] == 4
+
+
+async def test_sharded_checkpoint_merges_and_removes_a_dead_attempt_leftovers(
+    start_coordinator: StartCoordinator,
+) -> None:
+    harness = await start_coordinator(world_size=3)
+    upload(harness.storage, 1, {"stale-from-attempt-0.pt": 7})
+    for rank in range(3):
+        files = {f"shard-{rank}.pt": 10 * (rank + 1)}
+        upload(harness.storage, 1, files)
+        await harness.report(rank, 1, files=files)
+    state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None)
+    assert state["latestCheckpoint"]["sizeBytes"] == 60
+    assert sorted(k.rsplit("/", 1)[1] for k in keys(harness.storage) if "checkpoint_" in k) == [
+        MANIFEST_NAME,
+        "shard-0.pt",
+        "shard-1.pt",
+        "shard-2.pt",
+    ]
+
+
+async def test_a_checkpoint_with_a_short_file_waits_and_says_why(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=1)
+    harness.storage.put_bytes(f"{PREFIX}/checkpoint_000001/model.pt", b"half")
+    await harness.report(0, 1, files={"model.pt": 8})
+    state = await harness.wait_for(lambda s: s["message"] is not None)
+    assert "model.pt has 4 bytes, the report listed 8" in state["message"]
+    assert state["latestCheckpoint"] is None and state["pendingCommits"] == 1
+    assert f"{PREFIX}/checkpoint_000001/{MANIFEST_NAME}" not in keys(harness.storage)
+    # The upload completes: the retry commits it.
+    upload(harness.storage, 1, {"model.pt": 8})
+    state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None)
+    assert state["message"] is None
+
+
+async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=2)
+    upload(harness.storage, 1, {"model.pt": 3})
+    await harness.report(0, 1, files={"model.pt": 3})
+    await harness.report(1, 1, files={"model.pt": 3})
+    state = await harness.state()
+    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt" in state["message"]
+    await asyncio.sleep(0.5)
+    assert "ranks 0 and 1 both listed" in harness.sink.status["message"]
+    assert (await harness.state())["latestCheckpoint"] is None
+
+
+def refusal_cases() -> list[tuple[str, dict[str, Any], int, str]]:
+    good = report_body(0, 2, files={"model.pt": 1})
+    traversal = report_body(0, 2)
+    traversal["checkpoint"] = {"dirName": "checkpoint_000002", "files": [{"path": "../../escape", "size": 1}]}
+    bad_dir = report_body(0, 2)
+    bad_dir["checkpoint"] = {"dirName": "..", "files": []}
+    no_rank = {k: v for k, v in good.items() if k != "rank"}
+    return [
+        ("wrong token", {"token": "nope", "json": good}, 401, "wrong token"),
+        ("missing token", {"token": None, "json": good}, 401, "missing bearer token"),
+        ("other attempt", {"json": {**good, "attempt": 7}}, 409, "serves attempt 0"),
+        ("rank out of range", {"json": {**good, "rank": 2}}, 422, "world size is 2"),
+        ("path traversal", {"json": traversal}, 400, "'.' and '..' are not allowed"),
+        ("bad dir name", {"json": bad_dir}, 400, "checkpoint.dirName"),
+        ("10 MB body", {"data": b'{"rank": 0, "pad": "' + b"x" * 10_000_000 + b'"}'}, 413, "byte limit"),
+        ("malformed JSON", {"data": b'{"rank": 0,'}, 400, "malformed JSON"),
+        ("NaN", {"data": b'{"rank": 0, "attempt": 0, "iteration": 2, "metrics": {"loss": NaN}}'}, 400, "NaN"),
+        ("missing field", {"json": no_rank}, 400, "report.rank is required"),
+        ("wrong type", {"json": {**good, "iteration": "2"}}, 400, "report.iteration must be an integer"),
+        ("skips ahead", {"json": {**good, "iteration": 5}}, 409, "next expected: 2"),
+        ("not an object", {"json": [1, 2]}, 400, "report must be a JSON object"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "request_args", "status", "message"), refusal_cases(), ids=lambda v: v)
+async def test_refusals_answer_4xx_with_a_message_and_write_nothing(
+    start_coordinator: StartCoordinator,
+    case: str,
+    request_args: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    harness = await start_coordinator(world_size=2)
+    await harness.report(0, 1)
+    upload(harness.storage, 2, {"model.pt": 1})
+    before_keys = keys(harness.storage)
+    before_state = await harness.state()
+
+    token = request_args.get("token", TOKEN)
+    headers = harness.headers(token)
+    if "data" in request_args:
+        headers["Content-Type"] = "application/json"
+        response = await harness.client.post("/v1/reports", data=request_args["data"], headers=headers)
+    else:
+        response = await harness.client.post("/v1/reports", json=request_args["json"], headers=headers)
+    assert response.status == status, case
+    body = await response.json()
+    assert message in body["error"], body
+    assert "coordinatorId" not in body  # only 2xx bodies carry it
+
+    await asyncio.sleep(0.3)
+    assert keys(harness.storage) == before_keys
+    after_state = await harness.state()
+    assert after_state["ranks"] == before_state["ranks"]
+    assert after_state["pendingCommits"] == 0
+    refused = await harness.client.get("/metrics")
+    assert "trainjob_coordinator_reports_refused_total{" in await refused.text()
+
+
+async def test_healthz_and_metrics_need_no_token_and_state_does(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=1)
+    assert (await harness.client.get("/healthz")).status == 200
+    assert (await harness.client.get("/v1/state")).status == 401
+    assert (await harness.client.get("/v1/state", headers=harness.headers("wrong"))).status == 401
+    finalize = await harness.client.post("/v1/finalize", json={"rank": 0, "attempt": 0, "iteration": 0})
+    assert finalize.status == 401
+    metrics = await (await harness.client.get("/metrics")).text()
+    assert TOKEN not in metrics
+
+
+async def test_metrics_parse_and_count(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=2)
+    upload(harness.storage, 1, {"model.pt": 123})
+    await harness.report(0, 1, files={"model.pt": 123})
+    await harness.report(1, 1)
+    await harness.report(1, 1)  # a duplicate is accepted
+    await harness.post("/v1/reports", report_body(0, 1), token="wrong")
+    await harness.wait_for(lambda s: s["latestCheckpoint"] is not None)
+    await harness.report(0, 2)
+    text = await (await harness.client.get("/metrics")).text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("trainjob_coordinator_iteration", ())] == 1
+    assert samples[("trainjob_coordinator_rank_iteration", (("rank", "0"),))] == 2
+    assert samples[("trainjob_coordinator_rank_iteration", (("rank", "1"),))] == 1
+    assert samples[("trainjob_coordinator_checkpoints_committed_total", ())] == 1
+    assert samples[("trainjob_coordinator_checkpoint_bytes_committed_total", ())] == 123
+    assert samples[("trainjob_coordinator_reports_accepted_total", ())] == 4
+    assert samples[("trainjob_coordinator_reports_refused_total", (("reason", "unauthorized"),))] == 1
+    assert samples[("trainjob_coordinator_commit_duration_seconds_count", ())] == 1
+    assert 0 <= samples[("trainjob_coordinator_seconds_since_last_report", ())] < 60
+
+
+async def test_status_publishes_are_coalesced(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=2, status_interval=1.0)
+    await asyncio.sleep(1.2)  # let the publish after recovery go out
+    harness.sink.patches.clear()
+    started = asyncio.get_running_loop().time()
+    for iteration in range(1, 26):
+        await harness.report(0, iteration)
+        await harness.report(1, iteration)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    await asyncio.sleep(1.5)
+    assert 1 <= len(harness.sink.patches) <= 2, harness.sink.patches
+    assert harness.sink.status["iteration"] == 25
+    # Nothing changed: nothing published.
+    count = len(harness.sink.patches)
+    await asyncio.sleep(1.2)
+    assert len(harness.sink.patches) == count
+
+
+async def test_a_commit_is_published_without_waiting_when_idle(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=1, status_interval=1.0)
+    await asyncio.sleep(1.2)
+    upload(harness.storage, 1, {"m": 1})
+    started = asyncio.get_running_loop().time()
+    await harness.report(0, 1, files={"m": 1})
+    while "latestCheckpoint" not in harness.sink.status:
+        await asyncio.sleep(0.02)
+    assert asyncio.get_running_loop().time() - started < 0.8
+
+
+async def test_duplicate_with_an_uncommitted_checkpoint_is_recorded(start_coordinator: StartCoordinator) -> None:
+    harness = await start_coordinator(world_size=2)
+    await harness.report(0, 1)
+    await harness.report(0, 2)
+    body = await harness.report(0, 2, files={"model.pt": 5})  # re-sent, now with its checkpoint
+    assert body["duplicate"] is True and body["coordinatorId"]
+    upload(harness.storage, 2, {"model.pt": 5})
+    await harness.report(1, 1)
+    await harness.report(1, 2)
+    state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None)
+    assert state["latestCheckpoint"]["iteration"] == 2
+
+
+async def test_storage_outage_keeps_accepting_reports_and_commits_when_back(
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], start_coordinator: StartCoordinator
+) -> None:
+    bucket = f"late-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(f"s3://{bucket}/jobs", retry_budget_seconds=0.5)
+    harness = await start_coordinator(world_size=1, storage=storage)
+    for iteration in range(1, 4):
+        await harness.report(0, iteration, files={"model.pt": 2} if iteration == 3 else None)
+    state = await harness.wait_for(lambda s: not s["storageAvailable"])
+    assert "storage unavailable" in state["message"]
+    assert state["iteration"] == 3 and state["pendingCommits"] == 1
+    await asyncio.sleep(0.5)
+    assert "storage unavailable" in harness.sink.status["message"]
+
+    boto3.client("s3", endpoint_url=seaweedfs.endpoint).create_bucket(Bucket=bucket)
+    upload(storage, 3, {"model.pt": 2})
+    state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None, timeout=30)
+    assert state["storageAvailable"] and state["message"] is None
+    await asyncio.sleep(0.5)
+    assert "message" not in harness.sink.status

@@ -1,0 +1,40 @@
+"""End-to-end fixtures: the whole product on the local cluster, driven through kubectl.
+
+One `LocalStack` (API server, node agent, SeaweedFS, the operator as a subprocess) per test
+session and xdist worker; every test gets a namespace of its own, so tests share the stack
+without seeing each other. Everything is stopped by pid when the session ends, even on failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from trainjob_operator.local.stack import LocalStack
+
+from e2e_support import REPO_ROOT, Cluster
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("stack"), root=REPO_ROOT, namespaces=()) as running:
+        yield running
+
+
+@pytest.fixture
+def cluster(stack: LocalStack) -> Iterator[Cluster]:
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    stack.prepare_namespace(namespace)
+    kube = Cluster(stack, namespace)
+    try:
+        yield kube
+    finally:
+        kube.dump_on_failure()
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT

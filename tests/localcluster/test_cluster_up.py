@@ -1,0 +1,190 @@
+"""`python -m localcluster up/status/down` and `LocalCluster`: every process started is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from node_fixtures import REPO_ROOT, Kube, container_pid, pid_alive, pod, py
+
+from localcluster import LocalCluster
+from localcluster.cluster import INFO_FILE, terminate_pid
+
+
+def wait_for(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def run_sleeper(cluster: LocalCluster) -> int:
+    """A running pod (with a child process in its group); returns its main pid."""
+    ns = "up-test"
+    cluster.api(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    )
+    kube = Kube(cluster, ns)
+    code = "import subprocess, time; subprocess.Popen(['sleep', '600']); time.sleep(600)"
+    kube.create(pod("sleeper", [{"name": "main", "command": py(code)}]))
+    return container_pid(kube.wait_ready("sleeper"), "main")
+
+
+def group_members(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid and pid_alive(int(d.name)):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_up_status_down_stops_every_process(tmp_path: Path) -> None:
+    state = tmp_path / "lc"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "localcluster", "up", "--dir", str(state), "--root", str(REPO_ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    pids: list[int] = [up.pid]
+    try:
+        assert up.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("export KUBECONFIG="):
+                break
+        assert lines and lines[-1].startswith("export KUBECONFIG="), "".join(lines)
+        kubeconfig = lines[-1].split("=", 1)[1].strip()
+        assert Path(kubeconfig) == state / "kubeconfig"
+        info = json.loads((state / INFO_FILE).read_text())
+        pids += [info["apiserver"], info["agent"]]
+        assert all(pid_alive(p) for p in pids)
+
+        status = subprocess.run(
+            [sys.executable, "-m", "localcluster", "status", "--dir", str(state)],
+            capture_output=True,
+            text=True,
+        )
+        assert status.returncode == 0 and "running" in status.stdout
+
+        out = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "get", "nodes", "-o", "name"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == "node/localnode", out.stderr
+
+        # A pod through the running cluster, found by its pid.
+        cluster = LocalCluster(state)
+        cluster.url, cluster.token = info["url"], _token(Path(kubeconfig))
+        pod_pid = run_sleeper(cluster)
+        members = group_members(pod_pid)
+        assert len(members) >= 2  # python and its sleep child
+        pids += members
+
+        down = subprocess.run(
+            [sys.executable, "-m", "localcluster", "down", "--dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+        up.wait(timeout=30)
+        assert up.returncode == 0
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=30)
+        status = subprocess.run(
+            [sys.executable, "-m", "localcluster", "status", "--dir", str(state)],
+            capture_output=True,
+            text=True,
+        )
+        assert status.returncode == 1 and "not running" in status.stdout
+    finally:
+        for p in reversed(pids):
+            terminate_pid(p, timeout=5)
+        if up.poll() is None:
+            up.kill()
+        up.wait()
+
+
+def test_local_cluster_context_manager_stops_pods_and_servers(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "c", root=REPO_ROOT) as cluster:
+        assert cluster.url.startswith("http://127.0.0.1:")
+        assert cluster.kubeconfig.exists()
+        servers = list(cluster.pids.values())
+        pod_pid = run_sleeper(cluster)
+        members = group_members(pod_pid)
+        assert pod_pid in members
+    try:
+        wait_for(lambda: not any(pid_alive(p) for p in [*servers, *members]), timeout=30)
+    finally:
+        for p in [*members, *servers]:
+            terminate_pid(p, timeout=2)
+
+
+def test_agent_sigterm_stops_its_pods_and_sigkilled_agent_leftovers_are_killed(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "c", root=REPO_ROOT)
+    cluster.start()
+    try:
+        pod_pid = run_sleeper(cluster)
+        assert cluster.agent is not None
+        # A crashed agent (SIGKILL) leaves its pods running; stop() kills them from the pid file.
+        os.kill(cluster.agent.pid, signal.SIGKILL)
+        cluster.agent.wait()
+        assert pid_alive(pod_pid)
+    finally:
+        cluster.stop()
+    wait_for(lambda: not pid_alive(pod_pid), timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_api_server_restart_is_survived(tmp_path: Path, sig: int) -> None:
+    """The agent reconnects when the API server comes back (same state file and port)."""
+    state_file = tmp_path / "state.json"
+    cluster = LocalCluster(tmp_path / "c", root=REPO_ROOT, state_file=state_file)
+    cluster.start()
+    try:
+        pod_pid = run_sleeper(cluster)
+        port = int(cluster.url.rsplit(":", 1)[1])
+        assert cluster.apiserver is not None
+        cluster.apiserver.send_signal(sig)
+        cluster.apiserver.wait(timeout=30)
+        cluster.port = port
+        cluster._start_apiserver()
+        kube = Kube(cluster, "up-test")
+        # The pod kept running, and the agent reports to the new server: a new pod runs too.
+        assert pid_alive(pod_pid)
+        kube.create(
+            pod("after", [{"name": "main", "command": py("print('after restart')")}], restartPolicy="Never")
+        )
+        kube.wait_phase("after", "Succeeded", timeout=60)
+        assert kube.kubectl("logs", "after").stdout.strip() == "after restart"
+    finally:
+        cluster.stop()
+    wait_for(lambda: not pid_alive(pod_pid), timeout=10)
+
+
+def _token(kubeconfig: Path) -> str:
+    import yaml
+
+    data = yaml.safe_load(kubeconfig.read_text())
+    return str(data["users"][0]["user"]["token"])

@@ -409,6 +409,9 @@ class PodWorker:
         self.ip = self.agent.allocator.allocate(self.uid)
         self.start_time = now_iso()
         self.changed()
+        deadline = (self.spec_pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline:
+            self._tasks.append(asyncio.create_task(self._enforce_deadline(float(deadline))))
         attempt = 0
         while True:
             if self.stopping.is_set():
@@ -468,6 +471,19 @@ class PodWorker:
         self.phase = "Succeeded" if all(c == 0 for c in codes) else "Failed"
         self.changed()
         self.agent.network_changed()
+
+    async def _enforce_deadline(self, seconds: float) -> None:
+        """spec.activeDeadlineSeconds: the kubelet kills the pod and fails it (DeadlineExceeded)."""
+        await self._sleep_or_stop(seconds)
+        if self.stopping.is_set() or self.phase in ("Succeeded", "Failed"):
+            return
+        self.stopping.set()
+        self._no_restart.update(self.records)
+        grace = float((self.spec_pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        await stop_processes([p for p in self.procs.values() if p.alive], grace)
+        self.phase, self.reason = "Failed", "DeadlineExceeded"
+        self.message = "Pod was active on the node longer than the specified deadline"
+        self.changed()
 
     async def _stop_sidecars(self) -> None:
         grace = float((self.spec_pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))

@@ -76,7 +76,7 @@ def open_status_sink(spec: str, *, namespace: str, job: str) -> StatusSink:
             raise ValueError("--status-sink file:PATH needs a path")
         return FileStatusSink(Path(path))
     if spec == "kubernetes":
-        # The Kubernetes sink (a merge patch of trainjobs/<job>/status in <namespace>, with the
-        # coordinator's ServiceAccount token) plugs in here as one StatusSink subclass.
-        raise ValueError("--status-sink kubernetes is not available in this build yet; use file:PATH")
+        from trainjob_operator.coordinator.kubernetes_sink import KubernetesStatusSink
+
+        return KubernetesStatusSink(namespace=namespace, job=job)
     raise ValueError(f"unknown --status-sink {spec!r}: use file:PATH or kubernetes")

@@ -67,7 +67,10 @@ json.dump(out, open('/out/sa.json', 'w'))
 
 
 def test_downward_api_files_follow_label_changes(kube: Kube, tmp_path: Path) -> None:
-    code = "import shutil, time\nwhile True:\n    shutil.copy('/etc/podinfo/labels', '/out/labels')\n    time.sleep(0.2)"
+    code = (
+        "import shutil, time\n"
+        "while True:\n    shutil.copy('/etc/podinfo/labels', '/out/labels')\n    time.sleep(0.2)"
+    )
     container = {
         "name": "main",
         "command": py(code),

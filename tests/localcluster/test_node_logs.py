@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import urllib.request
 
 from node_fixtures import Kube, cluster, cstatus, kube, pod, py
@@ -13,7 +12,7 @@ from localcluster import LocalCluster
 
 __all__ = ["cluster", "kube"]
 
-TICKER = "import time\nfor i in range(6):\n    print('line', i, flush=True); time.sleep(0.3)\nprint('done')"
+TICKER = "import time\nfor i in range(10):\n    print('line', i, flush=True); time.sleep(0.3)\nprint('done')"
 
 
 def test_kubectl_logs_and_tail(kube: Kube) -> None:
@@ -32,7 +31,6 @@ def test_kubectl_logs_and_tail(kube: Kube) -> None:
 def test_kubectl_logs_follow_streams_until_the_container_exits(kube: Kube) -> None:
     kube.create(pod("ticker", [{"name": "main", "command": py(TICKER)}], restartPolicy="Never"))
     kube.wait_pod("ticker", lambda p: "running" in cstatus(p, "main")["state"], what="running")
-    t0 = time.monotonic()
     exe = kube.kubectl("version", "--client").args[0]
     proc = subprocess.Popen(
         [exe, "--kubeconfig", str(kube.cluster.kubeconfig), "-n", kube.ns, "logs", "-f", "ticker"],
@@ -43,7 +41,8 @@ def test_kubectl_logs_follow_streams_until_the_container_exits(kube: Kube) -> No
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        first_at = time.monotonic() - t0
+        # Lines arrive while the container runs, not at its end.
+        running_then = "running" in cstatus(kube.pod("ticker") or {}, "main")["state"]
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -51,8 +50,8 @@ def test_kubectl_logs_follow_streams_until_the_container_exits(kube: Kube) -> No
             proc.wait()
     lines = [first.strip(), *rest.splitlines()]
     assert lines[0].startswith("line"), (lines, err)
-    assert lines[-1] == "done" and "line 5" in lines
-    assert first_at < 1.5, "lines arrive while the container runs, not at its end"
+    assert lines[-1] == "done" and "line 9" in lines
+    assert running_then
     assert proc.returncode == 0
 
 

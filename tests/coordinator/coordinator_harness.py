@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
@@ -67,6 +69,16 @@ def keys(storage: Storage) -> list[str]:
     return [obj.key for obj in storage.list_objects(PREFIX)]
 
 
+def history_lines(storage: Storage, attempt: int = 0) -> list[dict[str, Any]]:
+    """Every metric history line of an attempt, part after part."""
+    lines: list[dict[str, Any]] = []
+    for obj in storage.list_objects(f"{PREFIX}/metrics/attempt-{attempt}"):
+        data = storage.get_bytes(obj.key)
+        assert data is not None
+        lines.extend(json.loads(line) for line in data.decode().splitlines())
+    return lines
+
+
 @dataclass
 class Harness:
     coordinator: Coordinator
@@ -87,7 +99,9 @@ class Harness:
         return body
 
     async def finalize(self, rank: int, iteration: int, attempt: int = 0) -> dict[str, Any]:
-        status, body = await self.post("/v1/finalize", {"rank": rank, "attempt": attempt, "iteration": iteration})
+        status, body = await self.post(
+            "/v1/finalize", {"rank": rank, "attempt": attempt, "iteration": iteration}
+        )
         assert status == 200, body
         return body
 
@@ -97,7 +111,9 @@ class Harness:
         body: dict[str, Any] = await response.json()
         return body
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             state = await self.state()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from trainjob_operator.coordinator.aggregation import Aggregator, ReportRejected, Verdict
 from worker_sdk.protocol import CheckpointFile, Finalize, Report, ReportedCheckpoint
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 import pytest
+
 from trainjob_operator.coordinator.aggregation import CommitCandidate
 from trainjob_operator.coordinator.committing import (
     CommittedCheckpoint,
@@ -36,7 +37,9 @@ def keys(storage: Storage) -> list[str]:
     return [obj.key for obj in storage.list_objects(PREFIX)]
 
 
-def commit(committer: Committer, iteration: int, files: dict[str, int], loss: float = 1.0) -> CommittedCheckpoint:
+def commit(
+    committer: Committer, iteration: int, files: dict[str, int], loss: float = 1.0
+) -> CommittedCheckpoint:
     upload(committer.storage, iteration, files)
     outcome = committer.commit(candidate(iteration, files, loss=loss), now=1_700_000_000.0)
     assert isinstance(outcome, CommittedCheckpoint), outcome
@@ -46,7 +49,9 @@ def commit(committer: Committer, iteration: int, files: dict[str, int], loss: fl
 def test_commit_writes_the_manifest_with_every_rank_files(storage: Storage) -> None:
     files = {"shard-0.pt": 10, "shard-1.pt": 20, "sub/optimizer.pt": 5}
     upload(storage, 3, files)
-    committed = Committer(storage, NS, JOB, attempt=2).commit(candidate(3, files, loss=0.5), now=1_700_000_000.0)
+    committed = Committer(storage, NS, JOB, attempt=2).commit(
+        candidate(3, files, loss=0.5), now=1_700_000_000.0
+    )
     assert isinstance(committed, CommittedCheckpoint)
     assert committed.uri == storage.uri_for(f"{PREFIX}/checkpoint_000003")
     data = storage.get_bytes(f"{PREFIX}/checkpoint_000003/{MANIFEST_NAME}")
@@ -66,14 +71,19 @@ def test_a_missing_or_short_file_is_never_committed(storage: Storage, problem: s
     before = keys(storage)
     outcome = Committer(storage, NS, JOB, 0).commit(candidate(1, {"a.pt": 10, "b.pt": 4}), now=0.0)
     assert isinstance(outcome, NotCommitted) and outcome.retry
-    assert ("b.pt is missing" if problem == "missing" else "b.pt has 3 bytes, the report listed 4") in outcome.reason
+    assert (
+        "b.pt is missing" if problem == "missing" else "b.pt has 3 bytes, the report listed 4"
+    ) in outcome.reason
     assert keys(storage) == before  # no manifest, nothing deleted
 
 
 def test_files_nobody_listed_are_deleted_before_the_manifest(storage: Storage) -> None:
     upload(storage, 1, {"model.pt": 4, "stale-from-dead-attempt.pt": 9, "old/x.bin": 1})
     commit(Committer(storage, NS, JOB, 0), 1, {"model.pt": 4})
-    assert keys(storage) == [f"{PREFIX}/checkpoint_000001/{MANIFEST_NAME}", f"{PREFIX}/checkpoint_000001/model.pt"]
+    assert keys(storage) == [
+        f"{PREFIX}/checkpoint_000001/{MANIFEST_NAME}",
+        f"{PREFIX}/checkpoint_000001/model.pt",
+    ]
 
 
 def test_unlisted_files_wait_while_a_rank_part_is_unknown(storage: Storage) -> None:
@@ -120,7 +130,10 @@ def test_retention_deletes_the_manifest_first_then_the_files(storage: Storage) -
     committer.delete(checkpoint)
     manifest = f"{PREFIX}/checkpoint_000001/{MANIFEST_NAME}"
     assert spy.calls[0] == ("delete", [manifest])
-    assert spy.calls[1] == ("delete", [f"{PREFIX}/checkpoint_000001/a.pt", f"{PREFIX}/checkpoint_000001/b.pt"])
+    assert spy.calls[1] == (
+        "delete",
+        [f"{PREFIX}/checkpoint_000001/a.pt", f"{PREFIX}/checkpoint_000001/b.pt"],
+    )
     assert keys(storage) == []
 
 
@@ -181,8 +194,12 @@ def test_recovery_finds_only_committed_checkpoints(storage_uri: str) -> None:
     commit(committer, 2, {"m": 2})
     upload(storage, 3, {"m": 3})  # uploaded, never committed
     storage.put_bytes(f"{PREFIX}/metrics/attempt-0/part-000000.jsonl", b'{"iteration": 1}\n')
-    storage.put_bytes(f"{PREFIX}/metrics/attempt-0/part-000001.jsonl", b'{"iteration": 2, "metrics": {"a": 1}}\n')
-    storage.put_bytes(f"{PREFIX}/metrics/attempt-1/part-000007.jsonl", b'{"iteration": 9}\n')  # another attempt
+    storage.put_bytes(
+        f"{PREFIX}/metrics/attempt-0/part-000001.jsonl", b'{"iteration": 2, "metrics": {"a": 1}}\n'
+    )
+    storage.put_bytes(
+        f"{PREFIX}/metrics/attempt-1/part-000007.jsonl", b'{"iteration": 9}\n'
+    )  # another attempt
     state = recover(committer)
     assert [c.dir_name for c in state.checkpoints] == ["checkpoint_000001", "checkpoint_000002"]
     assert state.next_history_part == 2

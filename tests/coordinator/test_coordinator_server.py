@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 import boto3
 import pytest
+from coordinator_harness import PREFIX, TOKEN, StartCoordinator, history_lines, keys, report_body, upload
 from prometheus_client.parser import text_string_to_metric_families
+
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk.protocol import MANIFEST_NAME
 from worker_sdk.storage import open_storage
-
-from coordinator_harness import PREFIX, TOKEN, StartCoordinator, keys, report_body, upload
 
 
 async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordinator) -> None:
@@ -27,7 +26,9 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         upload(harness.storage, iteration, files)
         await harness.report(0, iteration, metrics={"loss": loss}, files=files)
         await harness.report(1, iteration, metrics={"loss": loss + 1})
-    state = await harness.wait_for(lambda s: s["latestCheckpoint"] and s["latestCheckpoint"]["iteration"] == 4)
+    state = await harness.wait_for(
+        lambda s: s["latestCheckpoint"] and s["latestCheckpoint"]["iteration"] == 4
+    )
     assert state["iteration"] == 4
     assert state["metrics"] == {"loss": 0.6}
     assert state["ranks"] == {"0": 4, "1": 4}
@@ -53,10 +54,10 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         f"{PREFIX}/checkpoint_000004/{MANIFEST_NAME}",
         f"{PREFIX}/checkpoint_000004/model.pt",
     ]
-    history = harness.storage.get_bytes(f"{PREFIX}/metrics/attempt-0/part-000000.jsonl")
-    assert history is not None
-    lines = [json.loads(line) for line in history.decode().splitlines()]
-    assert [(line["iteration"], line["metrics"]) for line in lines] == [(i, {"loss": x}) for i, x in losses.items()]
+    lines = history_lines(harness.storage)
+    assert [(line["iteration"], line["metrics"]) for line in lines] == [
+        (i, {"loss": x}) for i, x in losses.items()
+    ]
 
     status = harness.sink.status
     assert set(status) == {
@@ -107,7 +108,9 @@ async def test_a_checkpoint_with_a_short_file_waits_and_says_why(start_coordinat
     assert state["message"] is None
 
 
-async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(start_coordinator: StartCoordinator) -> None:
+async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
+    start_coordinator: StartCoordinator,
+) -> None:
     harness = await start_coordinator(world_size=2)
     upload(harness.storage, 1, {"model.pt": 3})
     await harness.report(0, 1, files={"model.pt": 3})
@@ -244,7 +247,9 @@ async def test_a_commit_is_published_without_waiting_when_idle(start_coordinator
     assert asyncio.get_running_loop().time() - started < 0.8
 
 
-async def test_duplicate_with_an_uncommitted_checkpoint_is_recorded(start_coordinator: StartCoordinator) -> None:
+async def test_duplicate_with_an_uncommitted_checkpoint_is_recorded(
+    start_coordinator: StartCoordinator,
+) -> None:
     harness = await start_coordinator(world_size=2)
     await harness.report(0, 1)
     await harness.report(0, 2)

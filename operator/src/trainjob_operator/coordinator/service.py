@@ -93,6 +93,12 @@ class Coordinator:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if not self.recovered:
+            # Stopped before recovery finished: the history needs its next part number.
+            try:
+                self._apply_recovered(await asyncio.to_thread(recover, self.committer))
+            except (StorageError, OSError, ValueError) as exc:
+                log.warning("metric history not flushed: storage unavailable: %s", exc)
         if self.recovered:
             await self._flush_history()
         await self.publisher.publish_now()

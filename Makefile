@@ -40,3 +40,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache
+
+# deploy/ (plain manifests + kustomization) from the chart's default render; the chart's copy of the CRD.
+.PHONY: manifests
+manifests: crd
+	$(PY) deploy/render.py

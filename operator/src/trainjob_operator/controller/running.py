@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -19,6 +20,8 @@ from trainjob_operator.reconciling import OperatorSettings
 logger = logging.getLogger(__name__)
 
 FINALIZER = "trainjob.dev/operator"
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,54 @@ class OperatorOptions:
     settings: OperatorSettings = field(default_factory=OperatorSettings)
 
 
+def _in_cluster_server(account: Path = SERVICE_ACCOUNT_DIR) -> str | None:
+    """In a pod with a ServiceAccount token: the API server from KUBERNETES_SERVICE_HOST/PORT, as
+    client-go finds it. Over HTTPS with the mounted ca.crt; the local cluster serves plain HTTP and
+    mounts no ca.crt, so without one it is HTTP. None outside a pod."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (account / "token").exists():
+        return None
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"{'https' if (account / 'ca.crt').exists() else 'http'}://{host}:{port}"
+
+
+@kopf.on.login(registry=registry)
+def login_in_cluster(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """Preferred over kopf's own ServiceAccount login (https://kubernetes.default.svc), which fails
+    where the API server is not there or speaks HTTP (the local cluster)."""
+    server = _in_cluster_server()
+    if server is None:
+        return None
+    ca = SERVICE_ACCOUNT_DIR / "ca.crt"
+    namespace = SERVICE_ACCOUNT_DIR / "namespace"
+    return kopf.ConnectionInfo(
+        server=server,
+        ca_path=str(ca) if ca.exists() else None,
+        token=(SERVICE_ACCOUNT_DIR / "token").read_text().strip() or None,
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+        trust_env=settings.networking.trust_env,
+        priority=30,  # above kopf's ServiceAccount (20) and kubeconfig (10) logins
+    )
+
+
 def _api_client(kubeconfig: str | None) -> client.ApiClient:
     if kubeconfig:
         return cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
+    server = _in_cluster_server()
+    if server is not None and server.startswith("http:"):
+        configuration = client.Configuration()
+        configuration.host = server
+        token_file = SERVICE_ACCOUNT_DIR / "token"
+
+        def refresh(conf: client.Configuration) -> None:
+            # The kubelet rotates the projected token; read it before every request.
+            conf.api_key["authorization"] = "Bearer " + token_file.read_text().strip()
+
+        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
+        refresh(configuration)
+        return client.ApiClient(configuration)
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
@@ -53,6 +101,10 @@ def _configure(settings: kopf.OperatorSettings, options: OperatorOptions) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    if options.namespaces:
+        # Watching namespaces and CRDs needs cluster-scoped reads that a namespaced install's Roles
+        # cannot grant; the CRD is installed before the operator, and the namespaces are given.
+        settings.scanning.disabled = True
     if options.peering is not None:
         settings.peering.name = options.peering
         settings.peering.priority = options.priority

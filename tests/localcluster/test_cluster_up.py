@@ -144,6 +144,7 @@ def test_local_cluster_context_manager_stops_pods_and_servers(tmp_path: Path) ->
 def test_agent_sigterm_stops_its_pods_and_sigkilled_agent_leftovers_are_killed(tmp_path: Path) -> None:
     cluster = LocalCluster(tmp_path / "c", root=REPO_ROOT)
     cluster.start()
+    new_pid = 0
     try:
         pod_pid = run_sleeper(cluster)
         assert cluster.agent is not None
@@ -151,9 +152,18 @@ def test_agent_sigterm_stops_its_pods_and_sigkilled_agent_leftovers_are_killed(t
         os.kill(cluster.agent.pid, signal.SIGKILL)
         cluster.agent.wait()
         assert pid_alive(pod_pid)
+        # A new agent on the same state directory kills the orphans and runs the pod afresh.
+        cluster._start_agent()
+        wait_for(lambda: not pid_alive(pod_pid), timeout=30)
+        kube = Kube(cluster, "up-test")
+        kube.wait_pod(
+            "sleeper", lambda p: container_pid(p, "main") != pod_pid and "running" in str(p), timeout=60
+        )
+        new_pid = container_pid(kube.wait_ready("sleeper"), "main")
+        assert pid_alive(new_pid)
     finally:
         cluster.stop()
-    wait_for(lambda: not pid_alive(pod_pid), timeout=10)
+    wait_for(lambda: not pid_alive(pod_pid) and not (new_pid and pid_alive(new_pid)), timeout=10)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])

@@ -38,6 +38,8 @@ class ClusterError(RuntimeError):
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # 0 and negatives would address process groups
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from localcluster.cluster import POD_PIDS_FILE
+from localcluster.cluster import POD_PIDS_FILE, kill_pod_leftovers
 from localcluster.node.kube import ApiError, Gone, KubeClient, KubeConfig, backoff_sleep
 from localcluster.node.logs import KubeletServer, LogTarget
 from localcluster.node.network import (
@@ -112,6 +112,12 @@ class NodeAgent:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # A previous agent with this state directory that died without stopping its pods left
+        # their process groups behind: they are orphans now (their pods restart afresh).
+        left = kill_pod_leftovers(self.settings.state_dir)
+        if left:
+            log.warning("killed %d process groups left by a previous node agent", len(left))
+        shutil.rmtree(self.settings.state_dir / "pods", ignore_errors=True)
         port = await self.server.start()
         log.info(
             "node agent %s: kubelet endpoint 127.0.0.1:%d, isolation %s, root %s",
@@ -420,8 +426,9 @@ class NodeAgent:
         self._network_dirty.set()
 
     def render_hosts(self, worker: PodWorker) -> str:
+        # A terminating pod is no longer an endpoint, as with the endpoints controller.
         records = [
-            pod_record(w.pod, w.ip, w.ready)
+            pod_record(w.pod, w.ip, w.ready and not w.stopping.is_set())
             for w in self.workers.values()
             if w.ip and w.phase not in TERMINAL
         ]

@@ -6,8 +6,8 @@ never touch the spec or another job. The token file is re-read for every request
 kubelet rotates it.
 
 In a pod the API server is `KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT`, over TLS verified
-with the mounted `ca.crt`. The local cluster serves plain HTTP and mounts no `ca.crt`; without
-one the sink speaks HTTP (and says so in its log once).
+with the mounted `ca.crt`. The local cluster serves plain HTTP and mounts an empty `ca.crt`;
+without a CA the sink speaks HTTP (and says so in its log once).
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ class KubernetesStatusSink(StatusSink):
         self.job = job
         self.credentials_dir = credentials_dir
         ca_file = credentials_dir / "ca.crt"
+        has_ca = ca_file.exists() and ca_file.stat().st_size > 0
         self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else False
+            ssl.create_default_context(cafile=str(ca_file)) if has_ca else False
         )
-        self.server = server or _in_cluster_server(tls=ca_file.exists())
-        if not ca_file.exists():
+        self.server = server or _in_cluster_server(tls=has_ca)
+        if not has_ca:
             logger.warning("no %s: talking to the API server at %s without TLS", ca_file, self.server)
         self.url = (
             f"{self.server}/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/"

@@ -275,9 +275,11 @@ class HTTP:
         if data is not None:
             hdrs["Content-Type"] = content_type
         hdrs.update(headers or {})
-        req = urllib.request.Request(self.server.url + path, data=data, headers=hdrs, method=method)
+        req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
+            self.server.url + path, data=data, headers=hdrs, method=method
+        )
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
                 raw = resp.read()
                 status = resp.status
                 rh = dict(resp.headers)

@@ -5,6 +5,7 @@ Every process a test starts is stopped by its pid, even when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,10 +58,8 @@ def namespace(k8s: Any) -> Iterator[str]:
     try:
         yield name
     finally:
-        try:
+        with contextlib.suppress(client.ApiException):
             core.delete_namespace(name)
-        except client.ApiException:
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +70,14 @@ def widget_crd(apiserver: APIServerProcess) -> dict[str, Any]:
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(
+    req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
         f"{apiserver.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
         data=json.dumps(WIDGET_CRD).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {apiserver.token}"},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req) as resp:
+        with urllib.request.urlopen(req) as resp:  # noqa: S310
             assert resp.status == 201
     except urllib.error.HTTPError as err:
         if err.code != 409:

@@ -107,7 +107,10 @@ def test_status_errors_are_kubernetes_shaped(http: HTTP, namespace: str) -> None
 
 
 def test_secret_string_data_and_yaml_body(http: HTTP, namespace: str) -> None:
-    body = f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: {namespace}\nstringData:\n  pw: hunter2\n"
+    body = (
+        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: {namespace}\n"
+        "stringData:\n  pw: hunter2\n"
+    )
     r = http.post(f"/api/v1/namespaces/{namespace}/secrets", body, content_type="application/yaml")
     assert r.status == 201, r.body
     assert "stringData" not in r.body and r.body["type"] == "Opaque"

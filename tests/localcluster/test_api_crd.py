@@ -65,20 +65,34 @@ def test_validation_messages_name_each_field(http: HTTP, widget_crd: dict[str, A
     assert fields["spec.when"].endswith('spec.when in body must be of type date-time: "yesterday"')
     assert fields["spec.items[0].name"] == "Required value"
     assert r.body["message"].startswith('Widget.example.dev "y" is invalid: [')
-    r = http.post(base, {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "z"}, "spec": {}})
-    assert r.body["details"]["causes"] == [{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.size"}]
+    r = http.post(
+        base, {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "z"}, "spec": {}}
+    )
+    assert r.body["details"]["causes"] == [
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.size"}
+    ]
     r = http.post(base, widget("t", size="three"))
     assert r.body["details"]["causes"][0]["message"] == (
         'Invalid value: "string": spec.size in body must be of type integer: "string"'
     )
     r = http.post(base, widget("e", size=1, template={"spec": {}}))
-    assert {c["field"] for c in r.body["details"]["causes"]} == {"spec.template.apiVersion", "spec.template.kind"}
+    assert {c["field"] for c in r.body["details"]["causes"]} == {
+        "spec.template.apiVersion",
+        "spec.template.kind",
+    }
 
 
-def test_defaults_pruning_and_preserved_fields(http: HTTP, widget_crd: dict[str, Any], namespace: str) -> None:
+def test_defaults_pruning_and_preserved_fields(
+    http: HTTP, widget_crd: dict[str, Any], namespace: str
+) -> None:
     base = WIDGETS.format(ns=namespace)
     body = widget("d", size=2, unknown="dropped", free={"anything": {"goes": [1, 2]}}, port="http")
-    body["spec"]["template"] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "weird": 1}, "x": 1}
+    body["spec"]["template"] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "weird": 1},
+        "x": 1,
+    }
     body["extra"] = "dropped too"
     r = http.post(base + "?fieldValidation=Ignore", body)
     assert r.status == 201, r.body
@@ -129,8 +143,14 @@ def test_scale_subresource(http: HTTP, widget_crd: dict[str, Any], namespace: st
 def test_printer_columns_as_table(http: HTTP, widget_crd: dict[str, Any], namespace: str) -> None:
     base = WIDGETS.format(ns=namespace)
     http.post(base, widget("tb", size=4))
-    http.patch(f"{base}/tb/status", {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}})
-    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+    http.patch(
+        f"{base}/tb/status",
+        {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    accept = (
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,"
+        "application/json"
+    )
     table = http.get(base, headers={"Accept": accept}).body
     assert table["kind"] == "Table" and table["apiVersion"] == "meta.k8s.io/v1"
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Phase", "Ready", "Age"]
@@ -140,10 +160,18 @@ def test_printer_columns_as_table(http: HTTP, widget_crd: dict[str, Any], namesp
     table = http.get(f"{base}/tb?includeObject=Object", headers={"Accept": accept}).body
     assert table["rows"][0]["object"]["spec"]["size"] == 4
     pods = http.get(f"/api/v1/namespaces/{namespace}/pods", headers={"Accept": accept}).body
-    assert [c["name"] for c in pods["columnDefinitions"]][:5] == ["Name", "Ready", "Status", "Restarts", "Age"]
+    assert [c["name"] for c in pods["columnDefinitions"]][:5] == [
+        "Name",
+        "Ready",
+        "Status",
+        "Restarts",
+        "Age",
+    ]
 
 
-def test_custom_objects_api_and_cluster_wide_list(k8s: Any, widget_crd: dict[str, Any], namespace: str) -> None:
+def test_custom_objects_api_and_cluster_wide_list(
+    k8s: Any, widget_crd: dict[str, Any], namespace: str
+) -> None:
     api = client.CustomObjectsApi(k8s)
     api.create_namespaced_custom_object("example.dev", "v1", namespace, "widgets", widget("co", size=5))
     got = api.get_namespaced_custom_object("example.dev", "v1", namespace, "widgets", "co")
@@ -152,7 +180,9 @@ def test_custom_objects_api_and_cluster_wide_list(k8s: Any, widget_crd: dict[str
         "example.dev", "v1", namespace, "widgets", "co", {"status": {"phase": "Done"}}
     )
     everywhere = api.list_cluster_custom_object("example.dev", "v1", "widgets")
-    assert ("co", namespace) in [(i["metadata"]["name"], i["metadata"]["namespace"]) for i in everywhere["items"]]
+    assert ("co", namespace) in [
+        (i["metadata"]["name"], i["metadata"]["namespace"]) for i in everywhere["items"]
+    ]
     api.delete_namespaced_custom_object("example.dev", "v1", namespace, "widgets", "co")
 
 
@@ -170,20 +200,27 @@ def test_crd_delete_stops_serving_and_removes_objects(http: HTTP, namespace: str
                     "name": "v1beta1",
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
                 },
                 {
                     "name": "v1",
                     "served": True,
                     "storage": False,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
                 },
             ],
         },
     }
     assert http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status == 201
     assert http.get("/apis/temp.dev").body["preferredVersion"]["version"] == "v1"
-    r = http.post("/apis/temp.dev/v1/gizmos", {"apiVersion": "temp.dev/v1", "kind": "Gizmo", "metadata": {"name": "a"}, "x": 1})
+    r = http.post(
+        "/apis/temp.dev/v1/gizmos",
+        {"apiVersion": "temp.dev/v1", "kind": "Gizmo", "metadata": {"name": "a"}, "x": 1},
+    )
     assert r.status == 201 and r.body["x"] == 1
     # one storage, served at both versions
     assert http.get("/apis/temp.dev/v1beta1/gizmos/a").body["apiVersion"] == "temp.dev/v1beta1"
@@ -205,7 +242,12 @@ def test_invalid_crd_is_refused(http: HTTP) -> None:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": "wrong.bad.dev"},
-        "spec": {"group": "bad.dev", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"}, "versions": []},
+        "spec": {
+            "group": "bad.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "things", "kind": "Thing"},
+            "versions": [],
+        },
     }
     r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     assert r.status == 422

@@ -19,7 +19,12 @@ CRD = {
     "spec": {
         "group": "kopf.test",
         "scope": "Namespaced",
-        "names": {"plural": "kopfexamples", "singular": "kopfexample", "kind": "KopfExample", "shortNames": ["kex"]},
+        "names": {
+            "plural": "kopfexamples",
+            "singular": "kopfexample",
+            "kind": "KopfExample",
+            "shortNames": ["kex"],
+        },
         "versions": [
             {
                 "name": "v1",
@@ -40,7 +45,7 @@ CRD = {
     },
 }
 
-OPERATOR = '''
+OPERATOR = """
 import os
 import kopf
 import kubernetes
@@ -91,7 +96,7 @@ def tick(status, patch, **_):
 @kopf.on.delete("kopf.test", "v1", "kopfexamples")
 def deleted(name, **_):
     note(f"delete {name}")
-'''
+"""
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
@@ -105,7 +110,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def test_kopf_operator_lifecycle(apiserver: APIServerProcess, http: HTTP, namespace: str, tmp_path: Path) -> None:
+def test_kopf_operator_lifecycle(
+    apiserver: APIServerProcess, http: HTTP, namespace: str, tmp_path: Path
+) -> None:
     r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD)
     assert r.status in (201, 409)
     op = tmp_path / "op.py"
@@ -123,7 +130,12 @@ def test_kopf_operator_lifecycle(apiserver: APIServerProcess, http: HTTP, namesp
     out.close()
     base = f"/apis/kopf.test/v1/namespaces/{namespace}/kopfexamples"
     try:
-        obj = {"apiVersion": "kopf.test/v1", "kind": "KopfExample", "metadata": {"name": "ex"}, "spec": {"greeting": "hi"}}
+        obj = {
+            "apiVersion": "kopf.test/v1",
+            "kind": "KopfExample",
+            "metadata": {"name": "ex"},
+            "spec": {"greeting": "hi"},
+        }
         assert http.post(base, obj).status == 201
 
         def status() -> dict[str, Any]:
@@ -132,7 +144,9 @@ def test_kopf_operator_lifecycle(apiserver: APIServerProcess, http: HTTP, namesp
         wait_for("create handler", lambda: status().get("phase") == "Created")
         current = http.get(f"{base}/ex").body
         assert "kopf.test/finalizer" in current["metadata"]["finalizers"]
-        child = wait_for("child", lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").body)
+        child = wait_for(
+            "child", lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").body
+        )
         owner = child["metadata"]["ownerReferences"][0]
         assert owner["uid"] == current["metadata"]["uid"] and owner["kind"] == "KopfExample"
         assert child["data"] == {"greeting": "hi"}
@@ -143,13 +157,18 @@ def test_kopf_operator_lifecycle(apiserver: APIServerProcess, http: HTTP, namesp
 
         def events() -> list[str]:
             q = "fieldSelector=involvedObject.name%3Dex,involvedObject.kind%3DKopfExample"
-            return [e["message"] for e in http.get(f"/api/v1/namespaces/{namespace}/events?{q}").body["items"]]
+            return [
+                e["message"] for e in http.get(f"/api/v1/namespaces/{namespace}/events?{q}").body["items"]
+            ]
 
         wait_for("kopf's events", lambda: any("created" in m for m in events()), timeout=15)
 
         http.delete(f"{base}/ex")
         wait_for("deletion", lambda: http.get(f"{base}/ex").status == 404)
-        wait_for("child garbage-collected", lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").status == 404)
+        wait_for(
+            "child garbage-collected",
+            lambda: http.get(f"/api/v1/namespaces/{namespace}/configmaps/ex-child").status == 404,
+        )
         assert log.read_text().splitlines() == ["create ex", "update ex hello", "delete ex"]
     finally:
         stop_process(proc)

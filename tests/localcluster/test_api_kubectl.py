@@ -52,7 +52,9 @@ def kubectl_bin(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def kc(server: APIServerProcess, binary: str, *args: str, check: bool = True, input: str | None = None) -> str:
+def kc(
+    server: APIServerProcess, binary: str, *args: str, check: bool = True, input: str | None = None
+) -> str:
     return server.kubectl(*args, binary=binary, check=check, input=input).stdout
 
 
@@ -60,7 +62,9 @@ def test_apply_get_describe_delete(
     apiserver: APIServerProcess, widget_crd: dict[str, Any], namespace: str, kubectl_bin: str, tmp_path: Path
 ) -> None:
     manifest = tmp_path / "w.yaml"
-    manifest.write_text(WIDGET.format(name="w1", tier="a", size=3) + "---" + WIDGET.format(name="w2", tier="b", size=5))
+    manifest.write_text(
+        WIDGET.format(name="w1", tier="a", size=3) + "---" + WIDGET.format(name="w2", tier="b", size=5)
+    )
     out = kc(apiserver, kubectl_bin, "apply", "-n", namespace, "-f", str(manifest))
     assert "widget.example.dev/w1 created" in out and "widget.example.dev/w2 created" in out
     # printer columns of the CRD
@@ -69,14 +73,24 @@ def test_apply_get_describe_delete(
     assert lines[0].split() == ["NAME", "SIZE", "PHASE", "READY", "AGE"]
     assert lines[1].split()[:2] == ["w1", "3"] and lines[2].split()[:2] == ["w2", "5"]
     # short name, label selector, -o yaml
-    assert kc(apiserver, kubectl_bin, "get", "wd", "-n", namespace, "-l", "tier=b", "-o", "name") == "widget.example.dev/w2\n"
+    assert (
+        kc(apiserver, kubectl_bin, "get", "wd", "-n", namespace, "-l", "tier=b", "-o", "name")
+        == "widget.example.dev/w2\n"
+    )
     obj = yaml.safe_load(kc(apiserver, kubectl_bin, "get", "wd", "w1", "-n", namespace, "-o", "yaml"))
     assert obj["spec"] == {"size": 3, "color": "red", "nested": {"level": 5}}
     # re-apply with a change: a patch, not a create
     manifest.write_text(WIDGET.format(name="w1", tier="a", size=4))
-    assert "widget.example.dev/w1 configured" in kc(apiserver, kubectl_bin, "apply", "-n", namespace, "-f", str(manifest))
+    assert "widget.example.dev/w1 configured" in kc(
+        apiserver, kubectl_bin, "apply", "-n", namespace, "-f", str(manifest)
+    )
     assert "unchanged" in kc(apiserver, kubectl_bin, "apply", "-n", namespace, "-f", str(manifest))
-    assert json.loads(kc(apiserver, kubectl_bin, "get", "wd", "w1", "-n", namespace, "-o", "json"))["spec"]["size"] == 4
+    assert (
+        json.loads(kc(apiserver, kubectl_bin, "get", "wd", "w1", "-n", namespace, "-o", "json"))["spec"][
+            "size"
+        ]
+        == 4
+    )
     described = kc(apiserver, kubectl_bin, "describe", "wd", "w1", "-n", namespace)
     assert "Name:         w1" in described and "Size:" in described
     # a schema error from the server reaches the user as on a real cluster
@@ -84,21 +98,38 @@ def test_apply_get_describe_delete(
     r = apiserver.kubectl("apply", "-n", namespace, "-f", str(manifest), binary=kubectl_bin, check=False)
     assert r.returncode != 0
     assert (
-        'The Widget "w3" is invalid: spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1'
-        in r.stderr
+        'The Widget "w3" is invalid: spec.size: Invalid value: 0: '
+        "spec.size in body should be greater than or equal to 1" in r.stderr
     )
-    assert 'widget.example.dev "w1" deleted' in kc(apiserver, kubectl_bin, "delete", "wd", "w1", "-n", namespace)
+    assert 'widget.example.dev "w1" deleted' in kc(
+        apiserver, kubectl_bin, "delete", "wd", "w1", "-n", namespace
+    )
     assert "w1" not in kc(apiserver, kubectl_bin, "get", "wd", "-n", namespace, "-o", "name")
     # kubectl get all includes custom resources in the "all" category
     assert "widget.example.dev/w2" in kc(apiserver, kubectl_bin, "get", "all", "-n", namespace)
 
 
-def test_server_side_apply(apiserver: APIServerProcess, namespace: str, kubectl_bin: str, tmp_path: Path) -> None:
+def test_server_side_apply(
+    apiserver: APIServerProcess, namespace: str, kubectl_bin: str, tmp_path: Path
+) -> None:
     manifest = tmp_path / "d.yaml"
     manifest.write_text(DEPLOYMENT)
     out = kc(apiserver, kubectl_bin, "apply", "--server-side", "-n", namespace, "-f", str(manifest))
     assert "deployment.apps/web serverside-applied" in out
-    obj = json.loads(kc(apiserver, kubectl_bin, "get", "deploy", "web", "-n", namespace, "-o", "json", "--show-managed-fields"))
+    obj = json.loads(
+        kc(
+            apiserver,
+            kubectl_bin,
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        )
+    )
     managers = {(m["manager"], m["operation"]) for m in obj["metadata"]["managedFields"]}
     assert ("kubectl", "Apply") in managers
     fields = obj["metadata"]["managedFields"][0]["fieldsV1"]
@@ -111,17 +142,33 @@ def test_server_side_apply(apiserver: APIServerProcess, namespace: str, kubectl_
     kc(apiserver, kubectl_bin, "apply", "--server-side", "-n", namespace, "-f", str(manifest))
     obj = json.loads(kc(apiserver, kubectl_bin, "get", "deploy", "web", "-n", namespace, "-o", "json"))
     containers = obj["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["web"] and containers[0]["env"] == [{"name": "A", "value": "1"}]
+    assert [c["name"] for c in containers] == ["web"] and containers[0]["env"] == [
+        {"name": "A", "value": "1"}
+    ]
     # another manager changing an applied field: a conflict unless forced
     kc(apiserver, kubectl_bin, "scale", "deploy", "web", "-n", namespace, "--replicas=5")
-    r = apiserver.kubectl("apply", "--server-side", "-n", namespace, "-f", str(manifest), binary=kubectl_bin, check=False)
+    r = apiserver.kubectl(
+        "apply", "--server-side", "-n", namespace, "-f", str(manifest), binary=kubectl_bin, check=False
+    )
     assert r.returncode != 0 and "conflict" in r.stderr.lower() and ".spec.replicas" in r.stderr
-    kc(apiserver, kubectl_bin, "apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", str(manifest))
+    kc(
+        apiserver,
+        kubectl_bin,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-n",
+        namespace,
+        "-f",
+        str(manifest),
+    )
     obj = json.loads(kc(apiserver, kubectl_bin, "get", "deploy", "web", "-n", namespace, "-o", "json"))
     assert obj["spec"]["replicas"] == 2
 
 
-def test_client_side_apply_strategic_merge(apiserver: APIServerProcess, namespace: str, kubectl_bin: str, tmp_path: Path) -> None:
+def test_client_side_apply_strategic_merge(
+    apiserver: APIServerProcess, namespace: str, kubectl_bin: str, tmp_path: Path
+) -> None:
     manifest = tmp_path / "d.yaml"
     manifest.write_text(DEPLOYMENT)
     kc(apiserver, kubectl_bin, "apply", "-n", namespace, "-f", str(manifest))
@@ -143,7 +190,10 @@ def test_get_watch_and_wait(
     apiserver: APIServerProcess, http: HTTP, widget_crd: dict[str, Any], namespace: str, kubectl_bin: str
 ) -> None:
     base = f"/apis/example.dev/v1/namespaces/{namespace}/widgets"
-    http.post(base, {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}})
+    http.post(
+        base,
+        {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}},
+    )
     watcher = subprocess.Popen(
         [kubectl_bin, "get", "wd", "-n", namespace, "-w", "--request-timeout=4s"],
         env=apiserver.env(),
@@ -154,10 +204,24 @@ def test_get_watch_and_wait(
     try:
         time.sleep(1.0)
         http.patch(base + "/w", {"spec": {"size": 9}})
-        http.patch(base + "/w/status", {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}})
-        out = kc(apiserver, kubectl_bin, "wait", "--for=condition=Ready", "wd/w", "-n", namespace, "--timeout=10s")
+        http.patch(
+            base + "/w/status",
+            {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}},
+        )
+        out = kc(
+            apiserver, kubectl_bin, "wait", "--for=condition=Ready", "wd/w", "-n", namespace, "--timeout=10s"
+        )
         assert "condition met" in out
-        out = kc(apiserver, kubectl_bin, "wait", "--for=jsonpath={.status.phase}=Ready", "wd/w", "-n", namespace, "--timeout=10s")
+        out = kc(
+            apiserver,
+            kubectl_bin,
+            "wait",
+            "--for=jsonpath={.status.phase}=Ready",
+            "wd/w",
+            "-n",
+            namespace,
+            "--timeout=10s",
+        )
         assert "condition met" in out
         stdout, _ = watcher.communicate(timeout=15)
     finally:
@@ -213,8 +277,13 @@ def test_builtin_kinds_with_kubectl(apiserver: APIServerProcess, namespace: str,
     assert pods[1].split()[:3] == ["pod", "0/1", "Pending"] and "localnode" in pods[1]
     svc = kc(apiserver, kubectl_bin, "get", "svc", "svc", "-n", namespace).splitlines()
     assert svc[0].split()[:3] == ["NAME", "TYPE", "CLUSTER-IP"] and "80/TCP" in svc[1]
-    assert "Node:             localnode" in kc(apiserver, kubectl_bin, "describe", "pod", "pod", "-n", namespace)
-    assert kc(apiserver, kubectl_bin, "get", "secret", "sec", "-n", namespace, "-o", "jsonpath={.data.pw}") == "eA=="
+    assert "Node:             localnode" in kc(
+        apiserver, kubectl_bin, "describe", "pod", "pod", "-n", namespace
+    )
+    assert (
+        kc(apiserver, kubectl_bin, "get", "secret", "sec", "-n", namespace, "-o", "jsonpath={.data.pw}")
+        == "eA=="
+    )
     assert "configmap/cfg labeled" in kc(apiserver, kubectl_bin, "label", "cm", "cfg", "-n", namespace, "x=y")
     assert "annotated" in kc(apiserver, kubectl_bin, "annotate", "cm", "cfg", "-n", namespace, "note=hi")
     out = kc(apiserver, kubectl_bin, "delete", "-f", "-", input=manifest)

@@ -82,7 +82,10 @@ def test_garbage_collection_foreground(http: HTTP, namespace: str) -> None:
 
 def test_dependents_of_a_custom_resource(http: HTTP, widget_crd: dict[str, Any], namespace: str) -> None:
     wbase = f"/apis/example.dev/v1/namespaces/{namespace}/widgets"
-    owner = http.post(wbase, {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "o"}, "spec": {"size": 1}}).body
+    owner = http.post(
+        wbase,
+        {"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "o"}, "spec": {"size": 1}},
+    ).body
     pod = owned("p", owner)
     pod["spec"] = {"containers": [{"name": "c", "image": "i"}]}
     http.post(f"/api/v1/namespaces/{namespace}/pods", pod)
@@ -93,7 +96,9 @@ def test_dependents_of_a_custom_resource(http: HTTP, widget_crd: dict[str, Any],
 def test_namespace_deletion_removes_its_objects(k8s: Any, http: HTTP) -> None:
     core = client.CoreV1Api(k8s)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="doomed")))
-    core.create_namespaced_config_map("doomed", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a", finalizers=["x.dev/f"])))
+    core.create_namespaced_config_map(
+        "doomed", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a", finalizers=["x.dev/f"]))
+    )
     core.create_namespaced_secret("doomed", client.V1Secret(metadata=client.V1ObjectMeta(name="s")))
     core.delete_namespace("doomed")
     ns = core.read_namespace("doomed")
@@ -113,7 +118,12 @@ def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
         "metadata": {"name": "p", "finalizers": ["a.dev/x"]},
         "spec": {
             "containers": [
-                {"name": "a", "image": "i1", "env": [{"name": "X", "value": "1"}], "ports": [{"containerPort": 80}]},
+                {
+                    "name": "a",
+                    "image": "i1",
+                    "env": [{"name": "X", "value": "1"}],
+                    "ports": [{"containerPort": 80}],
+                },
                 {"name": "b", "image": "i2"},
             ],
             "volumes": [{"name": "v1", "emptyDir": {}}],
@@ -124,7 +134,9 @@ def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
     patch = {
         "metadata": {"finalizers": ["b.dev/y"]},
         "spec": {
-            "containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 81}]}],
+            "containers": [
+                {"name": "a", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 81}]}
+            ],
             "volumes": [{"name": "v2", "emptyDir": {}}],
         },
     }
@@ -138,10 +150,18 @@ def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
     assert [v["name"] for v in spec["volumes"]] == ["v1", "v2"]
     assert r.body["metadata"]["finalizers"] == ["a.dev/x", "b.dev/y"]
     # $patch: delete removes one element by key; $retainKeys and null remove keys
-    r = http.patch(f"{base}/p", {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}, content_type=smp)
+    r = http.patch(
+        f"{base}/p", {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}, content_type=smp
+    )
     assert [c["name"] for c in r.body["spec"]["containers"]] == ["a"]
-    r = http.patch(f"{base}/p/status", {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}, content_type=smp)
-    r = http.patch(f"{base}/p/status", {"status": {"conditions": [{"type": "Init", "status": "True"}]}}, content_type=smp)
+    r = http.patch(
+        f"{base}/p/status",
+        {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        content_type=smp,
+    )
+    r = http.patch(
+        f"{base}/p/status", {"status": {"conditions": [{"type": "Init", "status": "True"}]}}, content_type=smp
+    )
     assert {c["type"] for c in r.body["status"]["conditions"]} == {"Ready", "Init"}
     http.patch(f"{base}/p", {"metadata": {"finalizers": None}})
     # custom resources refuse strategic merge, as on a real cluster
@@ -151,11 +171,22 @@ def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
 
 def test_json_patch_and_merge_patch(http: HTTP, namespace: str) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
-    rv = http.post(base, {"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}).body["metadata"]["resourceVersion"]
+    rv = http.post(base, {"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}).body["metadata"][
+        "resourceVersion"
+    ]
     jp = "application/json-patch+json"
-    r = http.patch(f"{base}/c", [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, {"op": "replace", "path": "/data/a", "value": "9"}], content_type=jp)
+    r = http.patch(
+        f"{base}/c",
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "replace", "path": "/data/a", "value": "9"},
+        ],
+        content_type=jp,
+    )
     assert r.status == 200 and r.body["data"]["a"] == "9"
-    r = http.patch(f"{base}/c", [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}], content_type=jp)
+    r = http.patch(
+        f"{base}/c", [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}], content_type=jp
+    )
     assert r.status == 422
     r = http.patch(f"{base}/c", [{"op": "remove", "path": "/data/nope"}], content_type=jp)
     assert r.status == 422
@@ -169,21 +200,28 @@ def test_json_patch_and_merge_patch(http: HTTP, namespace: str) -> None:
 def test_server_side_apply_raw(http: HTTP, namespace: str) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     apply = "application/apply-patch+yaml"
-    cfg = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\n  namespace: {namespace}\ndata:\n  a: '1'\n  b: '2'\n"
+    cfg = (
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\n  namespace: {namespace}\n"
+        "data:\n  a: '1'\n  b: '2'\n"
+    )
     r = http.patch(f"{base}/s?fieldManager=alice", cfg, content_type=apply)
     assert r.status == 201 and r.body["data"] == {"a": "1", "b": "2"}
     mf = r.body["metadata"]["managedFields"]
     assert mf[0]["manager"] == "alice" and mf[0]["operation"] == "Apply"
     assert mf[0]["fieldsV1"] == {"f:data": {"f:a": {}, "f:b": {}}}
     # bob changes a field alice owns: conflict, then forced
-    cfg_bob = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\ndata:\n  a: 'bob'\n"
+    cfg_bob = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\ndata:\n  a: 'bob'\n"
     r = http.patch(f"{base}/s?fieldManager=bob", cfg_bob, content_type=apply)
     assert r.status == 409 and r.body["reason"] == "Conflict"
-    assert r.body["details"]["causes"][0] == {"reason": "FieldManagerConflict", "message": 'conflict with "alice" using v1', "field": ".data.a"}
+    assert r.body["details"]["causes"][0] == {
+        "reason": "FieldManagerConflict",
+        "message": 'conflict with "alice" using v1',
+        "field": ".data.a",
+    }
     r = http.patch(f"{base}/s?fieldManager=bob&force=true", cfg_bob, content_type=apply)
     assert r.status == 200 and r.body["data"]["a"] == "bob"
     # alice stops applying b: it is removed; a is now bob's and stays
-    cfg2 = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\ndata: {{}}\n"
+    cfg2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\ndata: {}\n"
     r = http.patch(f"{base}/s?fieldManager=alice", cfg2, content_type=apply)
     assert r.body["data"] == {"a": "bob"}
     r = http.patch(f"{base}/s", cfg2, content_type=apply)
@@ -191,12 +229,19 @@ def test_server_side_apply_raw(http: HTTP, namespace: str) -> None:
 
 
 def test_service_account_token_request(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
-    wait_for("default SA", lambda: http.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default").status == 200)
+    wait_for(
+        "default SA",
+        lambda: http.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default").status == 200,
+    )
     http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "robot"}})
     req = {
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600, "audiences": ["trainjob"], "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p"}},
+        "spec": {
+            "expirationSeconds": 3600,
+            "audiences": ["trainjob"],
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p"},
+        },
     }
     r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/robot/token", req)
     assert r.status == 201 and r.body["kind"] == "TokenRequest"
@@ -215,7 +260,10 @@ def test_service_account_token_request(apiserver: APIServerProcess, http: HTTP, 
     http.delete(f"/api/v1/namespaces/{namespace}/serviceaccounts/robot")
     assert http.get(f"/api/v1/namespaces/{namespace}/configmaps", token=token).status == 401
     ssar = {"spec": {"resourceAttributes": {"verb": "get", "resource": "pods", "namespace": namespace}}}
-    assert http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", ssar).body["status"]["allowed"] is True
+    assert (
+        http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", ssar).body["status"]["allowed"]
+        is True
+    )
 
 
 def test_state_file_survives_restart(tmp_path: Path) -> None:
@@ -226,8 +274,13 @@ def test_state_file_survives_restart(tmp_path: Path) -> None:
         http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", _crd())
         http.post("/api/v1/namespaces/default/configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}})
         http.post("/api/v1/namespaces/default/serviceaccounts", {"metadata": {"name": "sa"}})
-        token = http.post("/api/v1/namespaces/default/serviceaccounts/sa/token", {"spec": {}}).body["status"]["token"]
-        http.post("/apis/p.dev/v1/namespaces/default/things", {"apiVersion": "p.dev/v1", "kind": "Thing", "metadata": {"name": "t"}})
+        token = http.post("/api/v1/namespaces/default/serviceaccounts/sa/token", {"spec": {}}).body["status"][
+            "token"
+        ]
+        http.post(
+            "/apis/p.dev/v1/namespaces/default/things",
+            {"apiVersion": "p.dev/v1", "kind": "Thing", "metadata": {"name": "t"}},
+        )
         rv = int(http.get("/api/v1/namespaces/default/configmaps").body["metadata"]["resourceVersion"])
         admin = server.token
     finally:
@@ -255,7 +308,14 @@ def _crd() -> dict[str, Any]:
             "group": "p.dev",
             "scope": "Namespaced",
             "names": {"plural": "things", "kind": "Thing"},
-            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                }
+            ],
         },
     }
 
@@ -332,30 +392,57 @@ def test_pod_logs_are_proxied_to_the_node_with_fake_kubelet(
         {
             "metadata": {"name": node},
             "status": {
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node}],
+                "addresses": [
+                    {"type": "InternalIP", "address": "127.0.0.1"},
+                    {"type": "Hostname", "address": node},
+                ],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": fake_kubelet.port}},
             },
         },
     )
     try:
         base = f"/api/v1/namespaces/{namespace}/pods"
-        http.post(base, {"metadata": {"name": "one"}, "spec": {"nodeName": node, "containers": [{"name": "main", "image": "i"}]}})
-        two = {"metadata": {"name": "two"}, "spec": {"nodeName": node, "containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]}}
+        http.post(
+            base,
+            {
+                "metadata": {"name": "one"},
+                "spec": {"nodeName": node, "containers": [{"name": "main", "image": "i"}]},
+            },
+        )
+        two = {
+            "metadata": {"name": "two"},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}],
+            },
+        }
         http.post(base, two)
         r = http.get(f"{base}/one/log")
         assert r.status == 200 and r.body == "main line 0\nmain line 1\nmain line 2\n"
         assert fake_kubelet.requests[-1][0] == f"/containerLogs/{namespace}/one/main"
         r = http.get(f"{base}/two/log")
-        assert r.status == 400 and r.body["message"] == "a container name must be specified for pod two, choose one of: [a b]"
+        assert (
+            r.status == 400
+            and r.body["message"] == "a container name must be specified for pod two, choose one of: [a b]"
+        )
         assert http.get(f"{base}/two/log?container=b&tailLines=1").body == "b line 2\n"
         assert fake_kubelet.requests[-1][1] == {"tailLines": "1"}
         assert http.get(f"{base}/two/log?container=zzz").status == 400
-        http.patch(f"{base}/two", {"metadata": {"annotations": {"kubectl.kubernetes.io/default-container": "b"}}})
+        http.patch(
+            f"{base}/two", {"metadata": {"annotations": {"kubectl.kubernetes.io/default-container": "b"}}}
+        )
         assert http.get(f"{base}/two/log").body.startswith("b line 0")
         # kubectl logs -f streams as the node writes
         started = time.monotonic()
         proc = subprocess.run(
-            ["/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else "kubectl", "logs", "-f", "one", "-n", namespace],
+            [
+                "/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else "kubectl",
+                "logs",
+                "-f",
+                "one",
+                "-n",
+                namespace,
+            ],
             env=apiserver.env(),
             capture_output=True,
             text=True,

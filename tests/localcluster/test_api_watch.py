@@ -13,9 +13,15 @@ from api_harness import HTTP, APIServerProcess
 from kubernetes import client, watch
 
 
-def stream(server: APIServerProcess, path: str, until: int, timeout: float = 10, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def stream(
+    server: APIServerProcess,
+    path: str,
+    until: int,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Read watch events (one JSON object a line) until `until` arrive or the server closes."""
-    req = urllib.request.Request(
+    req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
         server.url + path, headers={"Authorization": f"Bearer {server.token}", **(headers or {})}
     )
     events: list[dict[str, Any]] = []
@@ -39,17 +45,24 @@ def in_background(fn: Any, delay: float = 0.3) -> threading.Thread:
     return t
 
 
-def test_watch_from_unset_and_zero_sends_current_state(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
+def test_watch_from_unset_and_zero_sends_current_state(
+    apiserver: APIServerProcess, http: HTTP, namespace: str
+) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     http.post(base, {"metadata": {"name": "a"}})
     http.post(base, {"metadata": {"name": "b"}})
     for rv in ("", "&resourceVersion=0"):
         events = stream(apiserver, f"{base}?watch=true&timeoutSeconds=1{rv}", until=2)
-        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a"), ("ADDED", "b")]
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+        ]
         assert events[0]["object"]["kind"] == "ConfigMap" and events[0]["object"]["apiVersion"] == "v1"
 
 
-def test_watch_from_a_resource_version_replays_changes(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
+def test_watch_from_a_resource_version_replays_changes(
+    apiserver: APIServerProcess, http: HTTP, namespace: str
+) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     rv = http.get(base).body["metadata"]["resourceVersion"]
     http.post(base, {"metadata": {"name": "a"}, "data": {"x": "1"}})
@@ -62,11 +75,15 @@ def test_watch_from_a_resource_version_replays_changes(apiserver: APIServerProce
     assert events[1]["object"]["data"] == {"x": "2"}
 
 
-def test_watch_streams_live_changes_with_legacy_path(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
+def test_watch_streams_live_changes_with_legacy_path(
+    apiserver: APIServerProcess, http: HTTP, namespace: str
+) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     rv = http.get(base).body["metadata"]["resourceVersion"]
     in_background(lambda: http.post(base, {"metadata": {"name": "live"}}))
-    events = stream(apiserver, f"/api/v1/watch/namespaces/{namespace}/configmaps?resourceVersion={rv}", until=1)
+    events = stream(
+        apiserver, f"/api/v1/watch/namespaces/{namespace}/configmaps?resourceVersion={rv}", until=1
+    )
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "live"
 
 
@@ -77,15 +94,25 @@ def test_watch_label_selector_transitions(apiserver: APIServerProcess, http: HTT
     http.patch(f"{base}/a", {"metadata": {"labels": {"app": "y"}}})  # leaves the selection
     http.patch(f"{base}/a", {"metadata": {"labels": {"app": "x"}}})  # comes back
     http.post(base, {"metadata": {"name": "other", "labels": {"app": "z"}}})
-    events = stream(apiserver, f"{base}?watch=true&labelSelector=app%3Dx&resourceVersion={rv}&timeoutSeconds=1", until=3)
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a"), ("DELETED", "a"), ("ADDED", "a")]
+    events = stream(
+        apiserver, f"{base}?watch=true&labelSelector=app%3Dx&resourceVersion={rv}&timeoutSeconds=1", until=3
+    )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"),
+        ("DELETED", "a"),
+        ("ADDED", "a"),
+    ]
 
 
-def test_watch_single_object_by_field_selector(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
+def test_watch_single_object_by_field_selector(
+    apiserver: APIServerProcess, http: HTTP, namespace: str
+) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     http.post(base, {"metadata": {"name": "one"}})
     http.post(base, {"metadata": {"name": "two"}})
-    events = stream(apiserver, f"{base}?watch=true&fieldSelector=metadata.name%3Dtwo&timeoutSeconds=1", until=5)
+    events = stream(
+        apiserver, f"{base}?watch=true&fieldSelector=metadata.name%3Dtwo&timeoutSeconds=1", until=5
+    )
     assert [e["object"]["metadata"]["name"] for e in events] == ["two"]
 
 
@@ -138,7 +165,10 @@ def test_history_limit_gives_410(tmp_path: Any) -> None:
 def test_bookmarks_and_initial_events_end(apiserver: APIServerProcess, http: HTTP, namespace: str) -> None:
     base = f"/api/v1/namespaces/{namespace}/configmaps"
     http.post(base, {"metadata": {"name": "a"}})
-    q = "watch=true&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=2"
+    q = (
+        "watch=true&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+        "&timeoutSeconds=2"
+    )
     events = stream(apiserver, f"{base}?{q}", until=2)
     assert events[0]["type"] == "ADDED"
     assert events[1]["type"] == "BOOKMARK"
@@ -148,7 +178,9 @@ def test_bookmarks_and_initial_events_end(apiserver: APIServerProcess, http: HTT
 
 def test_timeout_seconds_ends_the_stream(apiserver: APIServerProcess, namespace: str) -> None:
     started = time.monotonic()
-    events = stream(apiserver, f"/api/v1/namespaces/{namespace}/configmaps?watch=true&timeoutSeconds=1", until=100)
+    events = stream(
+        apiserver, f"/api/v1/namespaces/{namespace}/configmaps?watch=true&timeoutSeconds=1", until=100
+    )
     assert events == [] and 0.8 < time.monotonic() - started < 5
 
 
@@ -165,7 +197,9 @@ def test_python_client_watch(k8s: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     rv = core.list_namespaced_config_map(namespace).metadata.resource_version
     in_background(
-        lambda: core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w")))
+        lambda: core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"))
+        )
     )
     w = watch.Watch()
     seen = []
@@ -176,7 +210,17 @@ def test_python_client_watch(k8s: Any, namespace: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/pods", "/api/v1/namespaces/{ns}/pods"])
-def test_cluster_wide_and_namespaced_pod_watch(apiserver: APIServerProcess, http: HTTP, namespace: str, path: str) -> None:
-    http.post(f"/api/v1/namespaces/{namespace}/pods", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
-    events = stream(apiserver, path.format(ns=namespace) + f"?watch=true&timeoutSeconds=1&fieldSelector=metadata.namespace%3D{namespace}", until=1)
+def test_cluster_wide_and_namespaced_pod_watch(
+    apiserver: APIServerProcess, http: HTTP, namespace: str, path: str
+) -> None:
+    http.post(
+        f"/api/v1/namespaces/{namespace}/pods",
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    )
+    events = stream(
+        apiserver,
+        path.format(ns=namespace)
+        + f"?watch=true&timeoutSeconds=1&fieldSelector=metadata.namespace%3D{namespace}",
+        until=1,
+    )
     assert events[0]["object"]["metadata"]["name"] == "p"

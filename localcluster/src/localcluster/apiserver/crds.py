@@ -44,18 +44,20 @@ def prepare_crd(crd: Obj) -> None:
         causes.append(
             {
                 "reason": "FieldValueNotSupported",
-                "message": f'Unsupported value: "{spec.get("scope", "")}": supported values: "Cluster", "Namespaced"',
+                "message": f'Unsupported value: "{spec.get("scope", "")}": '
+                'supported values: "Cluster", "Namespaced"',
                 "field": "spec.scope",
             }
         )
     versions = spec.get("versions") or []
     if not versions:
         causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.versions"})
-    elif sum(1 for v in versions if v.get("storage")) != 1:
+    elif (storage_count := sum(1 for v in versions if v.get("storage"))) != 1:
         causes.append(
             {
                 "reason": "FieldValueInvalid",
-                "message": f"Invalid value: {sum(1 for v in versions if v.get('storage'))}: must have exactly one version marked as storage version",
+                "message": f"Invalid value: {storage_count}: must have exactly one version marked as "
+                "storage version",
                 "field": "spec.versions",
             }
         )

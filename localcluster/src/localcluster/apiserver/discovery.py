@@ -148,8 +148,7 @@ def openapi_v3_root(registry: Registry) -> Obj:
 
 
 OBJECT_META: Obj = {
-    "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects "
-    "users must create.",
+    "description": "ObjectMeta is metadata that all persisted resources must have.",
     "type": "object",
     "properties": {
         "name": {"type": "string", "description": "Name must be unique within a namespace."},
@@ -161,7 +160,7 @@ OBJECT_META: Obj = {
         "labels": {
             "type": "object",
             "additionalProperties": {"type": "string", "default": ""},
-            "description": "Map of string keys and values that can be used to organize and categorize objects.",
+            "description": "Map of string keys and values to organize and categorize objects.",
         },
         "annotations": {
             "type": "object",
@@ -184,12 +183,12 @@ OBJECT_META: Obj = {
         "creationTimestamp": {
             "type": "string",
             "format": "date-time",
-            "description": "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            "description": "When the server created this object.",
         },
         "deletionTimestamp": {
             "type": "string",
             "format": "date-time",
-            "description": "DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted.",
+            "description": "RFC 3339 date and time at which this resource will be deleted.",
         },
         "deletionGracePeriodSeconds": {
             "type": "integer",
@@ -209,7 +208,7 @@ OBJECT_META: Obj = {
         "managedFields": {
             "type": "array",
             "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "description": "ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow.",
+            "description": "The fields each manager owns (server-side apply).",
         },
     },
 }
@@ -225,14 +224,14 @@ def _resource_schema(info: ResourceInfo) -> Obj:
             "apiVersion",
             {
                 "type": "string",
-                "description": "APIVersion defines the versioned schema of this representation of an object.",
+                "description": "The versioned schema of this representation of an object.",
             },
         )
         props.setdefault(
             "kind",
             {
                 "type": "string",
-                "description": "Kind is a string value representing the REST resource this object represents.",
+                "description": "The REST resource this object represents.",
             },
         )
         props["metadata"] = {
@@ -247,11 +246,11 @@ def _resource_schema(info: ResourceInfo) -> Obj:
             "properties": {
                 "apiVersion": {
                     "type": "string",
-                    "description": "APIVersion defines the versioned schema of this representation of an object.",
+                    "description": "The versioned schema of this representation of an object.",
                 },
                 "kind": {
                     "type": "string",
-                    "description": "Kind is a string value representing the REST resource this object represents.",
+                    "description": "The REST resource this object represents.",
                 },
                 "metadata": {
                     "allOf": [{"$ref": f"#/components/schemas/{META_REF}"}],
@@ -262,7 +261,8 @@ def _resource_schema(info: ResourceInfo) -> Obj:
             "x-kubernetes-preserve-unknown-fields": True,
         }
     schema["x-kubernetes-group-version-kind"] = gvk
-    return schema
+    out: Obj = schema
+    return out
 
 
 _QUERY = [

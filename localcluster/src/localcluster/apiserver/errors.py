@@ -85,7 +85,8 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> APIError:
     return APIError(
         415,
         "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
     )
 
 

@@ -53,10 +53,8 @@ class Controllers:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=2.0)
-            except TimeoutError:
-                pass
             self._wake.clear()
             await asyncio.sleep(0.01)  # coalesce bursts of changes into one pass
             try:
@@ -105,7 +103,7 @@ class Controllers:
         info = self.api.registry.get("", "v1", "serviceaccounts")
         if info is None:
             return
-        for ns in self.store.list(NS_STORAGE):
+        for ns in self.store.select(NS_STORAGE):
             name = ns["metadata"]["name"]
             if ns["metadata"].get("deletionTimestamp"):
                 continue
@@ -181,13 +179,13 @@ class Controllers:
                 self._rewrite(storage, owner, _drop_finalizer("foregroundDeletion"))
 
     def _crd_cleanup(self) -> None:
-        for crd in self.store.list(CRD_STORAGE):
+        for crd in self.store.select(CRD_STORAGE):
             meta = crd["metadata"]
             if not meta.get("deletionTimestamp") or CRD_CLEANUP not in (meta.get("finalizers") or []):
                 continue
             spec = crd.get("spec") or {}
             storage = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
-            remaining = self.store.list(storage)
+            remaining = self.store.select(storage)
             for obj in remaining:
                 if not obj["metadata"].get("deletionTimestamp"):
                     self._delete(storage, obj)
@@ -195,7 +193,7 @@ class Controllers:
                 self._rewrite(CRD_STORAGE, crd, _drop_finalizer(CRD_CLEANUP))
 
     def _namespaces(self) -> None:
-        for ns in self.store.list(NS_STORAGE):
+        for ns in self.store.select(NS_STORAGE):
             meta = ns["metadata"]
             if not meta.get("deletionTimestamp"):
                 continue
@@ -218,7 +216,7 @@ class Controllers:
                     self.api._commit(info, ns, new, WriteOptions(field_manager=MANAGER), MANAGER, "finalize")
 
     def _orphan_pods(self) -> None:
-        for pod in self.store.list(POD_STORAGE):
+        for pod in self.store.select(POD_STORAGE):
             meta = pod["metadata"]
             if not meta.get("deletionTimestamp") or meta.get("finalizers"):
                 continue

@@ -18,7 +18,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from . import discovery
+from . import discovery, protobuf
 from .auth import Attributes, UserInfo
 from .errors import APIError, bad_request, gone, method_not_allowed, not_found, unauthorized
 from .objects import DeleteOptions, ObjectAPI, WriteOptions, now_rfc3339
@@ -210,17 +210,21 @@ class Handlers:
         if not raw:
             return None
         ctype = (request.content_type or "").lower()
+        if "protobuf" in ctype:
+            try:
+                return protobuf.decode(raw)
+            except protobuf.ProtobufError as exc:
+                raise APIError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: "
+                    f"application/json, application/yaml ({exc})",
+                ) from exc
         try:
             if "yaml" in ctype:
                 return yaml.safe_load(raw)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
-            if "protobuf" in ctype:
-                raise APIError(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-                ) from exc
             raise bad_request(f"the object provided is unrecognized: {exc}") from exc
 
     @staticmethod
@@ -332,7 +336,7 @@ class Handlers:
             return self._render(request, info, result, 200)
         if verb == "deletecollection":
             d = await self._delete_options(request)
-            items = self.api.list(
+            items = self.api.list_objects(
                 info, t.namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
             )
             for item in items:
@@ -379,7 +383,7 @@ class Handlers:
     # -- list and watch -----------------------------------------------------------
     def _list(self, request: web.Request, info: ResourceInfo, namespace: str | None) -> web.StreamResponse:
         q = request.query
-        items = self.api.list(info, namespace, q.get("labelSelector"), q.get("fieldSelector"))
+        items = self.api.list_objects(info, namespace, q.get("labelSelector"), q.get("fieldSelector"))
         rv = str(self.store.rv)
         meta: dict[str, Any] = {"resourceVersion": rv}
         token = q.get("continue")
@@ -393,8 +397,8 @@ class Handlers:
                 raise APIError(
                     410,
                     "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start "
-                    "a new list without the continue parameter.",
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter.",
                 )
             items = [i for i in items if (i["metadata"].get("namespace", ""), i["metadata"]["name"]) > start]
         limit = int(q.get("limit", "0") or 0)
@@ -456,7 +460,7 @@ class Handlers:
             initial: list[tuple[str, Obj]] = []
             expired = False
             if rv_param in ("", "0") or send_initial:
-                for obj in self.store.list(info.storage, ns_filter):
+                for obj in self.store.select(info.storage, ns_filter):
                     if matches(obj):
                         initial.append(("ADDED", obj))
             else:
@@ -568,8 +572,8 @@ class Handlers:
                 raise APIError(
                     422,
                     "Invalid",
-                    f'TokenRequest.authentication.k8s.io "{name}" is invalid: spec.expirationSeconds: Invalid value: '
-                    f"{seconds}: may not specify a duration less than 10 minutes",
+                    f'TokenRequest.authentication.k8s.io "{name}" is invalid: spec.expirationSeconds: '
+                    f"Invalid value: {seconds}: may not specify a duration less than 10 minutes",
                     {
                         "name": name,
                         "group": "authentication.k8s.io",
@@ -578,7 +582,8 @@ class Handlers:
                             {
                                 "reason": "FieldValueInvalid",
                                 "field": "spec.expirationSeconds",
-                                "message": f"Invalid value: {seconds}: may not specify a duration less than 10 minutes",
+                                "message": f"Invalid value: {seconds}: may not specify a duration less "
+                                "than 10 minutes",
                             }
                         ],
                     },
@@ -611,7 +616,8 @@ class Handlers:
                 raise APIError(
                     409,
                     "Conflict",
-                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already '
+                    f'assigned to node "{pod["spec"]["nodeName"]}"',
                 )
             pod["spec"]["nodeName"] = node
             self.api._commit(t.info, self.api.get(t.info, ns, name), pod, WriteOptions(), "binding", "")
@@ -742,7 +748,8 @@ class Handlers:
                 ),
             )
             body["status"] = {"allowed": allowed, **({"reason": why} if why else {})}
-        return body
+        out: Obj = body
+        return out
 
     # -- pod logs ------------------------------------------------------------------
     async def _pod_log(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
@@ -762,7 +769,10 @@ class Handlers:
             elif len(containers) == 1:
                 container = containers[0]
             else:
-                msg = f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                msg = (
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(containers)}]"
+                )
                 if inits:
                     msg += f" or one of the init containers: [{' '.join(inits)}]"
                 raise bad_request(msg)
@@ -787,7 +797,8 @@ class Handlers:
             raise APIError(
                 500,
                 "InternalError",
-                f"node {node_name} has no kubelet endpoint (InternalIP address and daemonEndpoints.kubeletEndpoint.Port)",
+                f"node {node_name} has no kubelet endpoint "
+                "(InternalIP address and daemonEndpoints.kubeletEndpoint.Port)",
             )
         params = {
             k: v

@@ -141,7 +141,7 @@ class ObjectAPI:
             raise not_found(info.resource, info.group, name)
         return obj
 
-    def list(
+    def list_objects(
         self,
         info: ResourceInfo,
         namespace: str | None,
@@ -151,7 +151,7 @@ class ObjectAPI:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
         check_field_selector(fields, info.kind, self._extra_fields(info))
-        items = self.store.list(info.storage, namespace if info.namespaced else None)
+        items = self.store.select(info.storage, namespace if info.namespaced else None)
         return [
             o
             for o in items
@@ -221,8 +221,8 @@ class ObjectAPI:
             raise APIError(
                 403,
                 "Forbidden",
-                f'{info.resource} "{{name}}" is forbidden: unable to create new content in namespace {namespace} '
-                "because it is being terminated",
+                f'{info.resource} "{{name}}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
                 {"name": "", "kind": info.resource, "causes": [{"reason": "NamespaceTerminating"}]},
             )
 
@@ -431,8 +431,8 @@ class ObjectAPI:
                     [
                         {
                             "reason": "FieldValueForbidden",
-                            "message": "Forbidden: no new finalizers can be added if the object is being deleted, "
-                            f"found new finalizers {json.dumps(sorted(added))}",
+                            "message": "Forbidden: no new finalizers can be added if the object is being "
+                            f"deleted, found new finalizers {json.dumps(sorted(added))}",
                             "field": "metadata.finalizers",
                         }
                     ],
@@ -661,7 +661,8 @@ class ObjectAPI:
                 info.resource,
                 info.group,
                 name,
-                f"Precondition failed: UID in precondition: {d.precondition_uid}, UID in object meta: {meta.get('uid')}",
+                f"Precondition failed: UID in precondition: {d.precondition_uid}, "
+                f"UID in object meta: {meta.get('uid')}",
             )
         if d.precondition_rv and d.precondition_rv != meta.get("resourceVersion"):
             raise conflict(
@@ -776,7 +777,7 @@ class ObjectAPI:
 
     def register_crds(self) -> None:
         """Serve every stored CRD (after loading a state file)."""
-        for crd in self.store.list(CRD_STORAGE):
+        for crd in self.store.select(CRD_STORAGE):
             for res in crdlib.resources_for_crd(crd):
                 self.registry.add(res)
 

@@ -178,7 +178,8 @@ def strategic_merge(original: Any, patch: Any, path: tuple[str, ...] = ()) -> An
                 out[key] = strategic_merge(out.get(key), value, sub)
         elif isinstance(value, list):
             strategy = builtin_list_strategy(sub)
-            current = out.get(key) if isinstance(out.get(key), list) else []
+            existing = out.get(key)
+            current: list[Any] = existing if isinstance(existing, list) else []
             if isinstance(strategy, list):
                 out[key] = _merge_keyed_list(current, value, strategy, sub)
             elif strategy == "set":
@@ -390,7 +391,8 @@ def apply_merge(live: Any, config: Any, strategy: ListStrategy, names: tuple[str
             out[key] = apply_merge(out.get(key), value, strategy, sub)
         elif isinstance(value, list):
             kind = strategy(sub)
-            current = out.get(key) if isinstance(out.get(key), list) else []
+            existing = out.get(key)
+            current: list[Any] = existing if isinstance(existing, list) else []
             if isinstance(kind, list) and kind:
                 merged = [copy.deepcopy(c) for c in current]
                 for item in value:
@@ -560,7 +562,7 @@ def server_side_apply(
 
 
 def path_to_string(path: Path) -> str:
-    """A FieldsV1 path as the conflict message prints it (`.spec.replicas`, `.spec.containers[name="x"].image`)."""
+    """A FieldsV1 path as conflict messages print it (`.spec.replicas`, `.spec.containers[name="x"]`)."""
     out = ""
     for el in path:
         kind, _, rest = el.partition(":")

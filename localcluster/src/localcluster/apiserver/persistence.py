@@ -52,9 +52,9 @@ def save(path: Path, store: Store, signing_key: bytes, admin_token: str) -> None
         json.dump(data, f, separators=(",", ":"))
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp.replace(path)
     with contextlib.suppress(OSError):
-        os.chmod(path, 0o600)
+        path.chmod(0o600)
 
 
 class Saver:

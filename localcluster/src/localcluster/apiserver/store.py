@@ -49,7 +49,7 @@ class Store:
         """The stored object itself, not a copy: callers must not change it."""
         return self.objects.get(storage, {}).get((namespace, name))
 
-    def list(self, storage: StorageKey, namespace: str | None = None) -> list[Obj]:
+    def select(self, storage: StorageKey, namespace: str | None = None) -> list[Obj]:
         items = self.objects.get(storage, {})
         keys = sorted(k for k in items if namespace is None or k[0] == namespace)
         return [copy.deepcopy(items[k]) for k in keys]

@@ -109,9 +109,8 @@ def jsonpath(obj: Any, expr: str) -> list[Any]:
                 elif bracket[0] in "'\"":
                     if isinstance(c, dict) and bracket[1:-1] in c:
                         nxt.append(c[bracket[1:-1]])
-                elif bracket.startswith("?("):
-                    if isinstance(c, list):
-                        nxt.extend(i for i in c if _filter(i, bracket[2:-1]))
+                elif bracket.startswith("?(") and isinstance(c, list):
+                    nxt.extend(i for i in c if _filter(i, bracket[2:-1]))
         else:
             continue
         current = nxt
@@ -180,7 +179,7 @@ def _pod_row(p: Obj) -> list[Any]:
 def _service_row(s: Obj) -> list[Any]:
     spec = s.get("spec") or {}
     ports = ",".join(
-        f"{p.get('port')}{'/' + str(p.get('nodePort')) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+        f"{p.get('port')}{'/' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
         for p in spec.get("ports") or []
     )
     return [

@@ -267,9 +267,8 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause], *, roo
 
     for sub in schema.get("allOf") or []:
         _validate(value, sub, path, causes)
-    if schema.get("anyOf"):
-        if not any(not validate(value, sub, path) for sub in schema["anyOf"]):
-            causes.append(_invalid(name, value, f"{name} in body must match at least one schema in anyOf"))
+    if schema.get("anyOf") and not any(not validate(value, sub, path) for sub in schema["anyOf"]):
+        causes.append(_invalid(name, value, f"{name} in body must match at least one schema in anyOf"))
     if schema.get("oneOf"):
         passing = sum(1 for sub in schema["oneOf"] if not validate(value, sub, path))
         if passing != 1:
@@ -435,16 +434,16 @@ def validate_name(name: str, *, label: bool = False) -> str | None:
     if label:
         if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
             return (
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-                "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-                "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+                "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+                "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
             )
         return None
     if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         return (
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
-            "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
-            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+            "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+            "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
         )
     return None
 
@@ -467,8 +466,8 @@ def validate_labels(labels: Any, field: str) -> list[Cause]:
                 _invalid(
                     field,
                     key,
-                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-                    "with an alphanumeric character",
+                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+                    "and end with an alphanumeric character",
                 )
             )
         if not isinstance(value, str):
@@ -478,8 +477,8 @@ def validate_labels(labels: Any, field: str) -> list[Cause]:
                 _invalid(
                     field,
                     value,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
-                    "'.', and must start and end with an alphanumeric character",
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', "
+                    "'_' or '.', and must start and end with an alphanumeric character",
                 )
             )
     return causes

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from localcluster.cluster import ClusterError, LocalCluster, cluster_running, stop_by_info
+from localcluster.cluster import ClusterError, LocalCluster, cluster_running, read_info, stop_by_info
 
 DEFAULT_DIR = Path(".local/localcluster")
 
@@ -30,6 +30,9 @@ def _up(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if read_info(a.dir) is not None:
+        # What a crashed `up` left behind (a lone API server, orphaned pods) goes first.
+        stop_by_info(a.dir)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

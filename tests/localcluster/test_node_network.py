@@ -54,8 +54,10 @@ def server_pod(
         extra["hostname"] = hostname
     if subdomain:
         extra["subdomain"] = subdomain
-    probe = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
-    return pod(name, [{"name": "srv", "command": py(SERVER), "env": env, "readinessProbe": probe}], **extra)
+    probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 1}
+    ports = [{"name": "http", "containerPort": 8080}]
+    container = {"name": "srv", "command": py(SERVER), "env": env, "readinessProbe": probe, "ports": ports}
+    return pod(name, [container], **extra)
 
 
 def client_pod(name: str, target: str) -> dict[str, object]:

@@ -587,7 +587,8 @@ class PodWorker:
                 if self.stopping.is_set() or name in self._no_restart:
                     # A stop came while it was starting: it gets the same SIGTERM as the others.
                     proc.signal_group(signal.SIGTERM)
-                startup, readiness = spec.get("startupProbe"), spec.get("readinessProbe")
+                startup = _numeric_ports(spec.get("startupProbe"), spec)
+                readiness = _numeric_ports(spec.get("readinessProbe"), spec)
                 rec.set_running(started_at, f"local://{proc.pid}", ready=False)
                 if startup is None:
                     self._mark_started(name, readiness is None)
@@ -724,3 +725,16 @@ def _check_executable(command: list[str], env: dict[str, str]) -> str | None:
     if shutil.which(exe, path=env.get("PATH")) is None:
         return f'exec: "{exe}": executable file not found in $PATH'
     return None
+
+
+def _numeric_ports(probe: JSON | None, container: JSON) -> JSON | None:
+    """The probe with a named port (httpGet/tcpSocket) replaced by the container's port number."""
+    if probe is None:
+        return None
+    named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or [] if p.get("name")}
+    out = dict(probe)
+    for kind in ("httpGet", "tcpSocket"):
+        action = out.get(kind)
+        if isinstance(action, dict) and isinstance(action.get("port"), str) and not action["port"].isdigit():
+            out[kind] = {**action, "port": named.get(action["port"], action["port"])}
+    return out

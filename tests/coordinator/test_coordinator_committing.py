@@ -204,3 +204,16 @@ def test_recovery_finds_only_committed_checkpoints(storage_uri: str) -> None:
     assert [c.dir_name for c in state.checkpoints] == ["checkpoint_000001", "checkpoint_000002"]
     assert state.next_history_part == 2
     assert state.iteration == 2 and state.metrics == {"a": 1}
+
+
+def test_a_later_attempt_rewriting_a_committed_iteration_gets_a_new_manifest(storage: Storage) -> None:
+    """Attempt 1 resumed from an older checkpoint (the status lagged) and wrote iteration 2 again."""
+    commit(Committer(storage, NS, JOB, attempt=0), 2, {"model.pt": 4})
+    upload(storage, 2, {"model.pt": 6})
+    again = Committer(storage, NS, JOB, attempt=1).commit(candidate(2, {"model.pt": 6}), now=0.0)
+    assert isinstance(again, CommittedCheckpoint)
+    assert again.manifest.attempt == 1 and again.manifest.size_bytes == 6
+    refused = Committer(storage, NS, JOB, attempt=1).commit(
+        CommitCandidate(3, "checkpoint_000002", {"model.pt": 6}, {}, True), now=0.0
+    )
+    assert isinstance(refused, NotCommitted) and not refused.retry

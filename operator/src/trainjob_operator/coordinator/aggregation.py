@@ -267,6 +267,8 @@ class Aggregator:
 
     def drop_pending(self, iteration: int) -> None:
         self.pending.pop(iteration, None)
+        if iteration < self.iteration:
+            self._rank0_metrics.pop(iteration, None)
 
     @property
     def conflicts(self) -> list[str]:

@@ -139,15 +139,18 @@ class Committer:
         dir_key = self.dir_key(candidate.dir_name)
         base = f"{dir_key}/"
         found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(dir_key)}
-        if MANIFEST_NAME in found:
+        if found.pop(MANIFEST_NAME, None) is not None:
             existing = self._read_manifest(candidate.dir_name)
-            if existing is not None and existing.iteration == candidate.iteration:
+            if existing is not None and existing.iteration != candidate.iteration:
+                return NotCommitted(
+                    f"{candidate.dir_name} already holds the committed checkpoint of iteration "
+                    f"{existing.iteration}; not overwriting it with iteration {candidate.iteration}",
+                    retry=False,
+                )
+            if existing is not None and existing.attempt == self.attempt:
                 return self.committed(candidate.dir_name, existing)  # committed before a restart
-            return NotCommitted(
-                f"{candidate.dir_name} already holds a committed checkpoint of iteration "
-                f"{existing.iteration if existing else '?'}; not overwriting it",
-                retry=False,
-            )
+            # An earlier attempt committed this iteration and this attempt wrote it again (it
+            # resumed from an older checkpoint): check the files anew and replace the manifest.
         problems = []
         for path, size in sorted(candidate.files.items()):
             if path not in found:

@@ -70,6 +70,7 @@ class Coordinator:
         self.commit_problems: dict[int, str] = {}  # iteration -> why it is not committed yet
         # What the history of this attempt already holds (from a previous coordinator process).
         self._history_up_to = 0
+        self._recovered_iteration = 0
         self._recovered_metrics: Metrics = {}
         self._retry_at: dict[int, float] = {}
         self._retry_delay: dict[int, float] = {}
@@ -156,13 +157,15 @@ class Coordinator:
     # -- what the job looks like --------------------------------------------------------------
     @property
     def iteration(self) -> int:
-        return max(self.aggregator.iteration, self._history_up_to)
+        """The job iteration; after a restart, where the last coordinator's history left off
+        until every rank has reported here again."""
+        return max(self.aggregator.iteration, self._recovered_iteration)
 
     @property
     def job_metrics(self) -> Metrics:
-        if self.aggregator.iteration >= self._history_up_to and self.aggregator.metrics:
+        if self.aggregator.iteration and self.aggregator.iteration >= self._recovered_iteration:
             return self.aggregator.metrics
-        return self.aggregator.metrics or self._recovered_metrics
+        return self._recovered_metrics
 
     @property
     def latest_checkpoint(self) -> CommittedCheckpoint | None:
@@ -289,6 +292,7 @@ class Coordinator:
             self.aggregator.mark_committed(state.checkpoints[-1].iteration)
         self.history.next_part = state.next_history_part
         self._history_up_to = max(self._history_up_to, state.iteration)
+        self._recovered_iteration = state.iteration
         self._recovered_metrics = state.metrics
         self.recovered = True
         self._plan_retention()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from worker_sdk.storage import Storage, StorageError, StorageUnavailableError, open_storage
 
 

@@ -20,6 +20,8 @@ for the environment and the SDK's knobs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from worker_sdk import session as _session
 from worker_sdk.checkpoint import Checkpoint
 from worker_sdk.context import TrainContext
@@ -39,7 +41,7 @@ __all__ = [
 
 
 def report(
-    metrics: dict[str, int | float | str | bool | None],
+    metrics: Mapping[str, int | float | str | bool | None],
     *,
     checkpoint: Checkpoint | None = None,
     checkpoint_dir_name: str | None = None,

@@ -139,6 +139,8 @@ class CoordinatorLink:
     def _retrying(self, what: str, call: Any) -> dict[str, Any]:
         delay = 0.1
         while True:
+            if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                raise CoordinatorError(f"{what} not delivered: gave up on the coordinator at {self.url}")
             try:
                 result: dict[str, Any] = call()
                 return result

@@ -32,11 +32,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from worker_sdk.checkpoint import (
     Checkpoint,
@@ -132,7 +133,8 @@ class Session:
         upload: str,
     ) -> None:
         self._raise_failure()
-        checked = dict(check_metrics(metrics))  # a copy: the caller may reuse its dict
+        # A copy (the caller may reuse its dict); any mapping will do.
+        checked = dict(check_metrics(dict(metrics) if isinstance(metrics, Mapping) else metrics))
         if upload not in ("sync", "async"):
             raise ValueError(f"upload must be 'sync' or 'async', got {upload!r}")
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
@@ -178,7 +180,7 @@ class Session:
     def _find_resume_point(self) -> ResumePoint:
         candidates: list[tuple[str, str]] = []
         if self._link is not None:
-            latest = self._link.get_state().get("latestCheckpoint")
+            latest = self._coordinator_state_after_recovery().get("latestCheckpoint")
             if isinstance(latest, dict) and isinstance(latest.get("uri"), str):
                 candidates.append(("the coordinator's latest checkpoint", latest["uri"]))
         else:
@@ -195,6 +197,22 @@ class Session:
                 return ResumePoint(found, iteration)
             log.warning("%s %s has no %s: not a committed checkpoint, ignored", source, uri, MANIFEST_NAME)
         return ResumePoint(None, 0)
+
+    def _coordinator_state_after_recovery(self) -> dict[str, Any]:
+        """The coordinator's state once it has read the committed checkpoints from storage (a
+        coordinator that just started may not have yet), or as it is when that takes too long."""
+        assert self._link is not None
+        state = self._link.get_state()
+        give_up_at = time.monotonic() + self.env.settings.storage_retry_seconds
+        delay = 0.05
+        while state.get("recovered") is False:
+            if time.monotonic() + delay > give_up_at:
+                log.warning("the coordinator has not recovered its checkpoints from storage yet: %s", state)
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            state = self._link.get_state()
+        return state
 
     def _latest_own_checkpoint(self) -> str | None:
         """Standalone: the committed checkpoint of this job with the highest iteration, if any."""

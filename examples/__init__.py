@@ -1,0 +1,1 @@
+"""Training programs the example TrainJobs run (``python -m examples.<name>.train``)."""

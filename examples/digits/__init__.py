@@ -1,0 +1,1 @@
+"""DDP on scikit-learn's bundled digits data set (no download)."""

@@ -289,3 +289,58 @@ def test_builtin_kinds_with_kubectl(apiserver: APIServerProcess, namespace: str,
     out = kc(apiserver, kubectl_bin, "delete", "-f", "-", input=manifest)
     assert 'pod "pod" deleted' in out and 'configmap "cfg" deleted' in out
     assert kc(apiserver, kubectl_bin, "get", "cm", "-n", namespace, "-o", "name").strip() == ""
+
+
+def test_kubectl_create_subcommands_send_protobuf(
+    apiserver: APIServerProcess, namespace: str, kubectl_bin: str
+) -> None:
+    """Typed client-go calls (kubectl create ..., auth can-i, create token) encode bodies as protobuf."""
+    n = ["-n", namespace]
+    kc(apiserver, kubectl_bin, "create", "configmap", "cm", "--from-literal=a=1", "--from-literal=empty=", *n)
+    kc(apiserver, kubectl_bin, "create", "secret", "generic", "sec", "--from-literal=pw=x", *n)
+    kc(apiserver, kubectl_bin, "create", "serviceaccount", "robot", *n)
+    kc(apiserver, kubectl_bin, "create", "role", "r", "--verb=get", "--resource=pods", *n)
+    kc(
+        apiserver,
+        kubectl_bin,
+        "create",
+        "rolebinding",
+        "rb",
+        "--role=r",
+        f"--serviceaccount={namespace}:robot",
+        *n,
+    )
+    kc(
+        apiserver,
+        kubectl_bin,
+        "create",
+        "deployment",
+        "d",
+        "--image=nginx:1.25",
+        "--replicas=0",
+        "--port=80",
+        *n,
+    )
+    kc(apiserver, kubectl_bin, "create", "job", "j", "--image=busybox", *n, "--", "echo", "hi")
+    kc(apiserver, kubectl_bin, "create", "service", "clusterip", "s", "--tcp=80:8080", *n)
+    ns2 = namespace + "-x"
+    kc(apiserver, kubectl_bin, "create", "namespace", ns2)
+    token = kc(apiserver, kubectl_bin, "create", "token", "robot", "--duration=1h", *n).strip()
+    assert token.count(".") == 2
+    assert kc(apiserver, kubectl_bin, "auth", "can-i", "get", "pods", *n).strip() == "yes"
+
+    def get(*args: str) -> Any:
+        return json.loads(kc(apiserver, kubectl_bin, "get", *args, "-o", "json"))
+
+    assert get("cm", "cm", *n)["data"] == {"a": "1", "empty": ""}
+    assert get("secret", "sec", *n)["data"] == {"pw": "eA=="}
+    assert get("rolebinding", "rb", *n)["subjects"][0]["name"] == "robot"
+    deploy = get("deploy", "d", *n)["spec"]
+    assert (
+        deploy["replicas"] == 0
+        and deploy["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 80
+    )
+    assert get("job", "j", *n)["spec"]["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
+    assert get("svc", "s", *n)["spec"]["ports"][0]["targetPort"] == 8080
+    assert get("ns", ns2)["status"]["phase"] == "Active"
+    kc(apiserver, kubectl_bin, "delete", "ns", ns2, "--wait=false")

@@ -459,3 +459,54 @@ def test_pod_logs_are_proxied_to_the_node_with_fake_kubelet(
 
 def test_json_output_is_compact_and_parses(http: HTTP) -> None:
     assert json.dumps(http.get("/api/v1/namespaces/default").body)
+
+
+def test_endpoints_follow_service_pods(http: HTTP, namespace: str) -> None:
+    ns = f"/api/v1/namespaces/{namespace}"
+    http.post(
+        f"{ns}/services",
+        {
+            "metadata": {"name": "job"},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": "j"},
+                "ports": [{"name": "rdzv", "port": 29500}],
+            },
+        },
+    )
+    for i in range(2):
+        pod = {
+            "metadata": {"name": f"job-{i}", "labels": {"app": "j"}},
+            "spec": {"hostname": f"job-{i}", "subdomain": "job", "containers": [{"name": "c", "image": "i"}]},
+        }
+        http.post(f"{ns}/pods", pod)
+        status = {"phase": "Running", "podIP": f"127.0.10.{i + 1}"}
+        if i == 0:
+            status["conditions"] = [{"type": "Ready", "status": "True"}]
+        http.patch(f"{ns}/pods/job-{i}/status", {"status": status})
+
+    def endpoints() -> Any:
+        ep = http.get(f"{ns}/endpoints/job").body
+        subsets = ep.get("subsets") or []
+        return subsets if subsets and subsets[0].get("notReadyAddresses") else None
+
+    subsets = wait_for("endpoints", endpoints)
+    assert [(a["ip"], a["hostname"]) for a in subsets[0]["addresses"]] == [("127.0.10.1", "job-0")]
+    assert [a["ip"] for a in subsets[0]["notReadyAddresses"]] == ["127.0.10.2"]
+    assert subsets[0]["ports"] == [{"name": "rdzv", "port": 29500, "protocol": "TCP"}]
+    slices = http.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?labelSelector=kubernetes.io/service-name%3Djob"
+    ).body
+    eps = slices["items"][0]["endpoints"]
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in eps] == [
+        (["127.0.10.1"], True),
+        (["127.0.10.2"], False),
+    ]
+    http.delete(f"{ns}/services/job")
+    wait_for("endpoints removed", lambda: http.get(f"{ns}/endpoints/job").status == 404)
+    wait_for(
+        "slices removed",
+        lambda: (
+            http.get(f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices").body["items"] == []
+        ),
+    )

@@ -11,6 +11,7 @@ import copy
 import logging
 from typing import Any
 
+from .endpoints import EndpointsController
 from .errors import APIError
 from .objects import (
     CRD_CLEANUP,
@@ -32,6 +33,7 @@ class Controllers:
     def __init__(self, api: ObjectAPI) -> None:
         self.api = api
         self.store = api.store
+        self.endpoints = EndpointsController(api)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.store.listeners.append(self._on_event)
@@ -68,6 +70,7 @@ class Controllers:
         self._crd_cleanup()
         self._namespaces()
         self._orphan_pods()
+        self.endpoints.run_once()
 
     # -- helpers -----------------------------------------------------------------
     def _delete(

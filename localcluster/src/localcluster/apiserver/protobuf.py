@@ -93,6 +93,59 @@ ROLE_REF: Schema = {
     3: ("name", "string", False),
 }
 
+QUANTITY_MAP = ("map", "quantity")
+CONTAINER: Schema = {
+    1: ("name", "string", False),
+    2: ("image", "string", False),
+    3: ("command", "string", True),
+    4: ("args", "string", True),
+    5: ("workingDir", "string", False),
+    6: (
+        "ports",
+        {
+            1: ("name", "string", False),
+            2: ("hostPort", "int", False),
+            3: ("containerPort", "int", False),
+            4: ("protocol", "string", False),
+            5: ("hostIP", "string", False),
+        },
+        True,
+    ),
+    7: ("env", {1: ("name", "string", False), 2: ("value", "string", False)}, True),
+    8: ("resources", {1: ("limits", QUANTITY_MAP, False), 2: ("requests", QUANTITY_MAP, False)}, False),
+    9: (
+        "volumeMounts",
+        {1: ("name", "string", False), 2: ("readOnly", "bool", False), 3: ("mountPath", "string", False)},
+        True,
+    ),
+    13: ("terminationMessagePath", "string", False),
+    14: ("imagePullPolicy", "string", False),
+    20: ("terminationMessagePolicy", "string", False),
+}
+POD_SPEC: Schema = {
+    2: ("containers", CONTAINER, True),
+    3: ("restartPolicy", "string", False),
+    4: ("terminationGracePeriodSeconds", "int", False),
+    5: ("activeDeadlineSeconds", "int", False),
+    6: ("dnsPolicy", "string", False),
+    7: ("nodeSelector", ("map", "string"), False),
+    8: ("serviceAccountName", "string", False),
+    10: ("nodeName", "string", False),
+    16: ("hostname", "string", False),
+    17: ("subdomain", "string", False),
+    19: ("schedulerName", "string", False),
+    20: ("initContainers", CONTAINER, True),
+}
+POD_TEMPLATE: Schema = {1: ("metadata", OBJECT_META, False), 2: ("spec", POD_SPEC, False)}
+LABEL_SELECTOR: Schema = {
+    1: ("matchLabels", ("map", "string"), False),
+    2: (
+        "matchExpressions",
+        {1: ("key", "string", False), 2: ("operator", "string", False), 3: ("values", "string", True)},
+        True,
+    ),
+}
+
 KINDS: dict[str, Schema] = {
     "ConfigMap": {
         1: ("metadata", OBJECT_META, False),
@@ -180,6 +233,65 @@ KINDS: dict[str, Schema] = {
             False,
         ),
     },
+    "Deployment": {
+        1: ("metadata", OBJECT_META, False),
+        2: (
+            "spec",
+            {
+                1: ("replicas", "int", False),
+                2: ("selector", LABEL_SELECTOR, False),
+                3: ("template", POD_TEMPLATE, False),
+                4: ("strategy", {1: ("type", "string", False)}, False),
+                5: ("minReadySeconds", "int", False),
+                6: ("revisionHistoryLimit", "int", False),
+            },
+            False,
+        ),
+        3: ("status", {}, False),
+    },
+    "Job": {
+        1: ("metadata", OBJECT_META, False),
+        2: (
+            "spec",
+            {
+                1: ("parallelism", "int", False),
+                2: ("completions", "int", False),
+                3: ("activeDeadlineSeconds", "int", False),
+                4: ("selector", LABEL_SELECTOR, False),
+                6: ("template", POD_TEMPLATE, False),
+                7: ("backoffLimit", "int", False),
+            },
+            False,
+        ),
+        3: ("status", {}, False),
+    },
+    "Service": {
+        1: ("metadata", OBJECT_META, False),
+        2: (
+            "spec",
+            {
+                1: (
+                    "ports",
+                    {
+                        1: ("name", "string", False),
+                        2: ("protocol", "string", False),
+                        3: ("port", "int", False),
+                        4: ("targetPort", "intorstring", False),
+                        5: ("nodePort", "int", False),
+                    },
+                    True,
+                ),
+                2: ("selector", ("map", "string"), False),
+                3: ("clusterIP", "string", False),
+                4: ("type", "string", False),
+                5: ("externalIPs", "string", True),
+                7: ("sessionAffinity", "string", False),
+                10: ("externalName", "string", False),
+            },
+            False,
+        ),
+        3: ("status", {}, False),
+    },
     "DeleteOptions": {
         1: ("gracePeriodSeconds", "int", False),
         2: ("preconditions", {1: ("uid", "string", False), 2: ("resourceVersion", "string", False)}, False),
@@ -187,6 +299,30 @@ KINDS: dict[str, Schema] = {
         4: ("propagationPolicy", "string", False),
         5: ("dryRun", "string", True),
     },
+}
+
+
+EPOCH = "1970-01-01T00:00:00Z"
+# Go pointer fields: present on the wire only when set, so a zero there is meant
+POINTER_FIELDS = {
+    "replicas",
+    "parallelism",
+    "completions",
+    "backoffLimit",
+    "activeDeadlineSeconds",
+    "terminationGracePeriodSeconds",
+    "automountServiceAccountToken",
+    "immutable",
+    "expirationSeconds",
+    "gracePeriodSeconds",
+    "orphanDependents",
+    "deletionGracePeriodSeconds",
+    "controller",
+    "blockOwnerDeletion",
+    "revisionHistoryLimit",
+    "leaseDurationSeconds",
+    "leaseTransitions",
+    "holderIdentity",
 }
 
 
@@ -263,6 +399,13 @@ def _scalar(typ: Any, wire: int, value: Any) -> Any:
         return json.loads(raw or b"{}")
     if typ == "rawbytes":
         return value
+    if typ == "quantity":
+        return decode_message(value, {1: ("string", "string", False)}).get("string", "0")
+    if typ == "intorstring":
+        ios = decode_message(
+            value, {1: ("type", "int", False), 2: ("intVal", "int", False), 3: ("strVal", "string", False)}
+        )
+        return ios.get("strVal", "") if ios.get("type") == 1 else ios.get("intVal", 0)
     if isinstance(typ, dict):
         return decode_message(value, typ)
     raise ProtobufError(f"unknown field type {typ!r}")
@@ -290,7 +433,12 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             else:
                 out.setdefault(name, []).append(_scalar(typ, wire, value))
         else:
-            out[name] = _scalar(typ, wire, value)
+            scalar = _scalar(typ, wire, value)
+            # Go always encodes non-pointer fields; JSON omits their zero values (omitempty)
+            zero = not isinstance(scalar, dict) and (scalar in ("", 0, False) or scalar == EPOCH)
+            if zero and name not in POINTER_FIELDS:
+                continue
+            out[name] = scalar
     return out
 
 

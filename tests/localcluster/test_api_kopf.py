@@ -175,3 +175,103 @@ def test_kopf_operator_lifecycle(
     output = (tmp_path / "kopf.out").read_text()
     assert "Traceback" not in output, output[-5000:]
     assert "APIClientError" not in output and "422" not in output, output[-5000:]
+
+
+PEERING_CRDS = [
+    {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "scope": scope,
+            "group": "kopf.dev",
+            "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    for kind, plural, scope in (
+        ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        ("KopfPeering", "kopfpeerings", "Namespaced"),
+    )
+]
+
+
+def test_kopf_peering_keeps_one_operator_active(
+    apiserver: APIServerProcess, http: HTTP, namespace: str, tmp_path: Path
+) -> None:
+    for crd in [*PEERING_CRDS, CRD]:
+        assert http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status in (201, 409)
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "default"}}
+    assert http.post(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", peering).status == 201
+    op = tmp_path / "op.py"
+    op.write_text(textwrap.dedent(OPERATOR))
+    log = tmp_path / "handlers.log"
+    env = apiserver.env() | {"KOPF_TEST_LOG": str(log)}
+    procs = []
+    try:
+        for priority in (100, 10):
+            out = open(tmp_path / f"kopf-{priority}.out", "w")  # noqa: SIM115 - the child writes to it
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "kopf",
+                        "run",
+                        "--namespace",
+                        namespace,
+                        "--priority",
+                        str(priority),
+                        "--verbose",
+                        str(op),
+                    ],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            out.close()
+
+        def peers() -> dict[str, Any]:
+            return (
+                http.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/default").body.get("status")
+                or {}
+            )
+
+        wait_for("both peers", lambda: len(peers()) == 2)
+        assert sorted(p["priority"] for p in peers().values()) == [10, 100]
+        wait_for(
+            "the low-priority operator pauses",
+            lambda: "Pausing operations" in (tmp_path / "kopf-10.out").read_text(),
+        )
+        obj = {
+            "apiVersion": "kopf.test/v1",
+            "kind": "KopfExample",
+            "metadata": {"name": "p"},
+            "spec": {"greeting": "x"},
+        }
+        http.post(f"/apis/kopf.test/v1/namespaces/{namespace}/kopfexamples", obj)
+        wait_for("handled once", lambda: log.exists() and log.read_text().splitlines() == ["create p"])
+        assert "Handler 'created' is invoked" not in (tmp_path / "kopf-10.out").read_text()
+        http.delete(f"/apis/kopf.test/v1/namespaces/{namespace}/kopfexamples/p")
+        wait_for(
+            "deleted",
+            lambda: http.get(f"/apis/kopf.test/v1/namespaces/{namespace}/kopfexamples/p").status == 404,
+        )
+    finally:
+        for proc in procs:
+            stop_process(proc)

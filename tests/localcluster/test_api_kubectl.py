@@ -344,3 +344,33 @@ def test_kubectl_create_subcommands_send_protobuf(
     assert get("svc", "s", *n)["spec"]["ports"][0]["targetPort"] == 8080
     assert get("ns", ns2)["status"]["phase"] == "Active"
     kc(apiserver, kubectl_bin, "delete", "ns", ns2, "--wait=false")
+
+
+def test_kubectl_field_validation_and_discovery_fallback(
+    apiserver: APIServerProcess, http: HTTP, widget_crd: dict[str, Any], namespace: str, kubectl_bin: str
+) -> None:
+    """kubectl leaves field validation to the server (the OpenAPI v3 documents declare `fieldValidation`),
+    and falls back to legacy discovery: the server answers aggregated-discovery requests with plain lists."""
+    bad = WIDGET.format(name="typo", tier="a", size=1) + "  bogus: 1\n"
+    r = apiserver.kubectl("apply", "-n", namespace, "-f", "-", input=bad, binary=kubectl_bin, check=False)
+    assert r.returncode != 0
+    assert (
+        'Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus"'
+        in r.stderr
+    )
+    r = apiserver.kubectl(
+        "apply", "--validate=false", "-n", namespace, "-f", "-", input=bad, binary=kubectl_bin
+    )
+    assert "created" in r.stdout
+    spec = json.loads(
+        kc(apiserver, kubectl_bin, "get", "wd", "typo", "-n", namespace, "-o", "jsonpath={.spec}")
+    )
+    assert "bogus" not in spec  # pruned
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    answer = http.get("/apis", headers={"Accept": accept})
+    assert answer.body["kind"] == "APIGroupList" and answer.headers["Content-Type"].startswith(
+        "application/json"
+    )
+    assert "kind=" not in answer.headers["Content-Type"] and "as=" not in answer.headers["Content-Type"]
+    resources = kc(apiserver, kubectl_bin, "api-resources", "--api-group=example.dev")
+    assert "widgets" in resources and "wd" in resources

@@ -180,6 +180,7 @@ class ObjectAPI:
         if unknown:
             if opts.field_validation == "Strict":
                 raise bad_request(
+                    f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: '
                     "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
                 )
             if opts.field_validation == "Warn":

@@ -1,0 +1,40 @@
+"""`localcluster.apiserver.APIServer` used in-process (the library entry point)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import yaml
+from localcluster.apiserver import APIServer
+
+
+async def test_in_process_server(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    server = APIServer(port=0, kubeconfig=kubeconfig, state_file=tmp_path / "state.json", node_name="n1")
+    await server.start()
+    try:
+        assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
+        cfg = yaml.safe_load(kubeconfig.read_text())
+        assert cfg["clusters"][0]["cluster"]["server"] == server.url
+        assert cfg["current-context"] == cfg["contexts"][0]["name"]
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as s:
+            pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            async with s.post(f"{server.url}/api/v1/namespaces/default/pods", json=pod) as r:
+                assert r.status == 201
+                assert (await r.json())["spec"]["nodeName"] == "n1"
+            async with s.get(f"{server.url}/api/v1/namespaces/default/pods/p") as r:
+                assert (await r.json())["status"]["phase"] == "Pending"
+    finally:
+        await server.stop()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert any(o["object"]["metadata"]["name"] == "p" for o in state["objects"])
+    # a second server on the same state file sees the pod
+    again = APIServer(port=0, state_file=tmp_path / "state.json")
+    await again.start()
+    try:
+        assert again.store.get(("", "pods"), "default", "p") is not None
+    finally:
+        await again.stop()

@@ -355,8 +355,8 @@ def test_kubectl_field_validation_and_discovery_fallback(
     r = apiserver.kubectl("apply", "-n", namespace, "-f", "-", input=bad, binary=kubectl_bin, check=False)
     assert r.returncode != 0
     assert (
-        'Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus"'
-        in r.stderr
+        'Widget in version "v1" cannot be handled as a Widget: '
+        'strict decoding error: unknown field "spec.bogus"' in r.stderr
     )
     r = apiserver.kubectl(
         "apply", "--validate=false", "-n", namespace, "-f", "-", input=bad, binary=kubectl_bin

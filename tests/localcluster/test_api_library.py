@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+
 from localcluster.apiserver import APIServer
 
 

@@ -485,3 +485,16 @@ def test_secret_data_decoding() -> None:
         "a": "1",
         "b": "2",
     }
+
+
+def test_a_mount_over_tmp_goes_after_the_mounts_whose_sources_live_under_tmp() -> None:
+    from localcluster.node.sandbox import _mount_script
+    from localcluster.node.volumes import Mount
+
+    mounts = [
+        Mount("/tmp/state/pod/volumes/scratch", "/tmp"),
+        Mount("/tmp/state/pod/volumes/token", "/var/run/token", read_only=True),
+    ]
+    script = _mount_script(mounts, None, None, "/")
+
+    assert script.index("/var/run/token") < script.index("mount --bind /tmp/state/pod/volumes/scratch /tmp")

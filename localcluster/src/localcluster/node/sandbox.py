@@ -118,6 +118,20 @@ def fallback_env(mounts: Sequence[Mount], volume_dirs: dict[str, Path], hosts_fi
     return env
 
 
+def _shadowing_last(mounts: Sequence[Mount]) -> list[Mount]:
+    """The mounts in order, except that one whose target contains another's source goes after it.
+
+    The agent's state (and so every volume's source) may live under /tmp; a container that mounts
+    an emptyDir at /tmp would hide the sources of the mounts made after it.
+    """
+
+    def shadows(mount: Mount) -> bool:
+        target = Path(mount.target)
+        return any(Path(other.source).is_relative_to(target) for other in mounts if other is not mount)
+
+    return sorted(mounts, key=shadows)
+
+
 def _mount_script(
     mounts: Sequence[Mount], hosts_file: Path | None, hostname: str | None, workdir: str
 ) -> str:
@@ -125,7 +139,7 @@ def _mount_script(
     lines = ["set -e"]
     if hosts_file is not None:
         lines.append(f"mount --bind {q(str(hosts_file))} /etc/hosts")
-    for m in mounts:
+    for m in _shadowing_last(mounts):
         src, dst = q(m.source), q(m.target)
         lines.append(
             f'if [ -d {src} ]; then mkdir -p {dst}; elif [ ! -e {dst} ]; then mkdir -p "$(dirname {dst})"; '

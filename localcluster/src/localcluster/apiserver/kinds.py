@@ -48,6 +48,28 @@ def _pod_defaults(spec: dict[str, Any]) -> None:
                 vol["projected"].setdefault("defaultMode", 420)
 
 
+def qos_class(spec: dict[str, Any]) -> str:
+    """Guaranteed when every container's requests equal its limits for cpu and memory,
+    BestEffort when none sets any, Burstable otherwise (requests default to limits)."""
+    containers = [
+        c for c in (spec.get("containers") or []) + (spec.get("initContainers") or []) if isinstance(c, dict)
+    ]
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        limits = res.get("limits") or {}
+        requests = {**limits, **(res.get("requests") or {})}
+        if limits or requests:
+            any_set = True
+        for key in ("cpu", "memory"):
+            if key not in limits or str(requests.get(key)) != str(limits.get(key)):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed and containers else "Burstable"
+
+
 def _template_defaults(obj: Obj) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
@@ -88,7 +110,7 @@ class KindHooks:
             spec.setdefault("nodeName", self.node_name)
             status = obj.setdefault("status", {})
             status.setdefault("phase", "Pending")
-            status.setdefault("qosClass", "BestEffort")
+            status.setdefault("qosClass", qos_class(spec))
         elif group == "" and kind == "Secret":
             self._secret(obj)
         elif group == "" and kind == "Service":

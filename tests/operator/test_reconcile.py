@@ -189,7 +189,8 @@ def test_succeeds_when_every_trainer_exited_zero() -> None:
     decision = cluster.reconcile()
     assert decision.status_patch["phase"] == "Succeeded"
     assert decision.status_patch["completionTime"] == timestamp(NOW)
-    assert sorted(deleted(decision)) == ["digits-0-0", "digits-0-1"]
+    # Pods that exited stay for `kubectl logs`; the job's deletion takes them along.
+    assert deleted(decision) == []
     assert events(decision) == [("Succeeded", "Normal")]
     assert condition(cluster.status, "Running")["status"] == "False"
     assert condition(cluster.status, "Succeeded")["status"] == "True"
@@ -899,3 +900,13 @@ def test_requeue_is_never_a_busy_loop() -> None:
     cluster = running_cluster(stallTimeoutSeconds=60)
     decision = cluster.reconcile(later(59.9))
     assert decision.requeue_after is not None and decision.requeue_after >= 1.0
+
+
+def test_a_failed_job_keeps_the_pods_that_exited_and_stops_the_ones_still_running() -> None:
+    cluster = running_cluster(failurePolicy={"restartPolicy": "Never"})
+    cluster.set_pod(0, 1, exit_code=2, phase="Failed")
+
+    decision = cluster.reconcile()
+
+    assert decision.status_patch["phase"] == "Failed"
+    assert deleted(decision) == ["digits-0-0"]

@@ -422,7 +422,7 @@ class _Reconciliation:
 
     def _succeed(self) -> None:
         workers = self.spec_or_fail.workers
-        self._delete_pods(self.observed.pods)
+        self._delete_unfinished_pods()
         self._update(completion_time=self.now, restart_after=None)
         message = f"all {workers} workers exited 0 (attempt {self.status.attempt or 0})"
         self._transition(Phase.SUCCEEDED, "AllWorkersSucceeded", message)
@@ -430,7 +430,7 @@ class _Reconciliation:
         self._finished()
 
     def _fail(self, reason: str, message: str) -> None:
-        self._delete_pods(self.observed.pods)
+        self._delete_unfinished_pods()
         self._update(completion_time=self.now, restart_after=None)
         self._transition(Phase.FAILED, reason, message)
         self._event(reason, message, EventType.WARNING)
@@ -440,7 +440,7 @@ class _Reconciliation:
         """Succeeded or Failed: remove leftover pods, delete the job once its TTL has passed."""
         if self.phase not in lifecycle.TERMINAL_PHASES:
             return
-        self._delete_pods(self.observed.pods)
+        self._delete_unfinished_pods()
         ttl = self.spec.ttl_seconds_after_finished if self.spec is not None else None
         finished = self.status.completion_time
         if ttl is None or finished is None:
@@ -452,6 +452,16 @@ class _Reconciliation:
             self.actions.append(DeleteJob(reason=f"ttlSecondsAfterFinished ({ttl}s) passed"))
 
     # ---- pods ------------------------------------------------------------------------------
+
+    def _delete_unfinished_pods(self) -> None:
+        """A finished job keeps the pods of its last attempt that have exited, so `kubectl logs`
+        still tells what happened (they hold no resources; owner references delete them with the
+        job); pods still running and pods of earlier attempts go."""
+        last = self.status.attempt or 0
+        finished = (PodOutcome.SUCCEEDED, PodOutcome.FAILED)
+        self._delete_pods(
+            tuple(pod for pod in self.observed.pods if pod.attempt != last or pod.outcome not in finished)
+        )
 
     def _delete_pods(self, pods: Mapping[int, PodObservation] | tuple[PodObservation, ...]) -> None:
         """Ask to delete the pods not already being deleted (nor asked for in this pass)."""

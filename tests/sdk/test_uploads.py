@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import StallingProxy
+from network_support import StallingProxy
 
 import worker_sdk as train
 from trainjob_operator.local.seaweedfs import SeaweedFS

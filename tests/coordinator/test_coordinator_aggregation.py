@@ -181,3 +181,17 @@ def test_many_ranks_cost_little_per_report() -> None:
         for rank in range(512):
             agg.add_report(report(rank, iteration), now=float(iteration))
     assert agg.iteration == 20
+
+
+def test_resent_checkpoint_reports_may_leave_gaps_until_a_live_report() -> None:
+    """The SDK re-sends only its uncommitted checkpoint reports (8 and 10) when it first sees a
+    new coordinator id through GET /v1/state, then goes on with its live report 11."""
+    agg = Aggregator(world_size=1, attempt=0)
+    agg.add_report(report(0, 8, files={"m": 1}), now=1.0)
+    agg.add_report(report(0, 10, files={"m": 1}), now=1.0)
+    assert agg.ranks[0].first_iteration == 10  # iteration 9 went to the previous coordinator
+    agg.add_report(report(0, 11), now=1.0)
+    assert agg.iteration == 11
+    with pytest.raises(ReportRejected) as refused:
+        agg.add_report(report(0, 13, files={"m": 1}), now=2.0)
+    assert refused.value.status == 409

@@ -7,6 +7,10 @@ the highest iteration every rank has reached. It is kept with a count of ranks p
 iteration, so a report costs O(1) amortised (a new minimum is searched only among the distinct
 last iterations, which are few: ranks move roughly together).
 
+Skipping an iteration is refused, except while a rank has sent this process only reports with
+checkpoints: after a coordinator restart the SDK re-sends just its uncommitted checkpoint
+reports, which need not be consecutive.
+
 A coordinator that restarts mid-attempt has seen nothing before each rank's first report to
 it. From that first report on, it has seen everything of that rank (``first_iteration``); for
 earlier iterations it knows only what the rank re-sends (the SDK re-sends its uncommitted
@@ -47,6 +51,9 @@ class RankProgress:
     first_iteration: int
     last_report_time: float
     finalized_at: int | None = None
+    # True while every report this process got from the rank carried a checkpoint: they may be
+    # re-sends after a coordinator restart (the SDK re-sends only those), which leave gaps.
+    only_checkpoint_reports: bool = False
 
 
 @dataclass
@@ -122,7 +129,8 @@ class Aggregator:
         if progress is not None and report.iteration <= progress.last_iteration:
             self._record_resent_checkpoint(report)
             return Verdict.DUPLICATE
-        if progress is not None and report.iteration > progress.last_iteration + 1:
+        gap = progress is not None and report.iteration > progress.last_iteration + 1
+        if gap and progress is not None and not progress.only_checkpoint_reports:
             raise ReportRejected(
                 409,
                 "skipped_iteration",
@@ -146,8 +154,13 @@ class Aggregator:
             )
         if progress is None:
             progress = RankProgress(report.iteration, report.iteration, now)
+            progress.only_checkpoint_reports = report.checkpoint is not None
             self.ranks[report.rank] = progress
         else:
+            if gap:
+                # What this rank reported in between went to a previous coordinator process.
+                progress.first_iteration = report.iteration
+            progress.only_checkpoint_reports &= report.checkpoint is not None
             self._ranks_at[progress.last_iteration] -= 1
             if not self._ranks_at[progress.last_iteration]:
                 del self._ranks_at[progress.last_iteration]

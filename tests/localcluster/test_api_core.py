@@ -355,4 +355,23 @@ def test_service_gets_cluster_ip(k8s: Any, namespace: str) -> None:
 
 def test_apiserver_process_stops_on_sigterm(fresh_apiserver: APIServerProcess) -> None:
     fresh_apiserver.proc.terminate()
-    assert fresh_apiserver.proc.wait(timeout=10) == 0
+    assert fresh_apiserver.proc.wait(timeout=30) == 0, fresh_apiserver.log()
+
+
+def test_immutable_fields(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}"
+    http.post(
+        f"{base}/pods", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a:1"}]}}
+    )
+    r = http.patch(f"{base}/pods/p", {"spec": {"containers": [{"name": "c", "image": "a:2"}]}})
+    assert r.status == 200 and r.body["spec"]["containers"][0]["image"] == "a:2"
+    r = http.patch(
+        f"{base}/pods/p",
+        {"spec": {"containers": [{"name": "c", "image": "a:2", "command": ["x"]}]}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert r.status == 422 and "pod updates may not change fields other than" in r.body["message"]
+    http.post(f"{base}/configmaps", {"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": True})
+    r = http.patch(f"{base}/configmaps/frozen", {"data": {"a": "2"}})
+    assert r.status == 422 and r.body["details"]["causes"][0]["field"] == "data"
+    assert http.patch(f"{base}/configmaps/frozen", {"metadata": {"labels": {"ok": "yes"}}}).status == 200

@@ -113,57 +113,64 @@ def test_namespace_deletion_removes_its_objects(k8s: Any, http: HTTP) -> None:
 
 
 def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
-    base = f"/api/v1/namespaces/{namespace}/pods"
-    pod = {
-        "metadata": {"name": "p", "finalizers": ["a.dev/x"]},
-        "spec": {
-            "containers": [
-                {
-                    "name": "a",
-                    "image": "i1",
-                    "env": [{"name": "X", "value": "1"}],
-                    "ports": [{"containerPort": 80}],
-                },
-                {"name": "b", "image": "i2"},
-            ],
-            "volumes": [{"name": "v1", "emptyDir": {}}],
-        },
+    base = f"/api/v1/namespaces/{namespace}/podtemplates"
+    spec = {
+        "containers": [
+            {
+                "name": "a",
+                "image": "i1",
+                "env": [{"name": "X", "value": "1"}],
+                "ports": [{"containerPort": 80}],
+            },
+            {"name": "b", "image": "i2"},
+        ],
+        "volumes": [{"name": "v1", "emptyDir": {}}],
     }
-    http.post(base, pod)
+    http.post(base, {"metadata": {"name": "t", "finalizers": ["a.dev/x"]}, "template": {"spec": spec}})
     smp = "application/strategic-merge-patch+json"
     patch = {
         "metadata": {"finalizers": ["b.dev/y"]},
-        "spec": {
-            "containers": [
-                {"name": "a", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 81}]}
-            ],
-            "volumes": [{"name": "v2", "emptyDir": {}}],
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "a", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 81}]}
+                ],
+                "volumes": [{"name": "v2", "emptyDir": {}}],
+            }
         },
     }
-    r = http.patch(f"{base}/p", patch, content_type=smp)
+    r = http.patch(f"{base}/t", patch, content_type=smp)
     assert r.status == 200, r.body
-    spec = r.body["spec"]
-    assert [c["name"] for c in spec["containers"]] == ["a", "b"]
-    assert spec["containers"][0]["image"] == "i1"
-    assert [e["name"] for e in spec["containers"][0]["env"]] == ["X", "Y"]
-    assert [p["containerPort"] for p in spec["containers"][0]["ports"]] == [80, 81]
-    assert [v["name"] for v in spec["volumes"]] == ["v1", "v2"]
+    got = r.body["template"]["spec"]
+    assert [c["name"] for c in got["containers"]] == ["a", "b"]
+    assert got["containers"][0]["image"] == "i1"
+    assert [e["name"] for e in got["containers"][0]["env"]] == ["X", "Y"]
+    assert [p["containerPort"] for p in got["containers"][0]["ports"]] == [80, 81]
+    assert [v["name"] for v in got["volumes"]] == ["v1", "v2"]
     assert r.body["metadata"]["finalizers"] == ["a.dev/x", "b.dev/y"]
-    # $patch: delete removes one element by key; $retainKeys and null remove keys
+    # $patch: delete removes one element by key; $setElementOrder orders a merged list
     r = http.patch(
-        f"{base}/p", {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}, content_type=smp
+        f"{base}/t",
+        {"template": {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}},
+        content_type=smp,
     )
-    assert [c["name"] for c in r.body["spec"]["containers"]] == ["a"]
-    r = http.patch(
-        f"{base}/p/status",
+    assert [c["name"] for c in r.body["template"]["spec"]["containers"]] == ["a"]
+    order = {"template": {"spec": {"$setElementOrder/volumes": [{"name": "v2"}, {"name": "v1"}]}}}
+    r = http.patch(f"{base}/t", order, content_type=smp)
+    assert [v["name"] for v in r.body["template"]["spec"]["volumes"]] == ["v2", "v1"]
+    http.patch(f"{base}/t", {"metadata": {"finalizers": None}})
+    # conditions merge by type on a pod's status
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    http.post(pods, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    http.patch(
+        f"{pods}/p/status",
         {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
         content_type=smp,
     )
     r = http.patch(
-        f"{base}/p/status", {"status": {"conditions": [{"type": "Init", "status": "True"}]}}, content_type=smp
+        f"{pods}/p/status", {"status": {"conditions": [{"type": "Init", "status": "True"}]}}, content_type=smp
     )
     assert {c["type"] for c in r.body["status"]["conditions"]} == {"Ready", "Init"}
-    http.patch(f"{base}/p", {"metadata": {"finalizers": None}})
     # custom resources refuse strategic merge, as on a real cluster
     r = http.patch(f"/apis/example.dev/v1/namespaces/{namespace}/widgets/x", {}, content_type=smp)
     assert r.status in (404, 415)

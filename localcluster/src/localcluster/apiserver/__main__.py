@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 from .app import APIServer
+
+log = logging.getLogger("localcluster.apiserver")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,16 +40,24 @@ async def _run(args: argparse.Namespace) -> None:
         admin_token=args.token,
         history=args.watch_history,
     )
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)  # a second signal: the user insists
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+    await server.start()
     print(f"localcluster apiserver listening on {server.url}", flush=True)
+    await stop.wait()
+    log.info("stopping")
     try:
-        await stop.wait()
-    finally:
-        await server.stop()
+        await asyncio.wait_for(server.stop(), timeout=10)
+    except TimeoutError:
+        log.error("shutdown took longer than 10s; exiting anyway")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ allocations, derived fields), kept apart from the generic REST semantics."""
 from __future__ import annotations
 
 import base64
+import copy
 import ipaddress
 from typing import Any
 
@@ -80,6 +81,71 @@ def _template_defaults(obj: Obj) -> None:
         template.setdefault("metadata", {})
 
 
+_POD_MUTABLE = (
+    "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
+    "`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+    "(allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _check_pod_update(old: Obj, new: Obj) -> None:
+    """A pod's spec is immutable but for a few fields, as the real server enforces."""
+
+    def comparable(spec: dict[str, Any]) -> dict[str, Any]:
+        c = copy.deepcopy(spec)
+        for key in ("containers", "initContainers"):
+            for container in c.get(key) or []:
+                if isinstance(container, dict):
+                    container.pop("image", None)
+        for key in (
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+            "schedulingGates",
+        ):
+            c.pop(key, None)
+        return c
+
+    if comparable(old.get("spec") or {}) != comparable(new.get("spec") or {}):
+        raise invalid(
+            "Pod",
+            "",
+            new["metadata"]["name"],
+            [
+                {
+                    "reason": "FieldValueForbidden",
+                    "message": f"Forbidden: pod updates may not change fields other than {_POD_MUTABLE}",
+                    "field": "spec",
+                }
+            ],
+        )
+
+
+def _check_immutable_data(kind: str, old: Obj, new: Obj) -> None:
+    if not old.get("immutable"):
+        return
+    causes = []
+    for key in ("data", "binaryData") if kind == "ConfigMap" else ("data",):
+        if (old.get(key) or {}) != (new.get(key) or {}):
+            causes.append(
+                {
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: field is immutable when `immutable` is set",
+                    "field": key,
+                }
+            )
+    if not new.get("immutable"):
+        causes.append(
+            {
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: field is immutable when `immutable` is set",
+                "field": "immutable",
+            }
+        )
+    if causes:
+        raise invalid(kind, "", new["metadata"]["name"], causes)
+
+
 class KindHooks:
     """Per-kind preparation for create and update; the single node's name and a ClusterIP allocator."""
 
@@ -134,8 +200,10 @@ class KindHooks:
 
     # -- update ---------------------------------------------------------------
     def on_update(self, kind: str, group: str, old: Obj, new: Obj, allocated_ips: set[str]) -> None:
-        if group == "" and kind == "Secret":
-            self._secret(new)
+        if group == "" and kind in ("Secret", "ConfigMap"):
+            if kind == "Secret":
+                self._secret(new)
+            _check_immutable_data(kind, old, new)
         elif group == "" and kind == "Service":
             self._service(new, old, allocated_ips)
         elif group == "" and kind == "Pod":
@@ -144,6 +212,7 @@ class KindHooks:
             if old_spec.get("nodeName") and not spec.get("nodeName"):
                 spec["nodeName"] = old_spec["nodeName"]
             _pod_defaults(spec)
+            _check_pod_update(old, new)
         elif group == "" and kind == "Namespace":
             new["spec"] = old.get("spec", {})
             new.setdefault("metadata", {}).setdefault("labels", {})["kubernetes.io/metadata.name"] = new[

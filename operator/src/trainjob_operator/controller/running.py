@@ -37,17 +37,23 @@ class OperatorOptions:
     settings: OperatorSettings = field(default_factory=OperatorSettings)
 
 
+def _ca_file(account: Path = SERVICE_ACCOUNT_DIR) -> Path | None:
+    """The mounted cluster CA; the local cluster mounts none, or an empty file."""
+    ca = account / "ca.crt"
+    return ca if ca.exists() and ca.stat().st_size > 0 else None
+
+
 def _in_cluster_server(account: Path = SERVICE_ACCOUNT_DIR) -> str | None:
     """In a pod with a ServiceAccount token: the API server from KUBERNETES_SERVICE_HOST/PORT, as
-    client-go finds it. Over HTTPS with the mounted ca.crt; the local cluster serves plain HTTP and
-    mounts no ca.crt, so without one it is HTTP. None outside a pod."""
+    client-go finds it. Over HTTPS with the mounted CA; the local cluster serves plain HTTP and
+    publishes no CA, so without one it is HTTP. None outside a pod."""
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host or not (account / "token").exists():
         return None
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
-    return f"{'https' if (account / 'ca.crt').exists() else 'http'}://{host}:{port}"
+    return f"{'https' if _ca_file(account) else 'http'}://{host}:{port}"
 
 
 @kopf.on.login(registry=registry)
@@ -57,11 +63,11 @@ def login_in_cluster(settings: kopf.OperatorSettings, **_: Any) -> kopf.Connecti
     server = _in_cluster_server()
     if server is None:
         return None
-    ca = SERVICE_ACCOUNT_DIR / "ca.crt"
+    ca = _ca_file()
     namespace = SERVICE_ACCOUNT_DIR / "namespace"
     return kopf.ConnectionInfo(
         server=server,
-        ca_path=str(ca) if ca.exists() else None,
+        ca_path=str(ca) if ca else None,
         token=(SERVICE_ACCOUNT_DIR / "token").read_text().strip() or None,
         default_namespace=namespace.read_text().strip() if namespace.exists() else None,
         trust_env=settings.networking.trust_env,

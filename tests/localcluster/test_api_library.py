@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -39,3 +40,23 @@ async def test_in_process_server(tmp_path: Path) -> None:
         assert again.store.get(("", "pods"), "default", "p") is not None
     finally:
         await again.stop()
+
+
+async def test_abandoned_watch_is_released(tmp_path: Path) -> None:
+    server = APIServer(port=0)
+    await server.start()
+    try:
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as s:
+            resp = await s.get(f"{server.url}/api/v1/configmaps?watch=true")
+            assert resp.status == 200
+            await asyncio.sleep(0.2)
+            assert len(server.store.subscribers) == 1
+            resp.close()  # the client goes away without the server writing anything
+        for _ in range(100):
+            if not server.store.subscribers:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.store.subscribers
+    finally:
+        await server.stop()

@@ -454,7 +454,7 @@ class Handlers:
             view = self.api.output(info, obj) if info.group == "events.k8s.io" else obj
             return fields_match(fields, view)
 
-        queue = self.store.subscribe()
+        queue = self.store.subscribe(info.storage)
         try:
             # The snapshot and the subscription happen with no await in between: no change is lost.
             initial: list[tuple[str, Obj]] = []
@@ -517,8 +517,11 @@ class Handlers:
                     break
                 wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
                 try:
-                    ev = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.001))
+                    # wake at least every few seconds to notice a client that went away
+                    ev = await asyncio.wait_for(queue.get(), timeout=max(min(wait, 5.0), 0.001))
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break
                     if bookmarks and time.monotonic() >= next_bookmark and queue.empty():
                         await send("BOOKMARK", self._bookmark(info, self.store.rv))
                         next_bookmark = time.monotonic() + self.bookmark_interval

@@ -36,7 +36,8 @@ class Store:
         self.objects: dict[StorageKey, dict[ObjKey, Obj]] = {}
         self.log: deque[WatchEvent] = deque()
         self.history = history
-        self.subscribers: set[asyncio.Queue[WatchEvent]] = set()
+        # each watch's queue, and the kind it wants (None: every kind)
+        self.subscribers: dict[asyncio.Queue[WatchEvent], StorageKey | None] = {}
         self.listeners: list[Callable[[WatchEvent], None]] = []
         self.uids: dict[str, tuple[StorageKey, ObjKey]] = {}
 
@@ -121,8 +122,9 @@ class Store:
         while len(self.log) > self.history:
             dropped = self.log.popleft()
             self.compacted = dropped.rv
-        for q in list(self.subscribers):
-            q.put_nowait(event)
+        for q, storage in list(self.subscribers.items()):
+            if storage is None or storage == event.storage:
+                q.put_nowait(event)
         for listener in list(self.listeners):
             listener(event)
 
@@ -137,10 +139,10 @@ class Store:
             return None
         return [e for e in self.log if e.rv > rv]
 
-    def subscribe(self) -> asyncio.Queue[WatchEvent]:
+    def subscribe(self, storage: StorageKey | None = None) -> asyncio.Queue[WatchEvent]:
         q: asyncio.Queue[WatchEvent] = asyncio.Queue()
-        self.subscribers.add(q)
+        self.subscribers[q] = storage
         return q
 
     def unsubscribe(self, q: asyncio.Queue[WatchEvent]) -> None:
-        self.subscribers.discard(q)
+        self.subscribers.pop(q, None)

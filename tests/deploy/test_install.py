@@ -137,9 +137,14 @@ def trainjob(name: str, storage_uri: str) -> JSON:
     }
 
 
-def test_helm_install_runs_a_trainjob(cluster: LocalCluster, seaweedfs: SeaweedFS) -> None:
+@pytest.mark.parametrize("scope", ["clusterwide", "namespaced"])
+def test_helm_install_runs_a_trainjob(cluster: LocalCluster, seaweedfs: SeaweedFS, scope: str) -> None:
+    """Cluster-wide: ClusterRole and ClusterKopfPeering. Namespaced (`watchNamespaces`): a Role and
+    a KopfPeering in the job's namespace, `--namespace` flags, no cluster-scoped grant."""
+    namespaced = scope == "namespaced"
     liveness, metrics = free_port(), free_port()
     values: JSON = {
+        **({"watchNamespaces": [JOB_NAMESPACE]} if namespaced else {}),
         "probes": {"port": liveness},
         "metrics": {"port": metrics},
         "defaultStorageEndpoint": seaweedfs.endpoint,
@@ -161,17 +166,26 @@ def test_helm_install_runs_a_trainjob(cluster: LocalCluster, seaweedfs: SeaweedF
             parts.append("trainjobs: " + json.dumps([j.get("status") for j in jobs["items"]])[:3000])
         return "\n".join(parts)
 
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    if namespaced:
+        role = f"{rbac}/namespaces/{JOB_NAMESPACE}/roles/{RELEASE}"
+        peering_path = f"/apis/kopf.dev/v1/namespaces/{JOB_NAMESPACE}/kopfpeerings/{RELEASE}"
+        # A namespaced install's Roles go into namespaces that exist already.
+        cluster.api("POST", "/api/v1/namespaces", {"metadata": {"name": JOB_NAMESPACE}})
+    else:
+        role = f"{rbac}/clusterroles/{RELEASE}"
+        peering_path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{RELEASE}"
     try:
         # ---- install --------------------------------------------------------------------------
         helm.install(str(CHART), RELEASE, values, namespace=NAMESPACE, create_namespace=True, timeout=120)
         crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         for crd in ("trainjobs.trainjob.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
             assert get(cluster, f"{crd_path}/{crd}") is not None, crd
-        rbac = "/apis/rbac.authorization.k8s.io/v1"
-        assert get(cluster, f"{rbac}/clusterroles/{RELEASE}") is not None
-        assert get(cluster, f"{rbac}/clusterrolebindings/{RELEASE}") is not None
+        assert get(cluster, role) is not None
+        assert get(cluster, role.replace("roles/", "rolebindings/")) is not None
+        assert (get(cluster, f"{rbac}/clusterroles/{RELEASE}") is None) == namespaced
         assert get(cluster, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{RELEASE}") is not None
-        assert get(cluster, f"/apis/kopf.dev/v1/clusterkopfpeerings/{RELEASE}") is not None
+        assert get(cluster, peering_path) is not None
         deployment_path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}"
         deployment = get(cluster, deployment_path)
         assert deployment is not None and deployment["spec"]["replicas"] == 2
@@ -218,21 +232,32 @@ def test_helm_install_runs_a_trainjob(cluster: LocalCluster, seaweedfs: SeaweedF
             assert value != "Failed", status
             return value if value == "Succeeded" else None
 
+        outside = "/apis/trainjob.dev/v1alpha1/namespaces/default/trainjobs"
+        if namespaced:
+            # A job in a namespace the install does not watch is left alone.
+            stray = {**trainjob("stray", f"s3://{seaweedfs.bucket}/helm-install/stray")}
+            stray["metadata"] = {"name": "stray", "namespace": "default"}
+            cluster.api("POST", outside, stray)
+
         wait_for(f"TrainJob {name} Succeeded", phase, 180, diagnose)
+        if namespaced:
+            assert f"--namespace={JOB_NAMESPACE}" in command
+            assert not (get(cluster, f"{outside}/stray") or {}).get("status")
+            assert not (cluster.api("GET", "/api/v1/namespaces/default/pods") or {}).get("items")
         job = get(cluster, f"{jobs}/{name}")
         assert job is not None
         assert job["status"]["workers"]["succeeded"] == 2, job["status"]
 
-        # The replica took part in peering through the chart's ClusterKopfPeering.
-        peering = get(cluster, f"/apis/kopf.dev/v1/clusterkopfpeerings/{RELEASE}")
+        # The replica took part in peering through the chart's peering object.
+        peering = get(cluster, peering_path)
         assert peering is not None and peering.get("status"), peering
 
         # ---- uninstall --------------------------------------------------------------------------
         helm.uninstall(RELEASE, timeout=120)
         release_paths = [
             deployment_path,
-            f"{rbac}/clusterroles/{RELEASE}",
-            f"/apis/kopf.dev/v1/clusterkopfpeerings/{RELEASE}",
+            role,
+            peering_path,
         ]
         for path in release_paths:
             assert get(cluster, path) is None, path

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
 import torch
-from job_support import JobRunner
+from job_support import JobRunner, wait_until
 
 from examples.digits.train import load_checkpoint, make_model
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
@@ -99,3 +100,136 @@ def test_sharded_checkpoint_from_four_ranks_merges_into_one_directory(
     model = make_model()
     with checkpoint.as_directory() as directory:
         assert load_checkpoint(Path(directory), model, torch.optim.SGD(model.parameters(), lr=0.1)) == 1
+
+
+def test_a_killed_job_resumes_from_the_latest_committed_checkpoint(
+    job_runner: Any, storage_uri: str, tmp_path: Path
+) -> None:
+    runner: JobRunner = job_runner(2)
+    config = {**FAST, "epochs": 5, "step_sleep": 0.05}
+    coordinator = runner.start_coordinator(0)
+    workers = runner.start_workers(0, coordinator, config)
+    state = coordinator.wait_for_state("a committed checkpoint", lambda s: latest_iteration(s) >= 2)
+    runner.kill(workers)  # SIGKILL every rank mid-run: no flush, no finalize
+    assert [w.returncode for w in workers] == [-signal.SIGKILL] * 2
+    seen_latest = coordinator.state()["latestCheckpoint"]
+    assert latest_iteration(state) <= seen_latest["iteration"] < 5
+    coordinator.stop()
+
+    # Attempt 1, as the operator starts it: a new coordinator, the latest committed checkpoint in env.
+    coordinator = runner.start_coordinator(1)
+    resumed_weights = tmp_path / "resumed.pt"
+    workers = runner.start_workers(
+        1,
+        coordinator,
+        config,
+        env={
+            "TRAINJOB_RESUME_CHECKPOINT": seen_latest["uri"],
+            "TRAINJOB_TEST_RESUMED_WEIGHTS": str(resumed_weights),
+        },
+    )
+    assert runner.wait(workers) == [0, 0], runner.tails()
+    uri, epoch = resumed_from(runner.log("rank-0-attempt-1"))
+    assert uri == seen_latest["uri"]
+    assert epoch == seen_latest["iteration"]  # one report per epoch: iteration n is after epoch n - 1
+
+    # The weights the resumed run started from are exactly the committed ones.
+    from worker_sdk.checkpoint import committed_checkpoint
+
+    checkpoint = committed_checkpoint(uri, retry_budget_seconds=10)
+    assert checkpoint is not None
+    with checkpoint.as_directory() as directory:
+        saved = torch.load(Path(directory) / "state.pt", weights_only=True)["model"]
+    loaded = torch.load(resumed_weights, weights_only=True)
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[name], loaded[name]) for name in saved)
+
+    coordinator.stop()
+    status = coordinator.status()
+    assert status["iteration"] == 5
+    assert (status["latestCheckpoint"]["iteration"], status["latestCheckpoint"]["attempt"]) == (5, 1)
+    assert sorted(committed(open_storage(storage_uri), runner)) == list(range(1, 6))
+
+
+def test_a_checkpoint_one_rank_never_reported_is_never_committed_nor_resumed(
+    job_runner: Any, storage_uri: str
+) -> None:
+    runner: JobRunner = job_runner(2)
+    config = {**FAST, "sharded": True}
+    coordinator = runner.start_coordinator(0)
+    # Rank 1 stores its shard of iteration 3, then dies before reporting it.
+    workers = runner.start_workers(
+        0, coordinator, config, env={"TRAINJOB_TEST_KILL_AFTER_UPLOAD": "3", "TRAINJOB_TEST_KILL_RANK": "1"}
+    )
+    wait_until("rank 1 to die", lambda: workers[1].poll() is not None)
+    assert workers[1].returncode == -signal.SIGKILL
+    assert "test hook: rank 1 stored iteration 3 and dies" in runner.log("rank-1-attempt-0")
+    state = coordinator.wait_for_state(
+        "rank 0's report of iteration 3", lambda s: s["ranks"].get("0", 0) >= 3
+    )
+    runner.kill(workers)
+    storage = open_storage(storage_uri)
+    prefix = f"ml/{runner.job}/checkpoint_000003"
+    assert [o.key.rsplit("/", 1)[1] for o in storage.list_objects(prefix)] == [
+        "model-shard-00000-of-00002.pt",
+        "model-shard-00001-of-00002.pt",
+        "trainer.pt",
+    ]  # every file is there, but rank 1 never reported it: not committed
+    state = coordinator.state()
+    assert latest_iteration(state) == 2
+    assert state["iteration"] == 2
+    assert sorted(committed(storage, runner)) == [1, 2]
+    coordinator.stop()
+
+    coordinator = runner.start_coordinator(1)
+    workers = runner.start_workers(
+        1, coordinator, config, env={"TRAINJOB_RESUME_CHECKPOINT": state["latestCheckpoint"]["uri"]}
+    )
+    assert runner.wait(workers) == [0, 0], runner.tails()
+    assert resumed_from(runner.log("rank-0-attempt-1")) == (f"{storage_uri}/{prefix[:-1]}2", 2)
+    coordinator.stop()
+    manifests = committed(storage, runner)
+    assert sorted(manifests) == [1, 2, 3, 4]
+    assert manifests[3].attempt == 1  # iteration 3 was committed by the attempt that reported it
+
+
+def test_a_coordinator_restart_loses_nothing(job_runner: Any, storage_uri: str) -> None:
+    runner: JobRunner = job_runner(2)
+    config = {**FAST, "epochs": 6, "step_sleep": 0.05}
+    coordinator = runner.start_coordinator(0)
+    workers = runner.start_workers(0, coordinator, config)
+    coordinator.wait_for_state("a committed checkpoint", lambda s: latest_iteration(s) >= 2)
+    before = {c["iteration"] for c in coordinator.state()["checkpoints"]}
+    coordinator.kill()  # a crash: the native sidecar is restarted in the same pod, same port
+    coordinator = runner.start_coordinator(0, port=coordinator.port)
+    assert runner.wait(workers) == [0, 0], runner.tails()
+
+    state = coordinator.state()
+    assert state["settled"]
+    assert state["iteration"] == 6
+    assert latest_iteration(state) == 6
+    after = {c["iteration"] for c in state["checkpoints"]}
+    assert before <= after  # no committed checkpoint lost
+    assert any("the coordinator restarted" in runner.log(f"rank-{rank}-attempt-0") for rank in (0, 1))
+    coordinator.stop()
+    assert coordinator.status()["iteration"] == 6
+
+
+def test_sigterm_flushes_the_last_report_and_checkpoint(job_runner: Any) -> None:
+    runner: JobRunner = job_runner(2)
+    coordinator = runner.start_coordinator(0)
+    workers = runner.start_workers(0, coordinator, {**FAST, "epochs": 100, "step_sleep": 0.02})
+    coordinator.wait_for_state("a committed checkpoint", lambda s: latest_iteration(s) >= 1)
+    for worker in workers:  # what deleting the pods (suspend) does
+        worker.send_signal(signal.SIGTERM)
+    codes = runner.wait(workers, timeout=90)
+    assert codes[0] == 128 + signal.SIGTERM, runner.tails()
+    assert codes[1] in (1, 128 + signal.SIGTERM), runner.tails()  # 1: gloo saw rank 0 leave first
+
+    state = coordinator.state()
+    assert state["finalized"] == [0, 1]
+    assert state["settled"], state  # rank 0 waited until everything it reported was committed
+    # Every rank's last report arrived; the last checkpoint both ranks reached is committed.
+    assert state["iteration"] == min(state["ranks"].values())
+    assert latest_iteration(state) == state["iteration"]
+    coordinator.stop()

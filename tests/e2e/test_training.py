@@ -1,0 +1,140 @@
+"""The digits DDP example as a user runs it: `kubectl apply` the example, watch `kubectl get tj`,
+find committed checkpoints in SeaweedFS that load with torch; kill a worker and see the gang
+resume from the latest committed checkpoint (DESIGN §6, §7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from trainjob_operator.local.stack import LocalStack
+from worker_sdk.checkpoint import committed_checkpoint
+from worker_sdk.torch import load_state
+
+from e2e_support import REPO_ROOT, Cluster, wait_for
+
+EXAMPLE = REPO_ROOT / "deploy" / "examples" / "digits.yaml"
+
+
+def digits_job(name: str, **config: Any) -> dict[str, Any]:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["config"] = {**manifest["spec"]["config"], **config}
+    manifest["spec"]["storage"]["uri"] = f"s3://trainjob/e2e-{name}"
+    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
+    return dict(manifest)
+
+
+def storage_env(stack: LocalStack) -> dict[str, str]:
+    assert stack.seaweedfs is not None
+    return stack.seaweedfs.credentials_env
+
+
+@pytest.fixture
+def s3_credentials(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in storage_env(stack).items():
+        monkeypatch.setenv(key, value)
+
+
+def iteration_column(cluster: Cluster, name: str) -> str:
+    """The Iteration column of `kubectl get tj NAME`, as a user sees it."""
+    header, row = cluster.kubectl("get", "tj", name).splitlines()[:2]
+    start = header.index("ITERATION")
+    return row[start:].split()[0] if len(row) > start and row[start] != " " else ""
+
+
+@pytest.mark.slow
+def test_digits_runs_to_success_with_climbing_progress_and_loadable_checkpoints(
+    cluster: Cluster, s3_credentials: None
+) -> None:
+    cluster.apply(digits_job("digits", epochs=5, step_sleep=0.05))
+
+    seen: set[str] = set()
+
+    def finished() -> bool:
+        seen.add(iteration_column(cluster, "digits"))
+        return cluster.status("digits").get("phase") in ("Succeeded", "Failed")
+
+    wait_for(finished, 240, "digits to finish", cluster.describe_job("digits"))
+    status = cluster.status("digits")
+
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert len(seen - {"", "<none>"}) >= 2, f"iteration seen climbing: {sorted(seen)}"
+    assert status["iteration"] == 5
+    assert set(status["metrics"]) >= {"loss", "val_loss", "accuracy", "epoch"}
+    assert status["metrics"]["epoch"] == 4
+    latest, best = status["latestCheckpoint"], status["bestCheckpoint"]
+    assert latest["iteration"] == 5 and latest["uri"].endswith("checkpoint_000005")
+    assert best["metrics"]["val_loss"] == min(c["score"] for c in status["checkpoints"])
+    assert len(status["checkpoints"]) == 3  # numToKeep
+
+    checkpoint = committed_checkpoint(latest["uri"], retry_budget_seconds=10)
+    assert checkpoint is not None, "the latest checkpoint has no manifest in storage"
+    with checkpoint.as_directory() as directory:
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        extra = load_state(directory, model=model)
+    assert extra["epoch"] == 4
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
+    cluster: Cluster, s3_credentials: None, tmp_path: Path
+) -> None:
+    resumed_weights = tmp_path / "resumed.pt"
+    manifest = digits_job("resume", epochs=8, step_sleep=0.15)
+    trainer = manifest["spec"]["template"]["spec"]["containers"][0]
+    trainer["env"] = [{"name": "TRAINJOB_TEST_RESUMED_WEIGHTS", "value": str(resumed_weights)}]
+    # Keep every checkpoint, so the one the new attempt resumed from is still there to compare.
+    manifest["spec"]["checkpoints"]["numToKeep"] = 10
+    cluster.apply(manifest)
+
+    def checkpointed() -> dict[str, Any] | None:
+        status = cluster.status("resume")
+        latest = status.get("latestCheckpoint") or {}
+        return status if latest.get("iteration", 0) >= 2 else None
+
+    wait_for(checkpointed, 180, "a committed checkpoint at iteration >= 2", cluster.describe_job("resume"))
+    victim = next(p for p in cluster.pods("resume") if p["metadata"]["name"] == "resume-0-1")
+    trainer_status = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "trainer")
+    pid = int(trainer_status["containerID"].removeprefix("local://"))
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    committed_before = cluster.status("resume")["latestCheckpoint"]["iteration"]
+
+    wait_for(
+        lambda: (
+            cluster.status("resume").get("attempt") == 1
+            and cluster.status("resume").get("phase") == "Running"
+        ),
+        120,
+        "attempt 1 running",
+        cluster.describe_job("resume"),
+    )
+    running_at = time.monotonic()
+    status = cluster.wait_for_phase("resume", "Succeeded", "Failed", timeout=300)
+
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["restarts"] == 1 and status["attempt"] == 1
+    assert status["iteration"] == 8
+    log = cluster.kubectl("logs", "resume-1-0", "-c", "trainer")
+    resumed_line = next(line for line in log.splitlines() if "resumed from" in line)
+    resumed_epoch = int(resumed_line.rsplit("at epoch", 1)[1])
+    assert resumed_epoch >= committed_before, (resumed_line, committed_before)
+    # The weights the new attempt started from are the ones in the checkpoint it named.
+    resumed_uri = resumed_line.split("resumed from ", 1)[1].split(" at epoch", 1)[0]
+    checkpoint = committed_checkpoint(resumed_uri, retry_budget_seconds=10)
+    assert checkpoint is not None
+    with checkpoint.as_directory() as directory:
+        saved = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)["model"]
+    loaded = torch.load(resumed_weights, map_location="cpu", weights_only=True)
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[key], loaded[key]) for key in saved)
+    print(
+        f"timeline: kill -> attempt 1 running {running_at - killed_at:.1f}s; resumed at epoch {resumed_epoch}"
+    )

@@ -910,3 +910,17 @@ def test_a_failed_job_keeps_the_pods_that_exited_and_stops_the_ones_still_runnin
 
     assert decision.status_patch["phase"] == "Failed"
     assert deleted(decision) == ["digits-0-0"]
+
+
+def test_a_failed_gang_is_stopped_with_a_short_grace_and_a_suspended_one_with_its_own() -> None:
+    from trainjob_operator.reconciling.reconcile import FAILED_GANG_GRACE_SECONDS
+
+    failed = running_cluster()
+    failed.set_pod(0, 1, exit_code=137, phase="Failed")
+    graces = {a.grace_period_seconds for a in failed.reconcile().of_type(DeletePods)}
+    assert graces == {FAILED_GANG_GRACE_SECONDS}
+
+    suspended = running_cluster()
+    suspended.update_spec(suspend=True)
+    graces = {a.grace_period_seconds for a in suspended.reconcile().of_type(DeletePods)}
+    assert graces == {None}

@@ -56,11 +56,14 @@ class KubernetesActions:
             raise
         return True
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        """Delete with the pod's own grace period: SIGTERM first, so the SDK flushes its reports."""
+    async def delete_pod(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> None:
+        """SIGTERM first, so the SDK flushes its reports; SIGKILL after the grace period (None: the
+        pod's own)."""
         metrics.API_WRITES.labels("delete").inc()
         try:
-            await asyncio.to_thread(self.core.delete_namespaced_pod, name, namespace)
+            await asyncio.to_thread(
+                self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=grace_period_seconds
+            )
         except ApiException as error:
             if error.status != 404:
                 raise

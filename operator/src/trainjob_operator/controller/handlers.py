@@ -157,7 +157,7 @@ async def _apply(
                 controller.known_children.setdefault(uid, set()).add(child)
         elif isinstance(action, DeletePods):
             for pod in action.names:
-                await controller.actions.delete_pod(namespace, pod)
+                await controller.actions.delete_pod(namespace, pod, action.grace_period_seconds)
         elif isinstance(action, DeleteJob):
             logger.info("deleting %s/%s: %s", namespace, name, action.reason)
             await controller.actions.delete_job(namespace, name)

@@ -33,11 +33,12 @@ class CreateObject:
 
 @dataclass(frozen=True)
 class DeletePods:
-    """Delete these pods of one attempt with their own grace period (SIGTERM lets the SDK flush).
-    A 404 means it is done."""
+    """Delete these pods of one attempt: SIGTERM lets the SDK flush, then after the grace period
+    (None: the pod's own) SIGKILL. A 404 means it is done."""
 
     attempt: int
     names: tuple[str, ...]
+    grace_period_seconds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ from .validation import DNS_LABEL_MAX, accepted_fields, changed_fields, effectiv
 # While waiting on something a pod event will also report (pods starting or terminating), look
 # again after this long anyway, in case an event was missed.
 POLL_SECONDS = 5.0
+# A failed gang cannot make progress (a rank is gone and collectives hang), so its survivors get
+# time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
+FAILED_GANG_GRACE_SECONDS = 5
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
     (ChildKind.TOKEN_SECRET, lambda job, settings: children.token_secret(job, settings.token_factory())),
@@ -374,7 +377,7 @@ class _Reconciliation:
             self._fail("WorkerFailed", verdict.message)
             return
         delay = ExponentialBackoff(spec.failure_policy.backoff_seconds).delay(restarts + 1)
-        self._delete_pods(self.observed.pods)
+        self._delete_pods(self.observed.pods, grace_period_seconds=FAILED_GANG_GRACE_SECONDS)
         self._update(restarts=restarts + 1, restart_after=self.now + timedelta(seconds=delay))
         self._transition(Phase.RESTARTING, "WorkerFailed", verdict.message)
         self._event("Restarting", f"{verdict.message}; next attempt in {delay:g}s", EventType.WARNING)
@@ -391,7 +394,7 @@ class _Reconciliation:
                 f"below the {restarts} restarts already made",
             )
             return
-        self._delete_pods(self.observed.pods)
+        self._delete_pods(self.observed.pods, grace_period_seconds=FAILED_GANG_GRACE_SECONDS)
         self._count_workers(self.observed.pods_of(self.status.attempt or 0))
         waits = []
         if self.observed.pods:
@@ -460,10 +463,16 @@ class _Reconciliation:
         last = self.status.attempt or 0
         finished = (PodOutcome.SUCCEEDED, PodOutcome.FAILED)
         self._delete_pods(
-            tuple(pod for pod in self.observed.pods if pod.attempt != last or pod.outcome not in finished)
+            tuple(pod for pod in self.observed.pods if pod.attempt != last or pod.outcome not in finished),
+            grace_period_seconds=FAILED_GANG_GRACE_SECONDS if self.phase is Phase.FAILED else None,
         )
 
-    def _delete_pods(self, pods: Mapping[int, PodObservation] | tuple[PodObservation, ...]) -> None:
+    def _delete_pods(
+        self,
+        pods: Mapping[int, PodObservation] | tuple[PodObservation, ...],
+        *,
+        grace_period_seconds: int | None = None,
+    ) -> None:
         """Ask to delete the pods not already being deleted (nor asked for in this pass)."""
         listed = pods.values() if isinstance(pods, Mapping) else pods
         asked = {name for action in self.actions if isinstance(action, DeletePods) for name in action.names}
@@ -472,7 +481,7 @@ class _Reconciliation:
             if not pod.deleting and pod.name not in asked:
                 by_attempt.setdefault(pod.attempt, []).append(pod.name)
         for attempt, pod_names in sorted(by_attempt.items()):
-            self.actions.append(DeletePods(attempt=attempt, names=tuple(pod_names)))
+            self.actions.append(DeletePods(attempt, tuple(pod_names), grace_period_seconds))
 
     def _count_workers(self, pods: Mapping[int, PodObservation]) -> None:
         alive = [p for p in pods.values() if not p.deleting]

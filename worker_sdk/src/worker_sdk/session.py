@@ -287,17 +287,21 @@ class Session:
             item = self._outbox.get()
             try:
                 if isinstance(item, _Finish):
-                    if self._link is not None:
-                        iteration = self.resume_point().iteration + item.reports
-                        self._link.send_finalize(
-                            Finalize(self.context.get_world_rank(), self.context.get_attempt(), iteration)
-                        )
+                    self._finalize(item)
                     return
                 self._deliver(item)
             except Exception as exc:
                 self._fail(exc)
+                if isinstance(item, _Finish):
+                    return
             finally:
                 self._outbox.task_done()
+
+    def _finalize(self, finish: _Finish) -> None:
+        if self._link is not None:
+            iteration = self.resume_point().iteration + finish.reports
+            rank, attempt = self.context.get_world_rank(), self.context.get_attempt()
+            self._link.send_finalize(Finalize(rank, attempt, iteration))
 
     def _deliver(self, item: _Outgoing) -> None:
         reported = None

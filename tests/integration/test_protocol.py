@@ -1,0 +1,107 @@
+"""The SDK against the real coordinator, step by step: rank 0 is an SDK process driven through its
+stdin, rank 1 speaks the protocol directly, so the order of events is exact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from job_support import CoordinatorProcess, JobRunner, wait_until
+
+from worker_sdk.protocol import Finalize, Report
+
+DRIVEN_RANK = textwrap.dedent(
+    """
+    import pathlib, sys, tempfile, worker_sdk as train
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "exit":
+            break
+        try:
+            if command == "checkpoint":
+                with tempfile.TemporaryDirectory() as directory:
+                    (pathlib.Path(directory) / "model.pt").write_bytes(b"weights")
+                    train.report({"loss": 1.0}, checkpoint=train.Checkpoint.from_directory(directory))
+            else:
+                train.report({"loss": 0.5})
+            print("ok", flush=True)
+        except Exception as exc:
+            print(f"{type(exc).__name__}: {exc}", flush=True)
+    """
+)
+
+
+def start_driven_rank(
+    runner: JobRunner, coordinator: CoordinatorProcess, **env: str
+) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", DRIVEN_RANK],
+        env={**runner.worker_env(0, 0, coordinator, master_port=1), **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(runner.tmp_path / "driven-rank.log", "w"),  # noqa: SIM115 - the process owns it
+        text=True,
+    )
+    runner.processes.append(process)  # type: ignore[arg-type]  # stopped with the others
+    return process
+
+
+def command(process: subprocess.Popen[str], line: str) -> str:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(f"{line}\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+def test_a_commit_in_flight_completes_after_a_coordinator_restart(job_runner: Any) -> None:
+    runner: JobRunner = job_runner(2)
+    coordinator = runner.start_coordinator(0)
+    rank0 = start_driven_rank(runner, coordinator)
+    assert command(rank0, "checkpoint") == "ok"  # iteration 1, its files uploaded
+    coordinator.wait_for_state("rank 0's report", lambda s: s["ranks"].get("0") == 1)
+
+    # The coordinator dies before rank 1 reports iteration 1: nothing is committed yet.
+    coordinator.kill()
+    coordinator = runner.start_coordinator(0, port=coordinator.port)
+    rank1_report = Report(rank=1, attempt=0, iteration=1, metrics={"loss": 1.0})
+    coordinator.request("POST", "/v1/reports", rank1_report.to_json())
+    assert coordinator.state()["latestCheckpoint"] is None  # it never heard of rank 0's part
+
+    # Rank 0's next report meets the new coordinator, which makes the SDK re-send iteration 1.
+    assert command(rank0, "report") == "ok"
+    state = coordinator.wait_for_state("the in-flight commit", lambda s: s["latestCheckpoint"] is not None)
+    assert state["latestCheckpoint"]["iteration"] == 1
+    assert state["latestCheckpoint"]["metrics"] == {"loss": 1.0}
+
+    coordinator.request("POST", "/v1/reports", Report(1, 0, 2, {"loss": 0.5}).to_json())
+    coordinator.request("POST", "/v1/finalize", Finalize(1, 0, 2).to_json())
+    assert rank0.stdin is not None
+    rank0.stdin.write("exit\n")
+    rank0.stdin.close()
+    assert rank0.wait(60) == 0
+    state = coordinator.state()
+    assert state["settled"] and state["finalized"] == [0, 1] and state["iteration"] == 2
+    coordinator.stop()
+
+
+def test_a_wrong_token_is_named_in_the_error(job_runner: Any) -> None:
+    runner: JobRunner = job_runner(1)
+    coordinator = runner.start_coordinator(0)
+    rank0 = start_driven_rank(runner, coordinator, TRAINJOB_REPORT_TOKEN="not-the-token")
+    assert command(rank0, "report") == "ok"  # report() only enqueues; the refusal comes back later
+
+    def refusal() -> str | None:
+        answer = command(rank0, "report")
+        return None if answer == "ok" else answer
+
+    assert wait_until("the 401 to surface", refusal, timeout=30) == (
+        f"CoordinatorError: the coordinator at {coordinator.url} refused the report token (HTTP 401): "
+        "TRAINJOB_REPORT_TOKEN does not match the job's token"
+    )
+    assert rank0.stdin is not None
+    rank0.stdin.write("exit\n")
+    rank0.stdin.close()
+    assert rank0.wait(60) == 1  # and the exit says reports were not delivered
+    coordinator.stop()

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 # Each module defines `register(subparsers) -> None`, which adds its parser and sets
 # `func=<callable(args) -> int>` as the parser's default.
-_COMMAND_MODULES = ("crd", "operator", "local", "coordinator")
+_COMMAND_MODULES = (
+    "submit",
+    "list",
+    "status",
+    "logs",
+    "metrics",
+    "checkpoints",
+    "demo",
+    "local",
+    "operator",
+    "coordinator",
+    "crd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from trainjob_operator.client import CommandError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and keep Python's exit flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks: every scenario prints one JSON line (`make bench`, or `python -m bench.<scenario>`)."""

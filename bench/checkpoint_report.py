@@ -1,0 +1,90 @@
+"""Scenario 2: ``report()`` with a checkpoint (16 and 256 MiB, sharded over 2 workers) every N steps,
+to SeaweedFS: how long the loop is blocked, sync and async, and how long until the checkpoint is
+committed, against Ray Train (v2: SYNC and ASYNC upload modes; v1: sync) in the same run.
+
+    python -m bench.checkpoint_report [--sizes 16,256] [--checkpoints 3] [--every 5] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bench.common import emit, log, ratio, seaweedfs, summary_ms, with_ray, workdir
+from bench.loops import all_of, run_ours, run_ray
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sizes", default="16,256", help="checkpoint sizes in MiB (whole checkpoint)")
+    parser.add_argument("--checkpoints", type=int, default=3, help="checkpoints per run")
+    parser.add_argument("--every", type=int, default=5, help="a checkpoint every N reports")
+    parser.add_argument("--compute-ms", type=float, default=20.0)
+    parser.add_argument("--no-ray", action="store_true")
+    args = parser.parse_args(argv)
+    lines = []
+    with workdir("checkpoint") as tmp, seaweedfs(tmp) as s3:
+        env = s3.credentials_env
+        for size in (int(s) for s in args.sizes.split(",")):
+            params = {
+                "workers": args.workers,
+                "steps": args.every * args.checkpoints,
+                "compute_ms": args.compute_ms,
+                "checkpoint_every": args.every,
+                "checkpoint_mib": size,
+            }
+            ours: dict[str, Any] = {}
+            for mode in ("sync", "async"):
+                log(f"checkpoint_report: ours {mode} {size} MiB")
+                result = run_ours(
+                    {**params, "upload": mode},
+                    world_size=args.workers,
+                    storage_uri=f"s3://{s3.bucket}/ours-{mode}-{size}",
+                    extra_env=env,
+                )
+                ours[mode] = {
+                    "blocked": summary_ms(all_of(result, "checkpoint_s")),
+                    "to_commit": summary_ms(result["commit_s"]),
+                }
+            peer: dict[str, Any] | None = None
+            ratios: dict[str, Any] = {}
+            if not args.no_ray and with_ray():
+                storage = {
+                    "endpoint": s3.endpoint,
+                    "bucket": s3.bucket,
+                    "access_key": s3.access_key,
+                    "secret_key": s3.secret_key,
+                }
+                peer = {}
+                for name, v2, mode in (("ray_v2_sync", True, "sync"), ("ray_v2_async", True, "async")):
+                    log(f"checkpoint_report: {name} {size} MiB")
+                    result = run_ray({**params, "upload": mode, "storage": storage}, v2=v2)
+                    times = all_of(result, "checkpoint_s")
+                    peer[name] = {"blocked": summary_ms(times)} if times else result
+                sync_p50 = (peer.get("ray_v2_sync") or {}).get("blocked", {}).get("p50_ms")
+                ratios = {
+                    "ours_async_over_ray_sync_p50": None
+                    if not sync_p50
+                    else round(ours["async"]["blocked"]["p50_ms"] / sync_p50, 4),
+                    "ray_sync_over_ours_sync_p50": ratio(sync_p50, ours["sync"]["blocked"]["p50_ms"]),
+                }
+            fraction = ratios.get("ours_async_over_ray_sync_p50")
+            lines.append(
+                emit(
+                    "checkpoint_report",
+                    {**params, "storage": "seaweedfs (s3)"},
+                    ours,
+                    peer,
+                    ratios or None,
+                    {
+                        "target": "ours async blocking p50 <= 5% of Ray's sync blocking p50",
+                        "met": None if fraction is None else fraction <= 0.05,
+                    },
+                )
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    main()

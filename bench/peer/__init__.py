@@ -1,0 +1,1 @@
+"""The peer programs (Ray Train), run under .venv-bench/bin/python."""

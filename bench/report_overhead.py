@@ -1,0 +1,57 @@
+"""Scenario 1: the time ``report(metrics)`` (no checkpoint) blocks the training loop, 2 workers,
+against Ray Train v1 (``RAY_TRAIN_V2_ENABLED=0``) and v2 in the same run.
+
+    python -m bench.report_overhead [--steps N] [--ray-steps N] [--ray-v2-steps N] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bench.common import emit, log, ratio, summary_ms, with_ray
+from bench.loops import all_of, run_ours, run_ray
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=500, help="reports per worker (ours)")
+    parser.add_argument("--ray-steps", type=int, default=300, help="reports per worker (Ray v1)")
+    parser.add_argument("--ray-v2-steps", type=int, default=10, help="reports per worker (Ray v2: ~2 s each)")
+    parser.add_argument("--compute-ms", type=float, default=5.0, help="CPU work between reports")
+    parser.add_argument("--no-ray", action="store_true")
+    args = parser.parse_args(argv)
+    base = {"compute_ms": args.compute_ms, "workers": args.workers}
+    log(f"report_overhead: ours, {args.workers} ranks x {args.steps} reports")
+    ours = summary_ms(all_of(run_ours({**base, "steps": args.steps}, world_size=args.workers), "plain_s"))
+    peer: dict[str, Any] | None = None
+    ratios: dict[str, Any] = {}
+    if not args.no_ray and with_ray():
+        log(f"report_overhead: Ray Train v1, {args.ray_steps} reports")
+        v1 = run_ray({**base, "steps": args.ray_steps}, v2=False)
+        log(f"report_overhead: Ray Train v2, {args.ray_v2_steps} reports")
+        v2 = run_ray({**base, "steps": args.ray_v2_steps}, v2=True)
+        peer = {}
+        for name, result in (("ray_v1", v1), ("ray_v2", v2)):
+            times = all_of(result, "plain_s")
+            peer[name] = summary_ms(times) if times else result
+        for name in ("ray_v1", "ray_v2"):
+            if "p50_ms" in (peer.get(name) or {}):
+                ratios[f"{name}_p50_over_ours"] = ratio(peer[name]["p50_ms"], ours["p50_ms"])
+                ratios[f"{name}_p99_over_ours"] = ratio(peer[name]["p99_ms"], ours["p99_ms"])
+    met = None
+    if "ray_v1_p50_over_ours" in ratios and ratios["ray_v1_p50_over_ours"] is not None:
+        met = ratios["ray_v1_p50_over_ours"] >= 100
+    return emit(
+        "report_overhead",
+        {**base, "steps": args.steps, "ray_v1_steps": args.ray_steps, "ray_v2_steps": args.ray_v2_steps},
+        ours,
+        peer,
+        ratios or None,
+        {"target": "ours p50 <= Ray v1 p50 / 100", "met": met},
+    )
+
+
+if __name__ == "__main__":
+    main()

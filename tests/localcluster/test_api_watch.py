@@ -121,7 +121,7 @@ def test_too_old_resource_version_is_410_gone(tmp_path: Any) -> None:
     from api_harness import start_apiserver
 
     state = str(tmp_path / "state.json")
-    server = start_apiserver(tmp_path / "s", "--state-file", state)
+    server = start_apiserver(tmp_path / "s", "--state-file", state, "--log-level", "INFO")
     try:
         base = "/api/v1/namespaces/default/configmaps"
         RawHTTP(server).post(base, {"metadata": {"name": "a"}})

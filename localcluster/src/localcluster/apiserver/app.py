@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from pathlib import Path
@@ -125,12 +126,18 @@ class APIServer:
         if self.controllers is not None:
             await self.controllers.stop()
             self.controllers = None
+        if self.saver is not None:
+            self.saver.flush()  # state first: nothing below may lose it
         if self._runner is not None:
-            await self._runner.cleanup()
+            try:
+                await asyncio.wait_for(self._runner.cleanup(), timeout=5)
+            except TimeoutError:
+                log.warning("HTTP shutdown took longer than 5s; connections are dropped")
             self._runner = None
         if self.saver is not None:
             self.saver.close()
             self.saver = None
+        log.info("stopped")
 
     async def __aenter__(self) -> APIServer:
         await self.start()

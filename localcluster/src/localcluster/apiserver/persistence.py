@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,11 @@ def save(path: Path, store: Store, signing_key: bytes, admin_token: str) -> None
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    # rename is atomic: a reader (or a crash mid-write) sees the old file or the new one. No fsync:
+    # it can stall the event loop for seconds on a busy disk, and a dev cluster does not need to
+    # survive a power cut.
     with open(tmp, "w") as f:
         json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
     tmp.replace(path)
     with contextlib.suppress(OSError):
         path.chmod(0o600)
@@ -69,16 +69,27 @@ class Saver:
         self.admin_token = admin_token
         self.delay = delay
         self._pending: asyncio.TimerHandle | None = None
+        self._dirty = False
         store.listeners.append(self._on_event)
 
     def _on_event(self, event: WatchEvent) -> None:
+        self._dirty = True
         if self._pending is None:
             loop = asyncio.get_running_loop()
             self._pending = loop.call_later(self.delay, self._flush)
 
     def _flush(self) -> None:
         self._pending = None
+        self._dirty = False
         save(self.path, self.store, self.signing_key, self.admin_token)
+
+    def flush(self) -> None:
+        """Write now if anything changed (and drop a pending debounced write)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if self._dirty:
+            self._flush()
 
     def close(self) -> None:
         if self._pending is not None:
@@ -86,4 +97,5 @@ class Saver:
             self._pending = None
         if self._on_event in self.store.listeners:
             self.store.listeners.remove(self._on_event)
-        save(self.path, self.store, self.signing_key, self.admin_token)
+        if self._dirty:
+            self._flush()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
     trainer_status = next(c for c in victim["status"]["containerStatuses"] if c["name"] == "trainer")
     pid = int(trainer_status["containerID"].removeprefix("local://"))
     killed_at = time.monotonic()
+    killed_wall_clock = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     os.kill(pid, signal.SIGKILL)
     committed_before = cluster.status("resume")["latestCheckpoint"]["iteration"]
 
@@ -117,6 +119,13 @@ def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
         cluster.describe_job("resume"),
     )
     running_at = time.monotonic()
+
+    def reported_after_resume() -> bool:
+        status = cluster.status("resume")
+        return bool(status.get("lastReportTime")) and status["lastReportTime"] > killed_wall_clock
+
+    wait_for(reported_after_resume, 120, "a report from attempt 1", cluster.describe_job("resume"))
+    reported_at = time.monotonic()
     status = cluster.wait_for_phase("resume", "Succeeded", "Failed", timeout=300)
 
     assert status["phase"] == "Succeeded", status.get("message")
@@ -136,5 +145,6 @@ def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
     assert saved.keys() == loaded.keys()
     assert all(torch.equal(saved[key], loaded[key]) for key in saved)
     print(
-        f"timeline: kill -> attempt 1 running {running_at - killed_at:.1f}s; resumed at epoch {resumed_epoch}"
+        f"timeline: kill -> attempt 1 running {running_at - killed_at:.1f}s -> first report after resume "
+        f"{reported_at - killed_at:.1f}s; resumed at epoch {resumed_epoch}"
     )

@@ -375,3 +375,48 @@ def test_immutable_fields(http: HTTP, namespace: str) -> None:
     r = http.patch(f"{base}/configmaps/frozen", {"data": {"a": "2"}})
     assert r.status == 422 and r.body["details"]["causes"][0]["field"] == "data"
     assert http.patch(f"{base}/configmaps/frozen", {"metadata": {"labels": {"ok": "yes"}}}).status == 200
+
+
+def test_builtin_pod_and_service_validation(http: HTTP, namespace: str) -> None:
+    base = f"/api/v1/namespaces/{namespace}"
+    pod = {
+        "metadata": {"name": "bad"},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "i", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+                {
+                    "name": "main",
+                    "env": [{"name": "1BAD", "value": "x"}],
+                    "ports": [{"containerPort": 70000}],
+                },
+            ]
+        },
+    }
+    r = http.post(f"{base}/pods", pod)
+    assert r.status == 422
+    causes = {c["field"]: c["message"] for c in r.body["details"]["causes"]}
+    assert causes["spec.containers[0].volumeMounts[0].name"] == 'Not found: "nope"'
+    assert causes["spec.containers[1].name"] == 'Duplicate value: "main"'
+    assert (
+        "spec.containers[1].env[0].name" in causes and "spec.containers[1].ports[0].containerPort" in causes
+    )
+    assert r.body["message"].startswith('Pod "bad" is invalid: [')
+    r = http.post(
+        f"{base}/services", {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 1}, {"port": 2}]}}
+    )
+    assert r.status == 422 and r.body["details"]["causes"][0]["field"] == "spec.ports[0].name"
+    deploy = {
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "env": [{"value": "v"}]}]},
+            },
+        },
+    }
+    r = http.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", deploy)
+    assert (
+        r.status == 422
+        and r.body["details"]["causes"][0]["field"] == "spec.template.spec.containers[0].env[0].name"
+    )

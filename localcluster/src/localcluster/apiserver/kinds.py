@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import ipaddress
+import re
 from typing import Any
 
 from .errors import invalid
@@ -146,6 +147,150 @@ def _check_immutable_data(kind: str, old: Obj, new: Obj) -> None:
         raise invalid(kind, "", new["metadata"]["name"], causes)
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+def _c(reason: str, field: str, message: str) -> dict[str, str]:
+    return {"reason": reason, "field": field, "message": message}
+
+
+def validate_pod_spec(spec: dict[str, Any], path: str = "spec") -> list[dict[str, str]]:
+    """The checks of the real server that an operator building pods is most likely to trip."""
+    causes: list[dict[str, str]] = []
+    volumes = spec.get("volumes") or []
+    volume_names: set[str] = set()
+    for i, vol in enumerate(volumes):
+        name = vol.get("name", "") if isinstance(vol, dict) else ""
+        if not name:
+            causes.append(_c("FieldValueRequired", f"{path}.volumes[{i}].name", "Required value"))
+        elif name in volume_names:
+            causes.append(
+                _c("FieldValueDuplicate", f"{path}.volumes[{i}].name", f'Duplicate value: "{name}"')
+            )
+        volume_names.add(name)
+    restart = spec.get("restartPolicy", "Always")
+    if restart not in ("Always", "OnFailure", "Never"):
+        causes.append(
+            _c(
+                "FieldValueNotSupported",
+                f"{path}.restartPolicy",
+                f'Unsupported value: "{restart}": supported values: "Always", "OnFailure", "Never"',
+            )
+        )
+    seen: set[str] = set()
+    for key in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(key) or []):
+            where = f"{path}.{key}[{i}]"
+            if not isinstance(c, dict):
+                causes.append(_c("FieldValueTypeInvalid", where, "Invalid value: must be an object"))
+                continue
+            name = c.get("name", "")
+            if not name:
+                causes.append(_c("FieldValueRequired", f"{where}.name", "Required value"))
+            elif not _DNS_LABEL.fullmatch(name) or len(name) > 63:
+                causes.append(
+                    _c(
+                        "FieldValueInvalid",
+                        f"{where}.name",
+                        f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower '
+                        "case alphanumeric characters or '-', and must start and end with an alphanumeric "
+                        "character",
+                    )
+                )
+            elif name in seen:
+                causes.append(_c("FieldValueDuplicate", f"{where}.name", f'Duplicate value: "{name}"'))
+            seen.add(name)
+            # No image check: images are ignored locally (the node agent runs commands), so local
+            # pods may leave it out; a real cluster requires it on Pods (not on templates).
+            if key == "initContainers" and c.get("restartPolicy") not in (None, "Always"):
+                causes.append(
+                    _c(
+                        "FieldValueNotSupported",
+                        f"{where}.restartPolicy",
+                        f'Unsupported value: "{c["restartPolicy"]}": supported values: "Always"',
+                    )
+                )
+            for j, env in enumerate(c.get("env") or []):
+                env_name = env.get("name", "") if isinstance(env, dict) else ""
+                if not env_name:
+                    causes.append(_c("FieldValueRequired", f"{where}.env[{j}].name", "Required value"))
+                elif not _ENV_NAME.fullmatch(env_name):
+                    causes.append(
+                        _c(
+                            "FieldValueInvalid",
+                            f"{where}.env[{j}].name",
+                            f'Invalid value: "{env_name}": a valid environment variable name must consist '
+                            "of alphabetic characters, digits, '_', '-', or '.', and must not start with a "
+                            "digit",
+                        )
+                    )
+            mount_paths: set[str] = set()
+            for j, mount in enumerate(c.get("volumeMounts") or []):
+                if not isinstance(mount, dict):
+                    continue
+                mname = mount.get("name", "")
+                if mname not in volume_names:
+                    causes.append(
+                        _c("FieldValueNotFound", f"{where}.volumeMounts[{j}].name", f'Not found: "{mname}"')
+                    )
+                mpath = mount.get("mountPath", "")
+                if not mpath:
+                    causes.append(
+                        _c("FieldValueRequired", f"{where}.volumeMounts[{j}].mountPath", "Required value")
+                    )
+                elif mpath in mount_paths:
+                    causes.append(
+                        _c(
+                            "FieldValueInvalid",
+                            f"{where}.volumeMounts[{j}].mountPath",
+                            f'Invalid value: "{mpath}": must be unique',
+                        )
+                    )
+                mount_paths.add(mpath)
+            for j, port in enumerate(c.get("ports") or []):
+                cp = port.get("containerPort") if isinstance(port, dict) else None
+                if not isinstance(cp, int) or not 0 < cp < 65536:
+                    causes.append(
+                        _c(
+                            "FieldValueInvalid" if cp is not None else "FieldValueRequired",
+                            f"{where}.ports[{j}].containerPort",
+                            f"Invalid value: {cp}: must be between 1 and 65535, inclusive"
+                            if cp is not None
+                            else "Required value",
+                        )
+                    )
+    return causes
+
+
+def validate_service(obj: Obj) -> list[dict[str, str]]:
+    spec = obj.get("spec") or {}
+    causes: list[dict[str, str]] = []
+    ports = spec.get("ports") or []
+    if not ports and spec.get("clusterIP") != "None" and spec.get("type", "ClusterIP") != "ExternalName":
+        causes.append(_c("FieldValueRequired", "spec.ports", "Required value"))
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        p = port.get("port")
+        if not isinstance(p, int) or not 0 < p < 65536:
+            causes.append(
+                _c(
+                    "FieldValueInvalid",
+                    f"spec.ports[{i}].port",
+                    f"Invalid value: {p}: must be between 1 and 65535, inclusive",
+                )
+            )
+        name = port.get("name", "")
+        if len(ports) > 1 and not name:
+            causes.append(_c("FieldValueRequired", f"spec.ports[{i}].name", "Required value"))
+        elif name and name in names:
+            causes.append(_c("FieldValueDuplicate", f"spec.ports[{i}].name", f'Duplicate value: "{name}"'))
+        names.add(name)
+    return causes
+
+
 class KindHooks:
     """Per-kind preparation for create and update; the single node's name and a ClusterIP allocator."""
 
@@ -172,6 +317,9 @@ class KindHooks:
                     ],
                 )
             _pod_defaults(spec)
+            causes = validate_pod_spec(spec)
+            if causes:
+                raise invalid("Pod", "", obj["metadata"].get("name", ""), causes)
             # One node and no scheduler: every pod is bound to it at creation.
             spec.setdefault("nodeName", self.node_name)
             status = obj.setdefault("status", {})
@@ -180,6 +328,9 @@ class KindHooks:
         elif group == "" and kind == "Secret":
             self._secret(obj)
         elif group == "" and kind == "Service":
+            causes = validate_service(obj)
+            if causes:
+                raise invalid("Service", "", obj["metadata"].get("name", ""), causes)
             self._service(obj, None, allocated_ips)
         elif group == "" and kind == "Namespace":
             obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
@@ -187,6 +338,11 @@ class KindHooks:
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         elif group in ("apps", "batch"):
             _template_defaults(obj)
+            template = (obj.get("spec") or {}).get("template")
+            if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+                causes = validate_pod_spec(template["spec"], "spec.template.spec")
+                if causes:
+                    raise invalid(kind, group, obj["metadata"].get("name", ""), causes)
             spec = obj.get("spec")
             if isinstance(spec, dict) and kind in ("Deployment", "ReplicaSet", "StatefulSet"):
                 spec.setdefault("replicas", 1)

@@ -317,12 +317,14 @@ def ray_available() -> bool:
     return RAY_PYTHON.exists() and machine()["ray"] is not None
 
 
-def run_peer(script: str, params: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 600) -> (
-    dict[str, Any]
-):
+def run_peer(
+    script: str, params: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 600
+) -> dict[str, Any]:
     """Run ``bench/peer/<script>`` under the Ray venv's interpreter; its last JSON line."""
     peer_env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("TRAINJOB_")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("TRAINJOB_")
     }
     peer_env.update(
         {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}

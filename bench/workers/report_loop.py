@@ -32,7 +32,9 @@ def main() -> None:
     compute_ms = float(params.get("compute_ms", 5))
     every = int(params.get("checkpoint_every", 0))
     # The checkpoint is checkpoint_mib in all, sharded: each rank writes its part.
-    size = int(params.get("checkpoint_mib", 16)) * 1024 * 1024 // max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    size = (
+        int(params.get("checkpoint_mib", 16)) * 1024 * 1024 // max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    )
     upload = params.get("upload", "sync")
     context = train.get_context()
     rank = context.get_world_rank()

@@ -115,7 +115,6 @@ def test_default_deployment() -> None:
         "--metrics-port=9090",
         "--coordinator-image=ghcr.io/trainjob-dev/trainjob-operator:0.1.0",
         "--peering=trainjob-operator",
-        "--priority=0",
     ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from trainjob_operator.local.stack import LocalStack
-
 from e2e_support import REPO_ROOT, Cluster
+
+from trainjob_operator.local.stack import LocalStack
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
 from trainjob_operator.local.stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

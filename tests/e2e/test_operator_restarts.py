@@ -9,7 +9,6 @@ import signal
 import time
 
 import pytest
-
 from e2e_support import Cluster, python, trainjob
 
 # Rank 1 of attempt 0 dies by SIGKILL after a second: one restart, then success.

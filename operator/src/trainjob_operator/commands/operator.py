@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import logging
 from typing import Any
 
@@ -32,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="NAME",
         help="coordinate replicas through this KopfPeering object (default: standalone, one replica)",
     )
-    parser.add_argument("--priority", type=int, default=0, help="peering priority; the highest is active")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority; the highest running replica is active (default: a random one per process, "
+        "since replicas of equal priority all pause)",
+    )
     parser.add_argument("--liveness-port", type=int, help="serve /healthz on this port")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     parser.add_argument(
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             namespaces=tuple(args.namespace),
             peering=args.peering,
-            priority=args.priority,
+            priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
             settings=OperatorSettings(

@@ -11,7 +11,8 @@ EXIT_ZERO = python("import time; time.sleep(1)")
 # Fails on attempt 0 only: with SIGKILL (exit 137) on rank 1, as the OOM killer or a lost node would.
 SIGKILL_FIRST_ATTEMPT = python(
     "import os, signal, time; time.sleep(1)\n"
-    "if os.environ['TRAINJOB_ATTEMPT'] == '0' and os.environ['RANK'] == '2': os.kill(os.getpid(), signal.SIGKILL)"
+    "if os.environ['TRAINJOB_ATTEMPT'] == '0' and os.environ['RANK'] == '2':\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)"
 )
 
 

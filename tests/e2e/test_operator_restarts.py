@@ -14,7 +14,8 @@ from e2e_support import Cluster, python, trainjob
 # Rank 1 of attempt 0 dies by SIGKILL after a second: one restart, then success.
 RESTART_ONCE = python(
     "import os, signal, time; time.sleep(1.5)\n"
-    "if os.environ['TRAINJOB_ATTEMPT'] == '0' and os.environ['RANK'] == '1': os.kill(os.getpid(), signal.SIGKILL)"
+    "if os.environ['TRAINJOB_ATTEMPT'] == '0' and os.environ['RANK'] == '1':\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)"
 )
 
 

@@ -72,7 +72,7 @@ def peered_stack(tmp_path: Path) -> Iterator[tuple[LocalStack, list[Path]]]:
                                 "--default-storage-endpoint",
                                 stack.seaweedfs.endpoint,
                                 "--per-job-master-port",
-                            ],  # fmt: skip
+                            ],
                             stdout=out,
                             stderr=subprocess.STDOUT,
                             cwd=REPO_ROOT,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk.storage import Storage, open_storage
 

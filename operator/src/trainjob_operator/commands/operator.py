@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import secrets
 import logging
+import secrets
 from typing import Any
 
 import kopf

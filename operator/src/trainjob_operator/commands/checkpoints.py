@@ -26,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--iteration) into DIR: exactly the files its manifest lists. S3 credentials: AWS_* from the "
         "environment, else the job's spec.storage.credentialsSecret.",
     )
-    parser.add_argument("words", nargs="+", metavar="JOB | download JOB DIR", help=argparse.SUPPRESS)
+    # argparse cannot mix an optional `download` word with a JOB positional, nor options between
+    # positionals of a variable count; so the words are parsed by one of two inner parsers.
+    parser.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="JOB | download JOB DIR", help=argparse.SUPPRESS
+    )
     parser.add_argument("--iteration", type=int, metavar="N", help="download: the checkpoint of iteration N")
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
@@ -34,13 +38,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     words: list[str] = args.words
-    if words[0] == DOWNLOAD and len(words) == 3:
-        return download(args, job_name=words[1], directory=Path(words[2]))
-    if len(words) != 1:
-        raise CommandError("usage: trainjob checkpoints JOB | trainjob checkpoints download JOB DIR")
+    if words and words[0] == DOWNLOAD:
+        download_parser = argparse.ArgumentParser(prog="trainjob checkpoints download")
+        download_parser.add_argument("job", metavar="JOB")
+        download_parser.add_argument("directory", type=Path, metavar="DIR")
+        download_parser.add_argument("--iteration", type=int, metavar="N")
+        add_cluster_arguments(download_parser)
+        download_parser.parse_args(words[1:], namespace=args)
+        return download(args, job_name=args.job, directory=args.directory)
+    list_parser = argparse.ArgumentParser(prog="trainjob checkpoints")
+    list_parser.add_argument("job", metavar="JOB")
+    add_cluster_arguments(list_parser)
+    list_parser.parse_args(words, namespace=args)
     if args.iteration is not None:
         raise CommandError("--iteration is for `trainjob checkpoints download JOB DIR`")
-    return show(args, job_name=words[0])
+    return show(args, job_name=args.job)
 
 
 def show(args: argparse.Namespace, *, job_name: str) -> int:

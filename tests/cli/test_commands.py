@@ -6,7 +6,9 @@ The read-only commands share one digits job (3 epochs) that `submit --follow` ra
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,38 @@ def test_help_explains_every_command(cli: Cli) -> None:
         usage = cli(command, "--help")
         assert usage.returncode == 0, usage.stderr
         assert usage.stdout.startswith("usage: trainjob")
+
+
+def test_a_running_local_up_in_the_default_directory_is_used_and_named(cli: Cli, tmp_path: Path) -> None:
+    # What `trainjob local up` writes in .local/trainjob; this test process stands in for its owner.
+    info = {"ownerPid": os.getpid(), "kubeconfig": str(cli.stack.kubeconfig), "s3Endpoint": "", "bucket": ""}
+    (tmp_path / ".local" / "trainjob").mkdir(parents=True)
+    (tmp_path / ".local" / "trainjob" / "stack.json").write_text(json.dumps(info))
+    result = subprocess.run(
+        [sys.executable, "-m", "trainjob_operator", "list", "-n", "nothing-here"],
+        cwd=tmp_path,
+        env=cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"using the local cluster of `trainjob local up` ({cli.stack.kubeconfig})" in result.stderr
+    assert 'no TrainJobs in namespace "nothing-here"' in result.stdout
+
+
+def test_the_namespace_defaults_to_the_kubeconfig_context_s(cli: Cli, tmp_path: Path) -> None:
+    config = yaml.safe_load(Path(cli.stack.kubeconfig).read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = NAMESPACE
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "trainjob_operator", "status", "nope", "--kubeconfig", str(kubeconfig)],
+        cwd=tmp_path,
+        env=cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_error(result, f'TrainJob "nope" not found in namespace "{NAMESPACE}"')

@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Tests wait on real processes most of the time, so two workers fit two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install lint typecheck test test-quick demo crd bench clean
+.PHONY: install lint typecheck test test-quick demo crd bench bench-venv clean
 
 $(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pyproject.toml localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,19 @@ crd: install
 demo: install
 	$(VENV)/bin/trainjob demo $(if $(CHAOS),--chaos) $(if $(KEEP),--keep)
 
-bench: install
-	$(PY) -m bench
+# The peer (Ray Train) in a venv of its own: its pins must not touch the project's.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q "ray[train]==2.60.0" torch==2.13.0
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
+
+# Every scenario (JSON lines on stdout, table in bench/RESULTS.md); BENCH_ARGS=--no-ray skips the peer.
+bench: install bench-venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache

@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 peer = {}
                 for name, v2, mode in (("ray_v2_sync", True, "sync"), ("ray_v2_async", True, "async")):
                     log(f"checkpoint_report: {name} {size} MiB")
-                    result = run_ray({**params, "upload": mode, "storage": storage}, v2=v2)
-                    times = all_of(result, "checkpoint_s")
-                    peer[name] = {"blocked": summary_ms(times)} if times else result
+                    peer_result = run_ray({**params, "upload": mode, "storage": storage}, v2=v2)
+                    times = all_of(peer_result, "checkpoint_s")
+                    peer[name] = {"blocked": summary_ms(times)} if times else peer_result
                 sync_p50 = (peer.get("ray_v2_sync") or {}).get("blocked", {}).get("p50_ms")
                 ratios = {
                     "ours_async_over_ray_sync_p50": None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, emit, log, workdir
-from bench.stack import BenchStack, breakdown, count_requests, trainjob, wait_for
+from bench.stack import BenchStack, breakdown, count_requests, trainjob
 
 STATUS_PATCHES = ("PATCH trainjobs/status", "PUT trainjobs/status", "PATCH pods/status", "PUT pods/status")
 # Not the operator's: the user's submission, and the node agent (kubelet) minting the coordinator's token.

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import urlparse
 
+from bench.common import REPO_ROOT
 from localcluster import LocalCluster
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from trainjob_operator.local.stack import LocalStack
-
-from bench.common import REPO_ROOT
 
 T = TypeVar("T")
 _REQUEST = re.compile(r"localcluster\.apiserver\.handlers: (GET|POST|PUT|PATCH|DELETE) (\S+)")

@@ -85,7 +85,7 @@ def sdk_uploader(s3: Any) -> Callable[[Path, str], None]:
 def disk_copy(directory: Path, prefix: str) -> None:
     target = directory.parent / f"copy-{prefix.replace('/', '-')}"
     shutil.copytree(directory, target)
-    with open(target / next(iter(os.listdir(target))), "rb") as f:
+    with open(next(iter(target.iterdir())), "rb") as f:
         os.fsync(f.fileno())
     shutil.rmtree(target)
 

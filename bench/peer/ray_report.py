@@ -27,7 +27,7 @@ def busy(ms: float) -> None:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    import ray.train
+    import ray.train  # type: ignore[import-not-found]
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -89,7 +89,7 @@ def main() -> None:
     params = json.loads(sys.argv[1])
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchTrainer  # type: ignore[import-not-found]
 
     workers = int(params.get("workers", 2))
     ray.init(num_cpus=max(4, workers + 2), include_dashboard=False, log_to_driver=False)
@@ -97,7 +97,7 @@ def main() -> None:
     storage = params.get("storage", "local")
     run_kwargs: dict[str, Any] = {"name": f"bench-{int(time.time() * 1000)}"}
     if isinstance(storage, dict):
-        import pyarrow.fs
+        import pyarrow.fs  # type: ignore[import-not-found]
 
         endpoint = storage["endpoint"].removeprefix("http://")
         run_kwargs["storage_filesystem"] = pyarrow.fs.S3FileSystem(

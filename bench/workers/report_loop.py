@@ -1,7 +1,8 @@
 """A rank's training loop that times ``worker_sdk.report``: ``python -m bench.workers.report_loop PARAMS``.
 
 PARAMS (JSON): steps, compute_ms (work between reports), checkpoint_every (0: never),
-checkpoint_mib (the whole checkpoint; each rank writes its shard), upload ("sync"/"async"). Prints one JSON line: the blocking time of every
+checkpoint_mib (the whole checkpoint; each rank writes its shard), upload ("sync"/"async").
+Prints one JSON line: the blocking time of every
 report without a checkpoint, of every report with one, and the wall time of each checkpoint
 report (to match against commit times).
 """

@@ -106,6 +106,8 @@ class LocalCluster:
     directory: where kubeconfig, logs and state go (default: a new temporary directory, removed
     at stop unless keep=True). root: the working directory of containers without workingDir
     (default: the current directory). state_file: the API server persists objects there.
+    authorization: "AlwaysAllow" (default) or "RBAC" (the API server enforces Roles, ClusterRoles
+    and their bindings; the kubeconfig's admin token is a member of system:masters).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class LocalCluster:
         python: str = sys.executable,
         startup_timeout: float = 60.0,
         keep: bool = False,
+        authorization: str = "AlwaysAllow",
     ) -> None:
         self._temporary = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="localcluster-")).resolve()
@@ -139,6 +142,7 @@ class LocalCluster:
         self.python = python
         self.startup_timeout = startup_timeout
         self.keep = keep or not self._temporary
+        self.authorization = authorization
         self.url = ""
         self.token = ""
         self.apiserver: subprocess.Popen[bytes] | None = None
@@ -240,6 +244,7 @@ class LocalCluster:
         offset = log_path.stat().st_size if log_path.exists() else 0
         args = ["-m", "localcluster.apiserver", "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--kubeconfig", str(self.kubeconfig), "--node-name", self.node_name]
+        args += ["--authorization", self.authorization]
         if self.state_file is not None:
             args += ["--state-file", str(self.state_file)]
         self.apiserver = self._spawn(args, "apiserver.log")

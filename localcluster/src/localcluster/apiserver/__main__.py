@@ -25,7 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--token", default=None, help="the admin bearer token (default: random, or the state file's)"
     )
     p.add_argument("--watch-history", type=int, default=10000, help="changes kept for watches to resume from")
-    p.add_argument("--authorization", choices=["AlwaysAllow"], default="AlwaysAllow")
+    p.add_argument(
+        "--authorization",
+        choices=["AlwaysAllow", "RBAC"],
+        default="AlwaysAllow",
+        help="RBAC: authorize every request by the stored Roles/ClusterRoles and their bindings",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -39,6 +44,7 @@ async def _run(args: argparse.Namespace) -> None:
         node_name=args.node_name,
         admin_token=args.token,
         history=args.watch_history,
+        authorization=args.authorization,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

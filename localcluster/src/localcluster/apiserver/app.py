@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import persistence
-from .auth import Authenticator, Authorizer
+from . import persistence, rbac
+from .auth import Authenticator, Authorizer, authorizer_for
 from .garbage import Controllers
 from .handlers import Handlers
 from .kubeconfig import write_kubeconfig
@@ -42,6 +42,7 @@ class APIServer:
         history: int = 10000,
         bookmark_interval: float = 10.0,
         authorizer: Authorizer | None = None,
+        authorization: str = "AlwaysAllow",
     ) -> None:
         self.host = host
         self.port = port
@@ -62,7 +63,7 @@ class APIServer:
             self.api.register_crds()
         self.admin_token = token
         self.authenticator = Authenticator(token, signing_key, self._sa_uid)
-        self.authorizer = authorizer or Authorizer()
+        self.authorizer = authorizer or authorizer_for(authorization, self.store)
         self.controllers: Controllers | None = None
         self.saver: persistence.Saver | None = None
         self._runner: web.AppRunner | None = None
@@ -94,6 +95,14 @@ class APIServer:
                 },
             },
         )
+        if self.authorizer.mode == "RBAC":
+            # The default roles a real cluster bootstraps (kept when they exist: an admin may
+            # have changed them).
+            for obj in rbac.bootstrap_policy():
+                resource = "clusterroles" if obj["kind"] == "ClusterRole" else "clusterrolebindings"
+                info = self.registry.get(rbac.GROUP, "v1", resource)
+                assert info is not None
+                self.api.ensure(info, "", obj)
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -1,7 +1,8 @@
 """Who is calling: the static admin token and ServiceAccount tokens (HMAC-signed JWTs).
 
-Every request is identified here, in one place; `Authorizer` decides. The default authorizer
-allows everything (as the issue asks for now); an RBAC authorizer can replace it later.
+Every request is identified here, in one place; an `Authorizer` decides. `Authorizer` allows
+everything (`--authorization AlwaysAllow`); `RBACAuthorizer` evaluates the stored Roles,
+ClusterRoles and bindings (`--authorization RBAC`, see `rbac.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from . import rbac
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .store import Store
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -146,9 +154,86 @@ class Attributes:
 
 
 class Authorizer:
-    """AlwaysAllow; `--authorization RBAC` is to replace `allowed`."""
+    """AlwaysAllow."""
 
     mode = "AlwaysAllow"
 
     def allowed(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
         return True, ""
+
+    def write_forbidden(
+        self, user: UserInfo, resource: str, namespace: str, obj: dict[str, Any]
+    ) -> str | None:
+        """For a write of an RBAC object: None when allowed, else why not (privilege escalation)."""
+        return None
+
+    def rules(self, user: UserInfo, namespace: str) -> list[rbac.Rule]:
+        """What the user may do in `namespace` (SelfSubjectRulesReview)."""
+        return [
+            rbac.Rule(("*",), ("*",), ("*",)),
+            rbac.Rule(("*",), non_resource_urls=("*",)),
+        ]
+
+
+RBAC_GROUP = rbac.GROUP
+
+
+class StorePolicy:
+    """The RBAC objects as stored; read without copying (nothing here changes them)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _items(self, resource: str) -> Iterable[dict[str, Any]]:
+        return list(self.store.objects.get((RBAC_GROUP, resource), {}).values())
+
+    def role(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.store.peek((RBAC_GROUP, "roles"), namespace, name)
+
+    def cluster_role(self, name: str) -> dict[str, Any] | None:
+        return self.store.peek((RBAC_GROUP, "clusterroles"), "", name)
+
+    def cluster_roles(self) -> Iterable[dict[str, Any]]:
+        return self._items("clusterroles")
+
+    def role_bindings(self, namespace: str) -> Iterable[dict[str, Any]]:
+        return [b for b in self._items("rolebindings") if b["metadata"].get("namespace") == namespace]
+
+    def cluster_role_bindings(self) -> Iterable[dict[str, Any]]:
+        return self._items("clusterrolebindings")
+
+
+class RBACAuthorizer(Authorizer):
+    """Kubernetes RBAC over the objects in `store` (`--authorization RBAC`)."""
+
+    mode = "RBAC"
+
+    def __init__(self, store: Store) -> None:
+        self.policy = StorePolicy(store)
+
+    def allowed(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
+        return rbac.authorize(self.policy, user, _request(attrs))
+
+    def write_forbidden(
+        self, user: UserInfo, resource: str, namespace: str, obj: dict[str, Any]
+    ) -> str | None:
+        return rbac.write_forbidden(self.policy, user, resource, namespace, obj)
+
+    def rules(self, user: UserInfo, namespace: str) -> list[rbac.Rule]:
+        if rbac.MASTERS in user.groups:
+            return super().rules(user, namespace)
+        return [g.rule for g in rbac.grants(self.policy, user, namespace)]
+
+
+def _request(attrs: Attributes) -> rbac.Request:
+    return rbac.Request(
+        attrs.verb, attrs.group, attrs.resource, attrs.subresource, attrs.namespace, attrs.name, attrs.path
+    )
+
+
+def authorizer_for(mode: str, store: Store) -> Authorizer:
+    if mode == "RBAC":
+        return RBACAuthorizer(store)
+    if mode == "AlwaysAllow":
+        return Authorizer()
+    raise ValueError(f"unknown authorization mode {mode!r} (AlwaysAllow or RBAC)")

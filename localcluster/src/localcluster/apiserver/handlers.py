@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -18,7 +19,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from . import discovery, protobuf
+from . import discovery, protobuf, rbac
 from .auth import Attributes, UserInfo
 from .errors import APIError, bad_request, gone, method_not_allowed, not_found, unauthorized
 from .objects import DeleteOptions, ObjectAPI, WriteOptions, now_rfc3339
@@ -94,6 +95,10 @@ class Handlers:
 
     async def _route(self, request: web.Request, user: UserInfo) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        parts = path.strip("/").split("/")
+        if not ((parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)):
+            # discovery, OpenAPI, health, version: non-resource requests, authorized by path
+            self._authorize(user, Attributes(verb=request.method.lower(), path=request.path))
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             return web.Response(text="ok")
         if path == "/version":
@@ -106,7 +111,6 @@ class Handlers:
             return json_response(discovery.openapi_v3_root(self.registry))
         if path.startswith("/openapi/v3/"):
             return self._openapi_gv(path[len("/openapi/v3/") :])
-        parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 2:
             group, version, rest = "", parts[1], parts[2:]
         elif parts[0] == "apis" and len(parts) >= 2:
@@ -125,7 +129,12 @@ class Handlers:
             return json_response(listing)
         target = self._target(group, version, rest)
         verb = self._verb(request, target)
-        allowed, why = self.server.authorizer.allowed(
+        name = target.name or ""
+        if not name and verb in ("list", "watch"):
+            # As Kubernetes does: a list or watch of one object by field selector is authorized
+            # with that name, so resourceNames rules can grant it.
+            name = _selected_name(request.query.get("fieldSelector"))
+        self._authorize(
             user,
             Attributes(
                 verb=verb,
@@ -133,17 +142,37 @@ class Handlers:
                 resource=target.info.resource,
                 subresource=target.subresource,
                 namespace=target.namespace or "",
-                name=target.name or "",
+                name=name,
                 path=path,
             ),
         )
-        if not allowed:
-            raise APIError(
-                403,
-                "Forbidden",
-                why or f'{target.info.resource} is forbidden: User "{user.username}" cannot {verb}',
-            )
         return await self._serve(request, target, verb, user)
+
+    def _authorize(self, user: UserInfo, attrs: Attributes) -> None:
+        allowed, _ = self.server.authorizer.allowed(user, attrs)
+        if allowed:
+            return
+        req = rbac.Request(
+            attrs.verb,
+            attrs.group,
+            attrs.resource,
+            attrs.subresource,
+            attrs.namespace,
+            attrs.name,
+            attrs.path,
+        )
+        details = {"name": attrs.name, "group": attrs.group, "kind": attrs.resource} if attrs.resource else {}
+        raise APIError(403, "Forbidden", rbac.forbidden_message(user, req), details)
+
+    def _check_rbac_write(self, user: UserInfo, info: ResourceInfo, namespace: str, obj: Any) -> None:
+        """Privilege escalation prevention: a Role or binding grants no more than its writer holds
+        (unless the writer may `escalate` or `bind`)."""
+        if info.group != rbac.GROUP or not isinstance(obj, dict):
+            return
+        why = self.server.authorizer.write_forbidden(user, info.resource, namespace, obj)
+        if why is not None:
+            name = (obj.get("metadata") or {}).get("name", "")
+            raise APIError(403, "Forbidden", why, {"name": name, "group": info.group, "kind": info.resource})
 
     @staticmethod
     def _no_resource() -> APIError:
@@ -316,16 +345,33 @@ class Handlers:
             if t.name:
                 raise method_not_allowed()
             opts = self._write_options(request)
-            obj = self.api.create(info, ns, await self._body(request), opts, ua)
+            body = await self._body(request)
+            self._check_rbac_write(user, info, ns, body)
+            obj = self.api.create(info, ns, body, opts, ua)
             return self._render(request, info, obj, 201, opts.warnings)
         if verb == "update":
             opts = self._write_options(request)
-            obj = self.api.update(info, ns, t.name or "", await self._body(request), opts, ua, t.subresource)
+            body = await self._body(request)
+            self._check_rbac_write(user, info, ns, body)
+            obj = self.api.update(info, ns, t.name or "", body, opts, ua, t.subresource)
             return self._render(request, info, obj, 200, opts.warnings)
         if verb == "patch":
             opts = self._write_options(request)
             raw = await request.read()
             existed = self.store.peek(info.storage, ns if info.namespaced else "", t.name or "") is not None
+            if info.group == rbac.GROUP and self.server.authorizer.mode != "AlwaysAllow":
+                # the object the patch would produce is what must not escalate
+                preview = self.api.patch(
+                    info,
+                    ns,
+                    t.name or "",
+                    request.headers.get("Content-Type", ""),
+                    raw,
+                    dataclasses.replace(opts, dry_run=True, warnings=[]),
+                    ua,
+                    t.subresource,
+                )
+                self._check_rbac_write(user, info, ns, preview)
             obj = self.api.patch(
                 info, ns, t.name or "", request.headers.get("Content-Type", ""), raw, opts, ua, t.subresource
             )
@@ -728,9 +774,10 @@ class Handlers:
         elif info.kind == "SelfSubjectReview":
             body["status"] = {"userInfo": user.to_dict()}
         elif info.kind == "SelfSubjectRulesReview":
+            rules = self.server.authorizer.rules(user, spec.get("namespace") or namespace)
             body["status"] = {
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "resourceRules": [r.to_dict() for r in rules if not r.non_resource_urls],
+                "nonResourceRules": [r.to_dict() for r in rules if r.non_resource_urls],
                 "incomplete": False,
             }
         else:
@@ -842,6 +889,15 @@ class Handlers:
             ) from exc
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             return resp or web.Response(status=200)
+
+
+def _selected_name(field_selector: str | None) -> str:
+    """The name a field selector pins (`metadata.name=x`), else ""."""
+    for term in (field_selector or "").split(","):
+        key, op, value = term.partition("==") if "==" in term else term.partition("=")
+        if op and key.strip() == "metadata.name" and not key.endswith("!"):
+            return value.strip()
+    return ""
 
 
 def _partial(obj: Obj) -> Obj:

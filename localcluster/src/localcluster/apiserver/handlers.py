@@ -84,6 +84,8 @@ class Handlers:
             user = self.server.authenticator.identify(request.headers.get("Authorization"))
             if user is None:
                 raise unauthorized()
+            if "Impersonate-User" in request.headers:
+                user = self._impersonate(request, user)
             return await self._route(request, user)
         except APIError as err:
             return status_response(err)
@@ -147,6 +149,23 @@ class Handlers:
             ),
         )
         return await self._serve(request, target, verb, user)
+
+    def _impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
+        """`kubectl --as`: act as another user, if the caller may `impersonate` it (and each group)."""
+        name = request.headers["Impersonate-User"]
+        groups = request.headers.getall("Impersonate-Group", [])
+        prefix = "system:serviceaccount:"
+        if name.startswith(prefix) and name.count(":") == 3:
+            ns, sa = name[len(prefix) :].split(":")
+            self._authorize(user, Attributes("impersonate", "", "serviceaccounts", "", ns, sa))
+            implied = ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+        else:
+            self._authorize(user, Attributes("impersonate", "", "users", "", "", name))
+            implied = []
+        for group in groups:
+            self._authorize(user, Attributes("impersonate", "", "groups", "", "", group))
+        extra = [] if name == "system:anonymous" else ["system:authenticated"]
+        return UserInfo(name, list(dict.fromkeys([*implied, *groups, *extra])))
 
     def _authorize(self, user: UserInfo, attrs: Attributes) -> None:
         allowed, _ = self.server.authorizer.allowed(user, attrs)

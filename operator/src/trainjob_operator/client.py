@@ -83,6 +83,8 @@ class Kube:
             if error.status == 404:
                 raise _NotFound(f"{what}: {api_error_message(error)}") from None
             raise CommandError(f"{what}: {api_error_message(error)}") from None
+        except BrokenPipeError:
+            raise  # our stdout closed (`| head`), not the API: cli.main ends quietly
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise CommandError(
                 f"cannot reach the Kubernetes API at {self.host}: {connection_reason(error)}"

@@ -172,11 +172,11 @@ def test_cluster_role_binding_reviews_and_impersonation(http: HTTP) -> None:
     # impersonation (`--as`), which the admin may do
     user = f"system:serviceaccount:{NS}:viewer"
     for verb, expected in (("list", True), ("delete", False)):
-        review = {"spec": {"resourceAttributes": {"verb": verb, "resource": "namespaces"}}}
+        review: dict[str, Any] = {"spec": {"resourceAttributes": {"verb": verb, "resource": "namespaces"}}}
         r = http.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review, token=token)
         assert r.status == 201 and r.body["status"]["allowed"] is expected, r.body
-        review["spec"]["user"] = user  # type: ignore[index]
-        review["spec"]["groups"] = [f"system:serviceaccounts:{NS}"]  # type: ignore[index]
+        review["spec"]["user"] = user
+        review["spec"]["groups"] = [f"system:serviceaccounts:{NS}"]
         r = http.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
         assert r.body["status"]["allowed"] is expected, r.body
     assert http.get("/api/v1/namespaces", headers={"Impersonate-User": user}).status == 200

@@ -1,0 +1,5 @@
+"""The security suite's shared stack (see `security_support`)."""
+
+from security_support import secure
+
+__all__ = ["secure"]

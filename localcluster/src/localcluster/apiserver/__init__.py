@@ -4,6 +4,7 @@ Command line::
 
     python -m localcluster.apiserver --host 127.0.0.1 --port 0 --kubeconfig PATH
         [--state-file PATH] [--node-name localnode] [--token T] [--watch-history N] [--log-level L]
+        [--authorization AlwaysAllow|RBAC]
 
 It writes the kubeconfig (plain HTTP, an admin bearer token, context set current), prints
 ``localcluster apiserver listening on http://127.0.0.1:PORT`` once it serves, and stops on
@@ -21,7 +22,12 @@ counter)/generation, finalizers and deletionTimestamp, ownerReference garbage co
 (background, foreground, orphan), namespace termination, label/field selectors, paging, watch
 with resourceVersion semantics, bookmarks and 410 Gone, merge/JSON/strategic-merge patches,
 server-side apply with managedFields and conflicts, dry runs, ServiceAccount TokenRequests (HMAC
-JWTs the server accepts), Endpoints and EndpointSlices of Services, pod logs proxied to the node.
+JWTs the server accepts), Endpoints and EndpointSlices of Services, pod logs proxied to the node,
+impersonation. Authorization: ``AlwaysAllow`` (default: every authenticated or anonymous request)
+or ``RBAC`` (``rbac.py``: Roles, ClusterRoles incl. aggregation, bindings, escalation prevention,
+the default discovery/basic-user/public-info roles; the kubeconfig's admin token is in
+``system:masters``). Go clients (kubectl, Helm) send no bearer token over plain HTTP, so under
+RBAC they are ``system:anonymous``: use them with ``AlwaysAllow``, or Python clients.
 
 Single node, no scheduler: a pod created without ``spec.nodeName`` is bound to ``--node-name``.
 Graceful pod deletion waits for the node agent only while the pod's Node object exists; pods
@@ -29,8 +35,7 @@ bound to a node that has no Node object are removed at once (as the pod garbage 
 for a vanished node). Not done: CEL rules (``x-kubernetes-validations``), conversion webhooks
 (all served versions of a CRD share one storage), admission webhooks, field validation of
 built-in kinds (unknown fields of built-ins are kept), controllers for workloads (Deployments,
-Jobs are stored, not run), RBAC enforcement (every authenticated or anonymous request is allowed;
-``auth.Authorizer`` is where it slots in), protobuf responses (protobuf request bodies are read for
+Jobs are stored, not run), protobuf responses (protobuf request bodies are read for
 the kinds typed clients send: see ``protobuf.py``).
 """
 

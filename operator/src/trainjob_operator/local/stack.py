@@ -43,6 +43,8 @@ class LocalStack:
     with_operator: bool = True
     operator_args: tuple[str, ...] = ()
     keep: bool = True
+    # "RBAC": the API server enforces RBAC (the operator here still uses the admin kubeconfig)
+    authorization: str = "AlwaysAllow"
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -60,7 +62,9 @@ class LocalStack:
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            self.cluster = LocalCluster(self.directory / "cluster", root=self.root, keep=True).start()
+            self.cluster = LocalCluster(
+                self.directory / "cluster", root=self.root, keep=True, authorization=self.authorization
+            ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()
             for namespace in self.namespaces:

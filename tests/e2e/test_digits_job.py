@@ -148,3 +148,33 @@ def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
         f"timeline: kill -> attempt 1 running {running_at - killed_at:.1f}s -> first report after resume "
         f"{reported_at - killed_at:.1f}s; resumed at epoch {resumed_epoch}"
     )
+
+
+@pytest.mark.slow
+def test_suspend_flushes_the_last_checkpoint_and_resume_continues_from_it(
+    cluster: Cluster, s3_credentials: None
+) -> None:
+    cluster.apply(digits_job("pause", epochs=6, step_sleep=0.15))
+
+    def checkpointed() -> dict[str, Any] | None:
+        latest = cluster.status("pause").get("latestCheckpoint") or {}
+        return latest if latest.get("iteration", 0) >= 2 else None
+
+    wait_for(checkpointed, 180, "a committed checkpoint at iteration >= 2", cluster.describe_job("pause"))
+    cluster.kubectl("patch", "trainjob", "pause", "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    cluster.wait_for_phase("pause", "Suspended", timeout=120)
+    wait_for(lambda: cluster.pods("pause") == [], 120, "the suspended job's pods to be gone")
+
+    suspended = cluster.status("pause")
+    # SIGTERM let every rank flush: the last iteration all ranks reported is committed.
+    assert suspended["latestCheckpoint"]["iteration"] == suspended["iteration"], suspended
+    assert committed_checkpoint(suspended["latestCheckpoint"]["uri"], retry_budget_seconds=10) is not None
+
+    cluster.kubectl("patch", "trainjob", "pause", "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    status = cluster.wait_for_phase("pause", "Succeeded", "Failed", timeout=300)
+
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["restarts"] == 0 and status["attempt"] == 1
+    assert status["iteration"] == 6
+    log = cluster.kubectl("logs", "pause-1-0", "-c", "trainer")
+    assert f"at epoch {suspended['latestCheckpoint']['iteration']}" in log, log[-2000:]

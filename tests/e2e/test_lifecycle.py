@@ -71,9 +71,12 @@ def test_a_job_that_keeps_failing_fails_once_max_restarts_are_spent(cluster: Clu
 
     assert status["restarts"] == 1
     assert "maxRestarts" in status["message"] or "restart" in status["message"].lower()
-    assert cluster.pods("flaky") == [] or all(
-        p["metadata"].get("deletionTimestamp") for p in cluster.pods("flaky")
+    # The last attempt's failed pods stay, so `kubectl logs` tells why; earlier attempts' are gone.
+    wait_for(
+        lambda: all(p["status"]["phase"] == "Failed" for p in cluster.pods("flaky")), 60, "only failed pods"
     )
+    names = {p["metadata"]["name"] for p in cluster.pods("flaky")}
+    assert names and names <= {"flaky-1-0", "flaky-1-1"}, names
 
 
 def test_deleting_a_running_job_removes_every_child(cluster: Cluster) -> None:

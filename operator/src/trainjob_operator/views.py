@@ -29,7 +29,7 @@ PIPE_WIDTH = 200
 
 def make_console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    width = None if stream.isatty() else PIPE_WIDTH
     return Console(file=stream, width=width, highlight=False)
 
 

@@ -137,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, pid in stack.pids().items():
             seen_pids[name] = pid
-        console.print("started: " + ", ".join(f"{name} {pid}" for name, pid in stack.pids().items()))
+        console.print(
+            "started: " + ", ".join(f"{name} {pid}" for name, pid in stack.pids().items()), soft_wrap=True
+        )
         kube = connect(argparse.Namespace(kubeconfig=stack.kubeconfig, namespace=NAMESPACE))
 
         console.rule("[bold]2. submit the digits example (2 DDP workers) with kubectl")

@@ -22,7 +22,7 @@ from typing import Any, Self
 from localcluster import LocalCluster
 from trainjob_operator.api import constants
 from trainjob_operator.api.crd import trainjob_crd
-from trainjob_operator.local.seaweedfs import SeaweedFS
+from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
 
 # The Secret `trainjob local up` creates in each namespace it prepares; the examples name it.
 CREDENTIALS_SECRET = "trainjob-s3"  # noqa: S105 - a name, not a value
@@ -48,6 +48,9 @@ class LocalStack:
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
+    # The operator's /healthz and Prometheus /metrics ports, picked free at start.
+    liveness_port: int = 0
+    metrics_port: int = 0
 
     @property
     def kubeconfig(self) -> Path:
@@ -132,6 +135,7 @@ class LocalStack:
 
     def start_operator(self) -> None:
         assert self.seaweedfs is not None
+        self.liveness_port, self.metrics_port = free_port(), free_port()
         args = [
             sys.executable,
             "-m",
@@ -142,6 +146,10 @@ class LocalStack:
             "--default-storage-endpoint",
             self.seaweedfs.endpoint,
             "--per-job-master-port",
+            "--liveness-port",
+            str(self.liveness_port),
+            "--metrics-port",
+            str(self.metrics_port),
             *self.operator_args,
         ]
         with open(self.operator_log, "ab") as log:
@@ -180,6 +188,7 @@ class LocalStack:
                 "seaweedfs": self.seaweedfs.process.pid if self.seaweedfs.process else None,
                 "operator": self.operator.pid if self.operator else None,
             },
+            "operatorMetrics": f"http://127.0.0.1:{self.metrics_port}/metrics" if self.operator else None,
         }
         (self.directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 

@@ -284,3 +284,30 @@ async def test_storage_outage_keeps_accepting_reports_and_commits_when_back(
     assert state["storageAvailable"] and state["message"] is None
     await asyncio.sleep(0.5)
     assert "message" not in harness.sink.status
+
+
+async def test_the_status_without_a_score_attribute_is_valid_for_the_crd(
+    start_coordinator: StartCoordinator,
+) -> None:
+    """The API server refuses a status the CRD schema does not allow (a null score, say): the
+    coordinator's status must validate, or no progress ever reaches the TrainJob."""
+    import jsonschema
+
+    from trainjob_operator.api.crd import trainjob_openapi_schema
+
+    def plain(node: Any) -> Any:  # JSON Schema without Kubernetes' extensions
+        if isinstance(node, dict):
+            return {k: plain(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+        return [plain(v) for v in node] if isinstance(node, list) else node
+
+    harness = await start_coordinator(world_size=1, retention=RetentionPolicy(num_to_keep=2))
+    for iteration in (1, 2):
+        upload(harness.storage, iteration, {"model.pt": 10})
+        await harness.report(0, iteration, metrics={"loss": 0.5}, files={"model.pt": 10})
+    await harness.wait_for(lambda s: s["latestCheckpoint"] and s["latestCheckpoint"]["iteration"] == 2)
+    await harness.finalize(0, 2)
+    await harness.wait_for(lambda s: s["settled"])
+
+    status_schema = plain(trainjob_openapi_schema()["properties"]["status"])
+    jsonschema.validate(harness.sink.status, status_schema)
+    assert [set(c) for c in harness.sink.status["checkpoints"]] == [{"uri", "iteration"}] * 2

@@ -208,10 +208,16 @@ class Coordinator:
         )
 
     def _checkpoint_list(self) -> list[dict[str, Any]]:
+        """The retained checkpoints; `score` only when there is one (the CRD types it a number)."""
         attribute = self.config.retention.score_attribute
-        return [
-            {"uri": c.uri, "iteration": c.iteration, "score": c.score(attribute)} for c in self.checkpoints
-        ]
+        listed = []
+        for checkpoint in self.checkpoints:
+            entry: dict[str, Any] = {"uri": checkpoint.uri, "iteration": checkpoint.iteration}
+            score = checkpoint.score(attribute)
+            if score is not None:
+                entry["score"] = score
+            listed.append(entry)
+        return listed
 
     def status(self) -> dict[str, Any]:
         """The coordinator-owned TrainJob status fields (None: absent)."""

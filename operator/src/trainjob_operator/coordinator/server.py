@@ -7,6 +7,7 @@ and is decided before anything is recorded, so a refused request never writes to
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -23,9 +24,13 @@ from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+# A client that sends its headers and then stalls is answered 408 after this long (it would
+# otherwise hold its handler forever); other clients are served meanwhile.
+BODY_TIMEOUT_SECONDS = 30.0
 
 COORDINATOR_KEY = web.AppKey("coordinator", Coordinator)
 TOKEN_KEY = web.AppKey("token", bytes)
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,10 +67,14 @@ async def _read_json(request: web.Request) -> Any:
             "too_large",
             f"body of {request.content_length} bytes is over the {MAX_BODY_BYTES} byte limit",
         )
+    timeout = request.app[BODY_TIMEOUT_KEY]
     try:
-        body = await request.read()
+        async with asyncio.timeout(timeout):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _BodyRefused(413, "too_large", f"body is over the {MAX_BODY_BYTES} byte limit") from None
+    except TimeoutError:
+        raise _BodyRefused(408, "timeout", f"request body not received within {timeout:g}s") from None
     try:
         return json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -137,7 +146,9 @@ async def _get_healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True})
 
 
-def create_app(coordinator: Coordinator, token: str) -> web.Application:
+def create_app(
+    coordinator: Coordinator, token: str, *, body_timeout: float = BODY_TIMEOUT_SECONDS
+) -> web.Application:
     """The app; starting and stopping ``coordinator``'s background work is tied to the app's."""
     if not token.strip():
         raise ValueError("the report token is empty")
@@ -145,6 +156,7 @@ def create_app(coordinator: Coordinator, token: str) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_require_token])
     app[COORDINATOR_KEY] = coordinator
     app[TOKEN_KEY] = token.strip().encode()
+    app[BODY_TIMEOUT_KEY] = body_timeout
     app.router.add_post(f"{API_PREFIX}/reports", _post_report)
     app.router.add_post(f"{API_PREFIX}/finalize", _post_finalize)
     app.router.add_get(f"{API_PREFIX}/state", _get_state)

@@ -85,7 +85,7 @@ def test_gpu_checkpoint_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "worker_sdk" / "src")}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "gpu_checkpoint.py"), "--device", "cpu", "--size-mib", "4",
-         "--checkpoints", "2", "--steps-between", "1"],
+         "--checkpoints", "2", "--seconds-between", "0.1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

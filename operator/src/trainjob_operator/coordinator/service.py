@@ -304,6 +304,12 @@ class Coordinator:
         self._history_up_to = max(self._history_up_to, state.iteration)
         self._recovered_iteration = state.iteration
         self._recovered_metrics = state.metrics
+        latest = state.checkpoints[-1] if state.checkpoints else None
+        if latest is not None and latest.iteration > state.iteration:
+            # A new attempt resumes from the latest committed checkpoint: until every rank has
+            # reported here, the job is at that iteration (not at 0, with no metrics).
+            self._recovered_iteration = latest.iteration
+            self._recovered_metrics = dict(latest.manifest.metrics)
         self.recovered = True
         self._plan_retention()
         self.metrics.checkpoints_retained.set(len(self.checkpoints))

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
+from trainjob_operator.api import constants
 from worker_sdk.protocol import Finalize, MetricValue, Report
 
 Metrics = dict[str, MetricValue]
@@ -120,6 +121,8 @@ class Aggregator:
         self.committed_up_to = committed_up_to
         self.iteration = 0
         self.metrics: Metrics = {}
+        # Set once every rank has finalized, when they reported different numbers of times.
+        self.report_count_mismatch: str | None = None
 
     # -- input ------------------------------------------------------------------------------
     def add_report(self, report: Report, now: float) -> Verdict:
@@ -179,6 +182,7 @@ class Aggregator:
             self.ranks[finalize.rank] = progress
             self._ranks_at[finalize.iteration] += 1
             self._advance()
+            self._check_report_counts()
             return
         if finalize.iteration != progress.last_iteration:
             raise ReportRejected(
@@ -188,6 +192,33 @@ class Aggregator:
                 f"report here is iteration {progress.last_iteration}: send every report before finalizing",
             )
         progress.finalized_at = finalize.iteration
+        self._check_report_counts()
+
+    def _check_report_counts(self) -> None:
+        """Every rank must report the same number of times. Once all have finalized, the
+        iterations only some ranks reported can never complete: say which ranks stopped short and
+        which iterations, and give those iterations up, so the attempt settles at once instead of
+        rank 0 waiting out TRAINJOB_FINAL_WAIT_SECONDS. Documented outcome: the job ends as its
+        workers do (Succeeded when they exit 0) with this in status.message; status.iteration
+        stays at the last iteration every rank reported, and its checkpoint is the latest."""
+        if self.report_count_mismatch is not None or not self.all_finalized:
+            return
+        counts = {rank: p.finalized_at or 0 for rank, p in self.ranks.items()}
+        lowest, highest = min(counts.values()), max(counts.values())
+        if lowest == highest:
+            return
+        short = sorted(rank for rank, count in counts.items() if count == lowest)
+        longest = min(rank for rank, count in counts.items() if count == highest)
+        who = f"rank {short[0]}" if len(short) == 1 else "ranks " + ", ".join(map(str, short))
+        what = (
+            f"iteration {highest} was" if highest == lowest + 1 else f"iterations {lowest + 1}-{highest} were"
+        )
+        self.report_count_mismatch = (
+            f"{who} finalized after {lowest} reports but rank {longest} after {highest}: "
+            f"{what} {constants.REPORT_COUNT_MISMATCH}"
+        )
+        for iteration in [i for i in self.pending if i > lowest]:
+            self.drop_pending(iteration)
 
     def _check_rank(self, rank: int, attempt: int) -> None:
         if attempt != self.attempt:

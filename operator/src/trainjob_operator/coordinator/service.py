@@ -130,6 +130,8 @@ class Coordinator:
             self.metrics.reports_refused.labels(exc.reason).inc()
             raise
         self._after_progress()
+        if self.aggregator.report_count_mismatch:
+            log.warning("%s", self.aggregator.report_count_mismatch)
         if self.aggregator.all_finalized:
             self._history_wakeup.set()  # settle quickly: the SDK's rank 0 waits for it
             self.publisher.changed(urgent=True)
@@ -186,6 +188,8 @@ class Coordinator:
         if self.storage_error:
             problems.append(f"storage unavailable: {self.storage_error}")
         problems.extend(self.aggregator.conflicts)
+        if self.aggregator.report_count_mismatch:
+            problems.append(self.aggregator.report_count_mismatch)
         problems.extend(
             reason
             for iteration, reason in sorted(self.commit_problems.items())

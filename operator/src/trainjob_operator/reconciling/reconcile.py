@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainjob_operator.api import constants
 from trainjob_operator.api.types import (
     OPERATOR_STATUS_FIELDS,
     Condition,
@@ -428,6 +429,12 @@ class _Reconciliation:
         self._delete_unfinished_pods()
         self._update(completion_time=self.now, restart_after=None)
         message = f"all {workers} workers exited 0 (attempt {self.status.attempt or 0})"
+        # The coordinator's report-count mismatch (ranks reported different numbers of times) is
+        # kept: the job succeeds, with the warning in the message and an event.
+        mismatch = self.status.message or ""
+        if constants.REPORT_COUNT_MISMATCH in mismatch:
+            message = f"{message}, but {mismatch}"
+            self._event("ReportCountMismatch", mismatch, EventType.WARNING)
         self._transition(Phase.SUCCEEDED, "AllWorkersSucceeded", message)
         self._event("Succeeded", message)
         self._finished()

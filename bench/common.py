@@ -24,6 +24,17 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A scenario stopped with SIGTERM (a timeout in the smoke tests, Ctrl-C's cousin in CI) unwinds its
+# `with` blocks, so the clusters, servers and ranks it started are stopped too.
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
 RAY_PYTHON = REPO_ROOT / ".venv-bench" / "bin" / "python"
 MiB = 1024 * 1024
 

@@ -23,12 +23,28 @@ FIELDS = ("scenario", "parameters", "ours", "peer", "ratio", "goal", "machine")
 
 def run_scenario(*args: str, timeout: float = 240) -> list[dict[str, Any]]:
     env = {**os.environ, "BENCH_NO_RAY": "1", "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, result.stdout
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            # SIGTERM first: the scenario then stops the cluster and processes it started.
+            process.terminate()
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, stderr[-4000:]
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert lines, stdout
     for line in lines:
         for name in FIELDS:
             assert name in line, f"{name} missing from {line}"

@@ -498,3 +498,15 @@ def test_a_mount_over_tmp_goes_after_the_mounts_whose_sources_live_under_tmp() -
     script = _mount_script(mounts, None, None, "/")
 
     assert script.index("/var/run/token") < script.index("mount --bind /tmp/state/pod/volumes/scratch /tmp")
+
+
+def test_a_mount_that_would_hide_the_project_is_withheld() -> None:
+    from localcluster.node.sandbox import split_hiding_mounts
+    from localcluster.node.volumes import Mount
+
+    tmp = Mount("/state/pod/volumes/scratch", "/tmp")
+    token = Mount("/state/pod/volumes/token", "/var/run/token")
+    made, withheld = split_hiding_mounts([tmp, token], keep=["/tmp/checkout/.venv/bin", "/tmp/checkout"])
+    assert made == [token] and withheld == [tmp]
+    made, withheld = split_hiding_mounts([tmp, token], keep=["/work/checkout/.venv/bin", "/work/checkout"])
+    assert made == [tmp, token] and withheld == []

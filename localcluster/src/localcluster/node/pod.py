@@ -48,7 +48,7 @@ from localcluster.node.envvars import (
 )
 from localcluster.node.kube import ApiError, KubeClient
 from localcluster.node.network import IPAllocator, pod_hostname
-from localcluster.node.sandbox import SandboxMode, fallback_env, wrap_command
+from localcluster.node.sandbox import SandboxMode, fallback_env, split_hiding_mounts, wrap_command
 from localcluster.node.status import (
     ContainerRecord,
     now_iso,
@@ -527,10 +527,22 @@ class PodWorker:
         mounts = container_mounts(spec, self.volume_dirs, env)
         env.update(fallback_env(mounts, self.volume_dirs, self.hosts_file))
         workdir = spec.get("workingDir") or str(s.root_dir)
+        made, withheld = split_hiding_mounts(mounts, (s.python_bin_dir, str(s.root_dir)))
+        for mount in withheld:
+            log.warning(
+                "pod %s container %s: not mounting %s at %s, it would hide this project's files; "
+                "LOCALCLUSTER_MOUNTS names it",
+                self.key,
+                name,
+                mount.source,
+                mount.target,
+            )
+            if mount.target.rstrip("/") == "/tmp":  # noqa: S108 - the path compared, not used
+                env["TMPDIR"] = mount.source
         argv, cwd = wrap_command(
             self.agent.sandbox,
             command,
-            mounts=mounts,
+            mounts=made,
             hosts_file=self.hosts_file,
             hostname=self.hostname,
             workdir=workdir,

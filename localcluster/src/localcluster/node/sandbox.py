@@ -118,6 +118,21 @@ def fallback_env(mounts: Sequence[Mount], volume_dirs: dict[str, Path], hosts_fi
     return env
 
 
+def split_hiding_mounts(mounts: Sequence[Mount], keep: Sequence[str]) -> tuple[list[Mount], list[Mount]]:
+    """(mounts to make, mounts withheld): a mount whose target contains a path in `keep` (the
+    project's Python environment, the containers' root directory) would hide it from the process,
+    so it is not made there. The process still finds it through LOCALCLUSTER_MOUNTS, and a
+    withheld /tmp becomes its TMPDIR. This happens where the project itself lives under a mount
+    path, e.g. a checkout under /tmp and a pod with an emptyDir at /tmp."""
+    made: list[Mount] = []
+    withheld: list[Mount] = []
+    for mount in mounts:
+        target = Path(mount.target)
+        hides = any(Path(path).is_relative_to(target) for path in keep)
+        (withheld if hides else made).append(mount)
+    return made, withheld
+
+
 def _shadowing_last(mounts: Sequence[Mount]) -> list[Mount]:
     """The mounts in order, except that one whose target contains another's source goes after it.
 

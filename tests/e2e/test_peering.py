@@ -119,7 +119,7 @@ def test_two_peered_replicas_one_acts_and_the_job_succeeds(
 
     wait_for(
         one_paused,
-        120,
+        60,
         "one replica to pause in favour of the other",
         lambda: "\n".join(log.read_text(errors="replace")[-2000:] for log in logs),
     )

@@ -23,7 +23,7 @@ def kubectl_binaries() -> list[str]:
     return found or [shutil.which("kubectl") or "kubectl"]
 
 
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
     """SIGTERM the process by pid, then SIGKILL if it lingers."""
     if proc.poll() is not None:
         return

@@ -142,15 +142,8 @@ class Authenticator:
         return claims
 
 
-@dataclass
-class Attributes:
-    verb: str
-    group: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
-    path: str = ""
+# What a request asks for, as the authorizer sees it: the RBAC evaluator's own request type.
+Attributes = rbac.Request
 
 
 class Authorizer:
@@ -212,7 +205,7 @@ class RBACAuthorizer(Authorizer):
         self.policy = StorePolicy(store)
 
     def allowed(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
-        return rbac.authorize(self.policy, user, _request(attrs))
+        return rbac.authorize(self.policy, user, attrs)
 
     def write_forbidden(
         self, user: UserInfo, resource: str, namespace: str, obj: dict[str, Any]
@@ -223,12 +216,6 @@ class RBACAuthorizer(Authorizer):
         if rbac.MASTERS in user.groups:
             return super().rules(user, namespace)
         return [g.rule for g in rbac.grants(self.policy, user, namespace)]
-
-
-def _request(attrs: Attributes) -> rbac.Request:
-    return rbac.Request(
-        attrs.verb, attrs.group, attrs.resource, attrs.subresource, attrs.namespace, attrs.name, attrs.path
-    )
 
 
 def authorizer_for(mode: str, store: Store) -> Authorizer:

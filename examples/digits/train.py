@@ -5,7 +5,8 @@ the env contract (``init_process_group("gloo")`` takes ``MASTER_ADDR``/``RANK``/
 alone, it trains in one process and a rerun resumes from its last checkpoint.
 
 Config (``spec.config``, or ``TRAINJOB_CONFIG`` standalone): ``epochs``, ``lr``, ``batch_size``,
-``checkpoint_every`` (epochs; the last epoch is always checkpointed), ``sharded`` (every rank saves
+``checkpoint_every`` (epochs; the last epoch is always checkpointed), ``finetune`` (start from
+another job's checkpoint — ``resumeFrom`` — with a fresh optimizer at epoch 0), ``sharded`` (every rank saves
 its share of the weights into the same checkpoint, instead of rank 0 saving everything),
 ``upload`` (``sync`` or ``async``), ``step_sleep`` (seconds per step, to slow it down for demos
 and tests), ``seed``.
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "upload": "sync",
     "step_sleep": 0.0,
     "seed": 0,
+    "finetune": False,
 }
 TRAINER_FILE = "trainer.pt"  # sharded checkpoints: optimizer and epoch, saved by rank 0
 VALIDATION_FRACTION = 0.2
@@ -85,6 +87,12 @@ def save_checkpoint(
     torch.save(shard, directory / shard_name(rank, world_size))
     if rank == 0:
         torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch}, directory / TRAINER_FILE)
+
+
+def is_own(uri: str, context: train.TrainContext) -> bool:
+    """Whether a checkpoint is this job's own (a restart) rather than another's (resumeFrom)."""
+    own = f"{context.get_storage_uri().rstrip('/')}/{context.get_namespace()}/{context.get_job_name()}/"
+    return uri.startswith(own)
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
@@ -154,6 +162,10 @@ def main() -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             start_epoch = load_checkpoint(Path(directory), model, optimizer) + 1
+        if config["finetune"] and not is_own(checkpoint.uri, context):
+            # Fine-tuning starts from another job's weights: a fresh optimizer, from epoch 0.
+            optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+            start_epoch = 0
         print(f"rank {rank}: resumed from {checkpoint.uri} at epoch {start_epoch}", flush=True)
         resumed_weights = os.environ.get("TRAINJOB_TEST_RESUMED_WEIGHTS")
         if resumed_weights and rank == 0:

@@ -178,3 +178,36 @@ def test_suspend_flushes_the_last_checkpoint_and_resume_continues_from_it(
     assert status["iteration"] == 6
     log = cluster.kubectl("logs", "pause-1-0", "-c", "trainer")
     assert f"at epoch {suspended['latestCheckpoint']['iteration']}" in log, log[-2000:]
+
+
+EXAMPLES = REPO_ROOT / "deploy" / "examples"
+
+
+@pytest.mark.slow
+def test_the_sharded_example_then_the_finetune_example_from_its_checkpoint(
+    cluster: Cluster, s3_credentials: None
+) -> None:
+    sharded = yaml.safe_load((EXAMPLES / "sharded.yaml").read_text())
+    sharded["spec"]["config"]["epochs"] = 2
+    sharded["spec"]["storage"]["uri"] = "s3://trainjob/e2e-examples"
+    cluster.apply(sharded)
+    status = cluster.wait_for_phase("sharded", "Succeeded", "Failed", timeout=300)
+    assert status["phase"] == "Succeeded", status.get("message")
+    latest = committed_checkpoint(status["latestCheckpoint"]["uri"], retry_budget_seconds=10)
+    assert latest is not None
+    # 2 pods x 2 torchrun processes: four shards merged into one committed directory.
+    shards = [f for f in latest.get_metadata()["files"] if f["path"].startswith("model-shard-")]
+    assert len(shards) == 4, latest.get_metadata()
+
+    finetune = yaml.safe_load((EXAMPLES / "finetune.yaml").read_text())
+    finetune["spec"]["config"]["epochs"] = 2
+    finetune["spec"]["storage"]["uri"] = "s3://trainjob/e2e-examples"
+    finetune["spec"]["resumeFrom"] = status["latestCheckpoint"]["uri"]
+    cluster.apply(finetune)
+    tuned = cluster.wait_for_phase("digits-finetune", "Succeeded", "Failed", timeout=300)
+    assert tuned["phase"] == "Succeeded", tuned.get("message")
+    log = cluster.kubectl("logs", "digits-finetune-0-0", "-c", "trainer")
+    assert f"resumed from {status['latestCheckpoint']['uri']} at epoch 0" in log, log[-2000:]
+    assert tuned["latestCheckpoint"]["uri"].startswith(
+        f"s3://trainjob/e2e-examples/{cluster.namespace}/digits-finetune/"
+    )

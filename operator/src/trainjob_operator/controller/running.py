@@ -139,6 +139,14 @@ def run(options: OperatorOptions) -> None:
         "operator starting: %s",
         "namespaces " + ",".join(options.namespaces) if options.namespaces else "all namespaces",
     )
+    if options.peering is not None:
+        # kopf logs a pause only when an acting replica yields; one that starts below a running
+        # replica waits silently, so say here how this one ranks.
+        logger.info(
+            "peering through %s with priority %d: the highest-priority live replica acts, the others wait",
+            options.peering,
+            options.priority,
+        )
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -149,3 +149,39 @@ def test_jobs_with_the_same_name_in_two_namespaces_do_not_interfere(cluster: Clu
         assert other.wait_for_phase("twin", "Failed")["restarts"] == 0
     finally:
         other.kubectl("delete", "namespace", other.namespace, "--wait=false", check=False)
+
+
+# Rank 1 of attempt 0 stops reporting after its second report (a hung collective, a deadlock)
+# while rank 0 goes on; every rank of attempt 1 reports to the end. The timeout leaves room for a
+# loaded machine to start the next attempt's processes before their first report.
+HANG_ON_FIRST_ATTEMPT = python(
+    "import os, time, worker_sdk\n"
+    "hang = os.environ['TRAINJOB_ATTEMPT'] == '0' and os.environ['RANK'] == '1'\n"
+    "for step in range(1, 9):\n"
+    "    worker_sdk.report({'step': step})\n"
+    "    if hang and step == 2:\n"
+    "        time.sleep(600)\n"
+    "    time.sleep(0.2)"
+)
+
+
+def test_a_rank_that_stops_reporting_stalls_the_attempt_and_the_next_one_succeeds(cluster: Cluster) -> None:
+    cluster.apply(
+        trainjob(
+            "stall",
+            HANG_ON_FIRST_ATTEMPT,
+            failure_policy={"maxRestarts": 2, "backoffSeconds": 0},
+            extra_spec={"stallTimeoutSeconds": 10},
+        )
+    )
+
+    status = cluster.wait_for_phase("stall", "Succeeded", timeout=180)
+
+    assert status["restarts"] == 1 and status["attempt"] == 1, status
+    assert status["iteration"] == 8
+    stalled = [e for e in cluster.events("stall") if e["reason"] == "Stalled"]
+    assert len(stalled) == 1, cluster.events("stall")
+    assert "no report from rank 1 for 10s" in stalled[0]["message"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    # The new attempt cleared the condition, saying why it had been set.
+    assert conditions["Stalled"]["status"] == "False" and conditions["Stalled"]["reason"] == "NewAttempt"

@@ -97,12 +97,6 @@ class Controller:
             metrics.JOBS_BY_PHASE.labels(value).set(count)
 
 
-@kopf.on.login(registry=registry)
-def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
-    """In a pod, its ServiceAccount; elsewhere the kubeconfig (`--kubeconfig` or $KUBECONFIG)."""
-    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-
-
 @kopf.index("pods", labels=_WORKER_PODS, registry=registry)
 def pods_by_job(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any

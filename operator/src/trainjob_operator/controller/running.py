@@ -57,12 +57,13 @@ def _in_cluster_server(account: Path = SERVICE_ACCOUNT_DIR) -> str | None:
 
 
 @kopf.on.login(registry=registry)
-def login_in_cluster(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
-    """Preferred over kopf's own ServiceAccount login (https://kubernetes.default.svc), which fails
-    where the API server is not there or speaks HTTP (the local cluster)."""
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, its ServiceAccount token against the API server the pod's environment names;
+    elsewhere the kubeconfig (`--kubeconfig` or $KUBECONFIG). kopf's own ServiceAccount login is
+    not used: it assumes https://kubernetes.default.svc, which the local cluster does not serve."""
     server = _in_cluster_server()
     if server is None:
-        return None
+        return kopf.login_with_kubeconfig(settings=settings)
     ca = _ca_file()
     namespace = SERVICE_ACCOUNT_DIR / "namespace"
     return kopf.ConnectionInfo(
@@ -71,7 +72,6 @@ def login_in_cluster(settings: kopf.OperatorSettings, **_: Any) -> kopf.Connecti
         token=(SERVICE_ACCOUNT_DIR / "token").read_text().strip() or None,
         default_namespace=namespace.read_text().strip() if namespace.exists() else None,
         trust_env=settings.networking.trust_env,
-        priority=30,  # above kopf's ServiceAccount (20) and kubeconfig (10) logins
     )
 
 

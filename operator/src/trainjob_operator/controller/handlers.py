@@ -60,8 +60,7 @@ class Controller:
     wakers: Wakers = field(default_factory=Wakers)
     # Job uid -> the children known to exist.
     known_children: dict[str, set[ChildKind]] = field(default_factory=dict)
-    # (namespace, name) -> phase, for the jobs-by-phase gauge.
-    phases: dict[JobKey, str] = field(default_factory=dict)
+    phases: metrics.PhaseGauge[JobKey] = field(default_factory=metrics.PhaseGauge)
     # Job uid -> pods created but not yet seen by the watch: name -> (manifest, when created).
     # Without them a pass woken before the watch caught up would create the same pods again (409s).
     expected_pods: dict[str, dict[str, tuple[dict[str, Any], float]]] = field(default_factory=dict)
@@ -83,18 +82,6 @@ class Controller:
     def expect_pod(self, uid: str, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         self.expected_pods.setdefault(uid, {})[name] = (manifest, time.monotonic())
-
-    def record_phase(self, key: JobKey, phase: str | None) -> None:
-        if phase is None:
-            self.phases.pop(key, None)
-        else:
-            self.phases[key] = phase
-        counts: dict[str, int] = {}
-        for value in self.phases.values():
-            counts[value] = counts.get(value, 0) + 1
-        metrics.JOBS_BY_PHASE.clear()
-        for value, count in counts.items():
-            metrics.JOBS_BY_PHASE.labels(value).set(count)
 
 
 @kopf.index("pods", labels=_WORKER_PODS, registry=registry)
@@ -152,14 +139,14 @@ async def run_trainjob(
             metrics.RECONCILES.labels("ok").inc()
             if patched is not None:
                 freshest = patched
-            controller.record_phase(key, (freshest.get("status") or {}).get("phase"))
+            controller.phases.record(key, (freshest.get("status") or {}).get("phase"))
             if decision.of_type(DeleteJob):
                 return
             wait = decision.requeue_after if decision.requeue_after is not None else RESYNC_SECONDS
             await controller.wakers.wait(key, wait)
     finally:
         controller.wakers.forget(key)
-        controller.record_phase(key, None)
+        controller.phases.record(key, None)
         controller.expected_pods.pop(uid, None)
         controller.known_children.pop(uid, None)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter("trainjob_operator_reconciles_total", "Reconcile passes, by outcome", ["outcome"])
@@ -12,3 +15,23 @@ API_WRITES = Counter(
     "trainjob_operator_api_writes_total", "Writes the operator sent to the API, by verb", ["verb"]
 )
 JOBS_BY_PHASE = Gauge("trainjob_operator_jobs", "TrainJobs this operator handles, by phase", ["phase"])
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+class PhaseGauge(Generic[Key]):
+    """Keeps JOBS_BY_PHASE true by moving a job between phases when its phase changes."""
+
+    def __init__(self) -> None:
+        self.phases: dict[Key, str] = {}
+
+    def record(self, job: Key, phase: str | None) -> None:
+        """The job's phase now (None: the job is gone)."""
+        previous = self.phases.pop(job, None) if phase is None else self.phases.get(job)
+        if previous == phase:
+            return
+        if previous is not None:
+            JOBS_BY_PHASE.labels(previous).dec()
+        if phase is not None:
+            self.phases[job] = phase
+            JOBS_BY_PHASE.labels(phase).inc()

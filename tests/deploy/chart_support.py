@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -114,3 +115,31 @@ def render_script() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def pod_from_template(deployment: JSON) -> JSON:
+    """What the ReplicaSet controller would create for the Deployment (owned by it here, so that
+    uninstalling the release garbage-collects the pod)."""
+    template = deployment["spec"]["template"]
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{metadata['name']}-{uuid.uuid4().hex[:10]}",
+            "namespace": metadata["namespace"],
+            "labels": {**template["metadata"]["labels"], "pod-template-hash": "local"},
+            "annotations": template["metadata"].get("annotations") or {},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+    }

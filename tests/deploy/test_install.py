@@ -22,7 +22,7 @@ from typing import Any
 
 import helm_python
 import pytest
-from chart_support import CHART, JSON, NAMESPACE, RELEASE, ROOT
+from chart_support import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
 from pod_security import assert_restricted
 
 from localcluster import LocalCluster
@@ -83,34 +83,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """The API server and node agent; stopped by pid (with every pod) even when the test fails."""
     with LocalCluster(tmp_path / "cluster", root=ROOT) as running:
         yield running
-
-
-def pod_from_template(deployment: JSON) -> JSON:
-    """What the ReplicaSet controller would create for the Deployment (owned by it here, so that
-    uninstalling the release garbage-collects the pod)."""
-    template = deployment["spec"]["template"]
-    metadata = deployment["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{metadata['name']}-{uuid.uuid4().hex[:10]}",
-            "namespace": metadata["namespace"],
-            "labels": {**template["metadata"]["labels"], "pod-template-hash": "local"},
-            "annotations": template["metadata"].get("annotations") or {},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": template["spec"],
-    }
 
 
 def trainjob(name: str, storage_uri: str) -> JSON:

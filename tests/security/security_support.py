@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 
-from chart_support import CHART, NAMESPACE, RELEASE, ROOT, crds, objects
+from chart_support import CHART, NAMESPACE, RELEASE, ROOT, crds, objects, pod_from_template
 
 from localcluster import LocalCluster
 from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
@@ -152,33 +152,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Call
                 return last
         time.sleep(0.5)
     pytest.fail(f"{what} not within {timeout}s (last: {last!r})\n{diagnose()}")
-
-
-def pod_from_template(deployment: JSON) -> JSON:
-    """What the ReplicaSet controller would create for the Deployment."""
-    template = deployment["spec"]["template"]
-    metadata = deployment["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{metadata['name']}-{uuid.uuid4().hex[:10]}",
-            "namespace": metadata["namespace"],
-            "labels": {**template["metadata"]["labels"], "pod-template-hash": "local"},
-            "annotations": template["metadata"].get("annotations") or {},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": template["spec"],
-    }
 
 
 def chart_values(seaweedfs: SeaweedFS) -> JSON:

@@ -201,6 +201,32 @@ class LocalCluster:
     ) -> None:
         self.stop()
 
+    def stop_apiserver(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Stop the API server alone (the node agent and its pods keep running): `sig`, then
+        SIGKILL after `timeout`. Returns its exit status. With a state file, `start_apiserver()`
+        brings the same cluster back."""
+        if self.apiserver is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            self.apiserver.send_signal(sig)
+        try:
+            code = self.apiserver.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.apiserver.kill()
+            code = self.apiserver.wait(timeout=10)
+        self.apiserver = None
+        return code
+
+    def start_apiserver(self) -> None:
+        """Start the API server after `stop_apiserver()`: on the port it had, so the kubeconfig,
+        the pods' KUBERNETES_SERVICE_PORT and every client's URL stay valid."""
+        if self.apiserver is not None:
+            raise ClusterError("the API server is running")
+        if self.url:
+            self.port = int(self.url.rsplit(":", 1)[1])
+        self._start_apiserver()
+        self._write_info()
+
     def check_alive(self) -> None:
         for name, proc in (("apiserver", self.apiserver), ("node agent", self.agent)):
             if proc is not None and proc.poll() is not None:

@@ -122,10 +122,10 @@ class APIServer:
         self.url = f"http://{self.host}:{self.port}"
         self._bootstrap()
         if self.state_file is not None:
+            # Writes a snapshot of what was loaded and bootstrapped, then journals every change.
             self.saver = persistence.Saver(
                 self.state_file, self.store, self.authenticator.key, self.admin_token
             )
-            persistence.save(self.state_file, self.store, self.authenticator.key, self.admin_token)
         self.controllers = Controllers(self.api)
         self.controllers.start()
         if self.kubeconfig_path is not None:

@@ -45,6 +45,8 @@ class LocalStack:
     keep: bool = True
     # "RBAC": the API server enforces RBAC (the operator here still uses the admin kubeconfig)
     authorization: str = "AlwaysAllow"
+    # The API server keeps its objects there, so it can be restarted (None: in memory only).
+    state_file: Path | None = None
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -66,7 +68,11 @@ class LocalStack:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self.cluster = LocalCluster(
-                self.directory / "cluster", root=self.root, keep=True, authorization=self.authorization
+                self.directory / "cluster",
+                root=self.root,
+                keep=True,
+                authorization=self.authorization,
+                state_file=self.state_file,
             ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()

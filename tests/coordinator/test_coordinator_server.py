@@ -68,7 +68,9 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         "bestCheckpoint",
         "checkpoints",
         "slowestRank",
+        "storage",
     }
+    assert status["storage"]["available"] is True
     assert status["iteration"] == 4
     assert status["latestCheckpoint"] == state["latestCheckpoint"]
     assert status["checkpoints"] == state["checkpoints"]

@@ -137,6 +137,7 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "bestCheckpoint",
         "checkpoints",
         "slowestRank",
+        "storage",
     }
 
 

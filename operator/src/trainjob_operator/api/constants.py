@@ -62,6 +62,9 @@ ENV_STORAGE_URI: Final = "TRAINJOB_STORAGE_URI"
 ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL_S3"
 ENV_RESUME_CHECKPOINT: Final = "TRAINJOB_RESUME_CHECKPOINT"
 ENV_CONFIG: Final = "TRAINJOB_CONFIG"
+ENV_STORAGE_RETRY_SECONDS: Final = "TRAINJOB_STORAGE_RETRY_SECONDS"
+# The SDK's retry budget when spec.storage.retryBudgetSeconds is unset (worker_sdk.context.Settings).
+DEFAULT_STORAGE_RETRY_SECONDS: Final = 120
 # torchrun reads PET_<OPTION> for each of its command-line options.
 ENV_TORCHRUN_NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
 ENV_TORCHRUN_NNODES: Final = "PET_NNODES"

@@ -94,6 +94,9 @@ class ConditionType(enum.StrEnum):
     FAILED = "Failed"
     # True while a change to a field that cannot change on an accepted job is being refused.
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
+    # True while the coordinator cannot reach checkpoint storage (status.storage); left out until
+    # the first outage, False once storage is reachable again.
+    STORAGE_UNAVAILABLE = "StorageUnavailable"
 
 
 class ConditionStatus(enum.StrEnum):
@@ -122,6 +125,13 @@ class StorageSpec(WireModel):
     credentials_secret: str | None = Field(
         default=None,
         description="Secret in the job's namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+    )
+    retry_budget_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="How long the workers retry each storage operation (a checkpoint upload, the resume "
+        "lookup) before giving up (TRAINJOB_STORAGE_RETRY_SECONDS; unset: the SDK's 120). A longer "
+        "outage fails the attempt, which restarts from the latest committed checkpoint (failurePolicy).",
     )
 
 
@@ -262,6 +272,17 @@ class SlowestRank(WireModel):
     last_report_time: datetime | None = None
 
 
+class StorageState(WireModel):
+    """Whether the coordinator reaches checkpoint storage (it also probes it while idle). Every
+    field is always set: a merge patch then replaces what an earlier coordinator wrote."""
+
+    available: bool
+    since: datetime | None = Field(
+        default=None, description="When the coordinator saw storage become (un)available."
+    )
+    message: str | None = Field(default=None, description="The last storage error, or that it is reachable.")
+
+
 class TrainJobStatus(WireModel):
     """Observed state. Lifecycle fields are the operator's, progress fields the coordinator's."""
 
@@ -269,7 +290,8 @@ class TrainJobStatus(WireModel):
     phase: Phase | None = Field(default=None, description="Lifecycle phase.")
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Created, Running, Restarting, Suspended, Stalled, Succeeded, Failed, SpecChangeRefused.",
+        description="Created, Running, Restarting, Suspended, Stalled, Succeeded, Failed, SpecChangeRefused, "
+        "StorageUnavailable.",
     )
     observed_generation: int | None = Field(default=None, description="The generation last reconciled.")
     attempt: int | None = Field(
@@ -315,6 +337,10 @@ class TrainJobStatus(WireModel):
     slowest_rank: SlowestRank | None = Field(
         default=None, description="The rank whose latest report is the oldest (stall detection)."
     )
+    storage: StorageState | None = Field(
+        default=None,
+        description="Whether the coordinator reaches checkpoint storage (condition StorageUnavailable).",
+    )
 
     @classmethod
     def from_wire_lenient(cls, data: Any) -> TrainJobStatus:
@@ -359,6 +385,7 @@ COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "best_checkpoint",
     "checkpoints",
     "slowest_rank",
+    "storage",
 )
 
 

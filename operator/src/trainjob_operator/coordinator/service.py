@@ -1,16 +1,23 @@
 """The coordinator of one job attempt: reports in; committed checkpoints, history and status out.
 
-Reports are recorded in memory at once (the HTTP answer never waits for storage). Three
+Reports are recorded in memory at once (the HTTP answer never waits for storage). Four
 background tasks do the I/O: the committer (recovery first, then commits and retention, one at
-a time, in a thread), the history writer and the status publisher. When storage is down,
-reports keep being accepted (memory bounded: pending checkpoints and history lines are capped),
-commits and history writes are retried, and the state and status say what is wrong.
+a time, in a thread), the history writer, the storage probe and the status publisher. When
+storage is down, reports keep being accepted (memory bounded: pending checkpoints and history
+lines are capped), commits and history writes are retried, and the state and status say what is
+wrong (`status.storage`, which the operator turns into the StorageUnavailable condition).
+
+The probe exists because during an outage the coordinator may have nothing to write: the
+workers' uploads are what fail, and their reports arrive only after the upload succeeded. So
+when no storage operation succeeded for `storage_probe_seconds`, it reads one absent key, once,
+without the retry budget, and so notices an outage (and its end) within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import secrets
 import time
@@ -31,7 +38,7 @@ from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
 from worker_sdk.protocol import Finalize, Report
-from worker_sdk.storage import Storage, StorageError
+from worker_sdk.storage import Storage, StorageError, join_key
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,8 @@ class CoordinatorConfig:
     history_lines_per_part: int = 1000
     # Checkpoints reported but not committed yet; past this the oldest is given up.
     max_pending_checkpoints: int = 64
+    # Probe storage when no operation succeeded for this long (see the module docstring).
+    storage_probe_seconds: float = 3.0
 
 
 class Coordinator:
@@ -67,6 +76,13 @@ class Coordinator:
         self.publisher = StatusPublisher(sink, self.status, interval=config.status_interval)
         self.recovered = False
         self.storage_error: str | None = None
+        # When storage was last seen to become (un)available (wall clock); None: not known yet.
+        self.storage_since: float | None = None
+        self._storage_ok_at = time.monotonic()
+        self._operation_failed_at = float("-inf")  # the last failure of a real operation
+        # The probe's copy tries once: it must answer within seconds, not after the retry budget.
+        self._probe_storage = copy.copy(storage)
+        self._probe_storage.retry_budget_seconds = 0.0
         self.commit_problems: dict[int, str] = {}  # iteration -> why it is not committed yet
         # What the history of this attempt already holds (from a previous coordinator process).
         self._history_up_to = 0
@@ -85,6 +101,7 @@ class Coordinator:
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="coordinator-commits"),
             asyncio.create_task(self._history_loop(), name="coordinator-history"),
+            asyncio.create_task(self._probe_loop(), name="coordinator-storage-probe"),
             asyncio.create_task(self.publisher.run(), name="coordinator-status"),
         ]
 
@@ -243,7 +260,18 @@ class Coordinator:
                 "iteration": slowest[1].last_iteration,
                 "lastReportTime": rfc3339(slowest[1].last_report_time),
             },
+            "storage": self._storage_status(),
             "message": self.message,
+        }
+
+    def _storage_status(self) -> dict[str, Any] | None:
+        """`status.storage`; every field set, so that it replaces an earlier coordinator's."""
+        if self.storage_since is None:
+            return None
+        return {
+            "available": self.storage_error is None,
+            "since": rfc3339(self.storage_since),
+            "message": "reachable" if self.storage_error is None else self.storage_error,
         }
 
     def state(self) -> dict[str, Any]:
@@ -274,18 +302,51 @@ class Coordinator:
 
     # -- storage work -------------------------------------------------------------------------
     def _storage_ok(self) -> None:
+        self._storage_ok_at = time.monotonic()
+        if self.storage_since is None:
+            self.storage_since = time.time()
+            self.publisher.changed(urgent=True)
         if self.storage_error is not None:
             log.info("storage is available again")
             self.storage_error = None
+            self.storage_since = time.time()
             self.metrics.storage_available.set(1)
             self.publisher.changed(urgent=True)
+            # Commits and history writes waiting out a retry delay go now.
+            self._commit_wakeup.set()
+            self._history_wakeup.set()
 
-    def _storage_failed(self, exc: Exception) -> None:
+    def _storage_failed(self, exc: Exception, *, probe: bool = False) -> None:
+        if not probe:
+            self._operation_failed_at = time.monotonic()
         if self.storage_error is None:
             log.warning("storage unavailable: %s", exc)
+            self.storage_since = time.time()
             self.publisher.changed(urgent=True)
         self.storage_error = str(exc)
         self.metrics.storage_available.set(0)
+
+    async def _probe_loop(self) -> None:
+        interval = self.config.storage_probe_seconds
+        key = join_key(self.config.namespace, self.config.job, ".trainjob-storage-probe")
+        while True:
+            await asyncio.sleep(max(0.0, self._storage_ok_at + interval - time.monotonic()))
+            if time.monotonic() - self._storage_ok_at < interval:
+                continue  # another operation succeeded meanwhile: nothing to learn
+            try:
+                await asyncio.to_thread(self._probe_storage.get_bytes, key)
+            except (StorageError, OSError) as exc:
+                # The cause, not the budget's wording ("unavailable for 0s") around it.
+                cause = exc.__cause__ or exc
+                self._storage_failed(StorageError(f"cannot reach {self.storage.uri}: {cause}"), probe=True)
+                await asyncio.sleep(interval)
+                continue
+            if time.monotonic() - self._operation_failed_at < 2 * interval:
+                # Storage answers, yet a commit or history write failed just now (a refused
+                # write, say): that stands until an operation succeeds, rather than flapping.
+                await asyncio.sleep(interval)
+                continue
+            self._storage_ok()
 
     async def _recover(self) -> None:
         delay = 0.5

@@ -80,6 +80,8 @@ class SeaweedFS:
         }
 
     def start(self, timeout: float = 60.0) -> SeaweedFS:
+        """Start the server; after `stop()` this restarts it on the same S3 port and data
+        directory, so clients keep their endpoint and find every object again (an outage)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.s3_port:
             self.s3_port = free_port()

@@ -217,6 +217,8 @@ def worker_env(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
     resume = resume_checkpoint(job)
     if resume is not None:
         env.append(_env(constants.ENV_RESUME_CHECKPOINT, resume))
+    if job.spec.storage.retry_budget_seconds is not None:
+        env.append(_env(constants.ENV_STORAGE_RETRY_SECONDS, job.spec.storage.retry_budget_seconds))
     env.append(_env(constants.ENV_CONFIG, json.dumps(job.spec.config or {}, sort_keys=True)))
     return env
 

@@ -193,6 +193,10 @@ class _Reconciliation:
             if self.phase is not Phase.PENDING:
                 return
         self._check_spec_changes()
+        if self.phase in lifecycle.ACTIVE_PHASES:
+            # Only a running coordinator keeps status.storage current; while restarting or
+            # suspended it is what the last one saw, so the condition stays as it was.
+            self._check_storage()
         if self.phase is not Phase.SUSPENDED and self._deadline_exceeded():
             return
         if self.spec_or_fail.suspend and self.phase is not Phase.SUSPENDED:
@@ -273,6 +277,45 @@ class _Reconciliation:
                 "SpecRestored",
                 "the fixed spec fields have their accepted values again",
             )
+
+    def _check_storage(self) -> None:
+        """Turn the coordinator's status.storage into the StorageUnavailable condition, with an
+        event at each change: unreachable, unreachable past the workers' retry budget (their
+        uploads fail from then on and the attempt restarts), reachable again."""
+        state = self.status.storage
+        if state is None:
+            return
+        current = next((c for c in self.conditions if c.type is ConditionType.STORAGE_UNAVAILABLE), None)
+        since = state.since or self.now
+        if state.available:
+            if current is not None and current.status is ConditionStatus.TRUE:
+                message = f"checkpoint storage is reachable again since {_rfc3339(since)}"
+                self._set_condition(
+                    ConditionType.STORAGE_UNAVAILABLE, ConditionStatus.FALSE, "StorageReachable", message
+                )
+                self._event("StorageAvailable", message)
+            return
+        budget = self.spec_or_fail.storage.retry_budget_seconds or constants.DEFAULT_STORAGE_RETRY_SECONDS
+        remaining = self._seconds_until(since + timedelta(seconds=budget))
+        error = state.message or "unknown error"
+        if remaining > 0:
+            self._requeue_in(remaining)
+            reason, event = "StorageUnreachable", "StorageUnavailable"
+            message = (
+                f"the coordinator cannot reach checkpoint storage since {_rfc3339(since)}: {error}; the "
+                f"workers retry each upload for up to {budget}s (storage.retryBudgetSeconds)"
+            )
+        else:
+            reason, event = "RetryBudgetExceeded", "StorageRetryBudgetExceeded"
+            message = (
+                f"checkpoint storage unreachable since {_rfc3339(since)}, longer than "
+                f"storage.retryBudgetSeconds ({budget}s): checkpoint uploads fail and the attempt restarts "
+                f"from the latest committed checkpoint (failurePolicy): {error}"
+            )
+        # Only a change of reason is news: the error text varies from one retry to the next.
+        if current is None or current.status is not ConditionStatus.TRUE or current.reason != reason:
+            self._set_condition(ConditionType.STORAGE_UNAVAILABLE, ConditionStatus.TRUE, reason, message)
+            self._event(event, message, EventType.WARNING)
 
     def _deadline_exceeded(self) -> bool:
         deadline = self.spec_or_fail.active_deadline_seconds
@@ -500,6 +543,10 @@ class _Reconciliation:
                 failed=sum(p.outcome is PodOutcome.FAILED for p in pods.values()),
             )
         )
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _validation_message(error: ValidationError) -> str:

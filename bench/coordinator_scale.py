@@ -1,6 +1,7 @@
 """Scenario 5: one coordinator process against many simulated ranks (async HTTP clients, one
 keep-alive connection each) reporting at a fixed rate: accepted reports/s, latency, and the
-coordinator's CPU and RSS (from /proc).
+coordinator's CPU and RSS (from /proc), and the CPU the load generator itself used: on a small
+machine it shares the cores with the coordinator, so its share says how much was left.
 
     python -m bench.coordinator_scale [--ranks 256] [--rate 10] [--seconds 20]
 """
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,10 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS  # utime, stime
 
 
 def rss_mib(pid: int) -> float:
@@ -93,14 +96,18 @@ async def drive_ranks(
 
 def _load_process(
     url: str, token: str, first: int, last: int, rate: float, seconds: float
-) -> tuple[list[float], int]:
-    return asyncio.run(drive_ranks(url, token, range(first, last), rate, seconds))
+) -> tuple[list[float], int, float]:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    latencies, errors = asyncio.run(drive_ranks(url, token, range(first, last), rate, seconds))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return latencies, errors, cpu
 
 
 def drive(
     url: str, token: str, ranks: int, rate: float, seconds: float, processes: int
-) -> tuple[list[float], int]:
-    """The ranks split over ``processes`` load processes."""
+) -> tuple[list[float], int, float]:
+    """The ranks split over ``processes`` load processes; also the CPU seconds those used."""
     from concurrent.futures import ProcessPoolExecutor
 
     bounds = [ranks * i // processes for i in range(processes + 1)]
@@ -110,7 +117,8 @@ def drive(
             for i in range(processes)
         ]
         results = [f.result() for f in futures]
-    return [x for lat, _ in results for x in lat], sum(e for _, e in results)
+    latencies = [x for lat, _, _ in results for x in lat]
+    return latencies, sum(e for _, e, _ in results), sum(c for _, _, c in results)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -128,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pid = coordinator.process.pid
             log(f"coordinator_scale: {args.ranks} ranks x {args.rate}/s for {args.seconds}s")
             drive(coordinator.url, job.token, args.ranks, args.rate, args.warmup, args.load_processes)
-            cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-            latencies, errors = drive(
+            cpu0, wall0, load0 = cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
+            latencies, errors, generator_cpu = drive(
                 coordinator.url, job.token, args.ranks, args.rate, args.seconds, args.load_processes
             )
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
@@ -141,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     offered = args.ranks * args.rate
     accepted = len(latencies) / elapsed
     lat = summary_ms(latencies)
-    cpu_fraction = (cpu1 - cpu0) / elapsed
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu_fraction = (user + system) / elapsed
+    served = max(len(latencies), 1)
     met = accepted >= 0.95 * offered and lat["p99_ms"] < 50 and cpu_fraction <= 1.0
     return emit(
         "coordinator_scale",
@@ -157,6 +167,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "errors": errors,
             "latency": lat,
             "coordinator_cpu_cores": round(cpu_fraction, 3),
+            # Per answered report, user + kernel (the kernel part is mostly loopback TCP); a
+            # core sustains about 1e6 / this many reports a second.
+            "coordinator_cpu_us_per_report": round((user + system) / served * 1e6, 1),
+            "coordinator_cpu_user_us_per_report": round(user / served * 1e6, 1),
+            "coordinator_cpu_system_us_per_report": round(system / served * 1e6, 1),
+            "one_core_capacity_per_s": round(served / (user + system)) if user + system else None,
+            "generator_cpu_cores": round(generator_cpu / elapsed, 3),
+            "load_average_at_start": round(load0, 2),
             "coordinator_rss_mib": round(rss, 1),
             "job_iteration": state.get("iteration"),
         },

@@ -90,13 +90,23 @@ def disk_copy(directory: Path, prefix: str) -> None:
     shutil.rmtree(target)
 
 
-def measure(upload: Callable[[Path, str], None], directory: Path, size: int, repeats: int) -> dict[str, Any]:
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        upload(directory, f"bench/{uuid.uuid4().hex[:8]}")
-        rates.append(size / MiB / (time.perf_counter() - started))
-    return {"mib_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]}
+def measure(
+    candidates: dict[str, Callable[[Path, str], None]], directory: Path, size: int, repeats: int
+) -> dict[str, Any]:
+    """Each candidate once per round, ``repeats`` rounds: on a shared machine the load drifts,
+    and interleaving lets it hit every candidate alike (one after the other, the last would be
+    measured in a different minute than the first)."""
+    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_number in range(repeats):
+        for name, upload in candidates.items():
+            log(f"upload_throughput: round {round_number + 1}/{repeats} {name}")
+            started = time.perf_counter()
+            upload(directory, f"bench/{uuid.uuid4().hex[:8]}")
+            rates[name].append(size / MiB / (time.perf_counter() - started))
+    return {
+        name: {"mib_per_s": round(statistics.median(runs), 1), "runs": [round(r, 1) for r in runs]}
+        for name, runs in rates.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -119,11 +129,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             for concurrency, chunk in ((10, 8), (10, 16), (16, 32), (32, 8)):
                 candidates[f"boto3_c{concurrency}_chunk{chunk}mib"] = boto3_uploader(s3, concurrency, chunk)
             candidates["disk_copy"] = disk_copy
-            results: dict[str, Any] = {}
             for name, upload in candidates.items():
                 upload(directory, f"warmup/{name}")  # connections, page cache
-                log(f"upload_throughput: {shape} {name}")
-                results[name] = measure(upload, directory, total, args.repeats)
+            log(f"upload_throughput: {shape}")
+            results = measure(candidates, directory, total, args.repeats)
             boto = {k: v for k, v in results.items() if k.startswith("boto3")}
             best_name = max(boto, key=lambda k: boto[k]["mib_per_s"])
             best = boto[best_name]["mib_per_s"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from worker_sdk.storage import Storage, StorageError, StorageUnavailableError, open_storage
+from worker_sdk.storage import S3Storage, Storage, StorageError, StorageUnavailableError, open_storage
 
 
 def test_put_get_list_delete_round_trip(storage: Storage) -> None:
@@ -90,3 +91,41 @@ def test_wrong_credentials_fail_at_once_with_the_reason(
     with pytest.raises(StorageError, match="InvalidAccessKeyId") as raised:
         storage.put_bytes("k", b"x")
     assert not isinstance(raised.value, StorageUnavailableError)
+
+
+def test_small_files_go_as_one_put_each_and_large_ones_in_parts(
+    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    # 5 MiB is the smallest part S3 allows: a 6 MiB file is multipart, a 2 MiB one is not.
+    storage = S3Storage(f"s3://{seaweedfs.bucket}/parts", multipart_threshold=5 * 1024 * 1024)
+    sizes = {"tiny.json": 100, "medium.bin": 2 * 1024 * 1024, "large.bin": 6 * 1024 * 1024}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    calls: list[tuple[str, str]] = []
+
+    def record_call(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, params["Key"].rsplit("/", 1)[-1]))
+
+    storage.client.meta.events.register("before-parameter-build.s3", record_call)
+    storage.upload_files([(tmp_path / name, f"d/{name}") for name in sizes])
+
+    assert sorted(c for c in calls if c[1] != "large.bin") == [
+        ("PutObject", "medium.bin"),
+        ("PutObject", "tiny.json"),
+    ]
+    assert {op for op, key in calls if key == "large.bin"} == {
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    }
+    for name in sizes:
+        assert storage.get_bytes(f"d/{name}") == (tmp_path / name).read_bytes()
+
+
+def test_a_missing_file_fails_the_upload_and_says_which(storage: Storage, tmp_path: Path) -> None:
+    (tmp_path / "present.bin").write_bytes(b"p")
+    with pytest.raises(StorageError, match=r"cannot upload .*absent\.bin"):
+        storage.upload_files([(tmp_path / "present.bin", "d/present.bin"), (tmp_path / "absent.bin", "d/a")])

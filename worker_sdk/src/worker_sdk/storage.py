@@ -254,8 +254,18 @@ class FileStorage(Storage):
         shutil.copyfile(self._path(key), local_path)
 
 
+def _size_or_zero(path: Path) -> int:
+    """A file's size; 0 when it cannot be read (its upload then fails with the reason)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class S3Storage(Storage):
-    """An S3 bucket and prefix, through boto3's transfer manager (multipart, parallel parts)."""
+    """An S3 bucket and prefix. A file below ``multipart_threshold`` is one PutObject, many of
+    them at once (``small_file_workers``); a larger one goes through boto3's transfer manager
+    (multipart, ``max_concurrency`` parts in parallel)."""
 
     def __init__(
         self,
@@ -264,6 +274,8 @@ class S3Storage(Storage):
         endpoint_url: str | None = None,
         retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS,
         max_concurrency: int = 10,
+        multipart_threshold: int = 16 * _MiB,
+        small_file_workers: int = 16,
     ) -> None:
         super().__init__(uri, retry_budget_seconds=retry_budget_seconds)
         parsed = urlparse(self.uri)
@@ -273,6 +285,8 @@ class S3Storage(Storage):
         self.prefix = parsed.path.strip("/")
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
         self.max_concurrency = max_concurrency
+        self.multipart_threshold = multipart_threshold
+        self.small_file_workers = small_file_workers
         self._client: S3Client | None = None
         self._transfer_config: object | None = None
 
@@ -291,14 +305,16 @@ class S3Storage(Storage):
                 region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                 config=Config(
                     retries={"mode": "standard", "max_attempts": 3},
-                    max_pool_connections=max(10, self.max_concurrency * 2),
+                    # Small files and one large file's parts in flight together, each on a
+                    # connection of its own (a full pool would drop connections and log it).
+                    max_pool_connections=self.small_file_workers + self.max_concurrency,
                     connect_timeout=5,
                     read_timeout=60,
                 ),
             )
             self._transfer_config = TransferConfig(
-                multipart_threshold=16 * _MiB,
-                multipart_chunksize=16 * _MiB,
+                multipart_threshold=self.multipart_threshold,
+                multipart_chunksize=self.multipart_threshold,
                 max_concurrency=self.max_concurrency,
                 use_threads=True,
             )
@@ -307,8 +323,40 @@ class S3Storage(Storage):
     def _object_key(self, key: str) -> str:
         return join_key(self.prefix, check_relative_key(key)) if key else self.prefix
 
+    def upload_files(self, files: Iterable[tuple[Path, str]], *, max_workers: int | None = None) -> None:
+        """Upload (local path, key) pairs: small files in parallel while the large ones go one at
+        a time, each in parallel parts; the first failure is raised."""
+        small: list[tuple[Path, str]] = []
+        large: list[tuple[Path, str]] = []
+        for path, key in files:
+            (large if _size_or_zero(path) >= self.multipart_threshold else small).append((path, key))
+        _ = self.client  # created once, before the threads that share it
+        workers = min(max_workers or self.small_file_workers, len(small))
+        if not workers:
+            for path, key in large:
+                self.upload_file(path, key)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(self.upload_file, path, key) for path, key in small]
+            try:
+                for path, key in large:
+                    self.upload_file(path, key)
+                for future in futures:
+                    future.result()
+            except BaseException:
+                # The checkpoint cannot be complete: do not start the files not begun yet.
+                for future in futures:
+                    future.cancel()
+                raise
+
     def _upload_file(self, local_path: Path, key: str) -> None:
         client = self.client
+        if local_path.stat().st_size < self.multipart_threshold:
+            # One request: the transfer manager's thread pool and futures cost more than the
+            # PUT of a small file itself.
+            with open(local_path, "rb") as body:
+                client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=body)
+            return
         client.upload_file(
             str(local_path),
             self.bucket,

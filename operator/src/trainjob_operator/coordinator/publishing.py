@@ -63,8 +63,13 @@ class StatusPublisher:
         self._lock = asyncio.Lock()
 
     def changed(self, *, urgent: bool = False) -> None:
+        # Called for every report: wake the loop only when the due time moves (clean -> dirty,
+        # or ordinary -> urgent). A further ordinary change leaves it where it is, and waking
+        # the loop for it would cost a timer and a task per report.
         if self._dirty_since is None:
             self._dirty_since = self.clock()
+        elif self._urgent or not urgent:
+            return
         self._urgent = self._urgent or urgent
         self._wakeup.set()
 

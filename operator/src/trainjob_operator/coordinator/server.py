@@ -59,6 +59,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# json.loads(..., parse_constant=...) builds a new decoder per call: one, reused.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _loads(body: bytes) -> Any:
+    """``json.loads(body, parse_constant=_refuse_constant)`` without the per-call decoder."""
+    return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+
 async def _read_json(request: web.Request) -> Any:
     """The body as JSON; raises :class:`_BodyRefused` for one that is too large or not JSON."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -69,14 +78,19 @@ async def _read_json(request: web.Request) -> Any:
         )
     timeout = request.app[BODY_TIMEOUT_KEY]
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():
+            # The whole body came with the headers (the usual report): reading cannot stall,
+            # so no timer (arming and cancelling one costs more than parsing the report).
             body = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _BodyRefused(413, "too_large", f"body is over the {MAX_BODY_BYTES} byte limit") from None
     except TimeoutError:
         raise _BodyRefused(408, "timeout", f"request body not received within {timeout:g}s") from None
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return _loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BodyRefused(400, "malformed", f"malformed JSON: {exc}") from None
 

@@ -156,12 +156,17 @@ def test_sidecar_does_not_decide_the_phase_and_init_failure_fails_never_pods(kub
 
 
 def test_graceful_deletion_sigterm_then_grace_then_kill(kube: Kube, tmp_path: Path) -> None:
+    # Each process says when its SIGTERM disposition is in place: on a loaded machine Python may
+    # still be starting when the container already counts as running.
     handler = (
         "import signal, sys, time;"
         "signal.signal(signal.SIGTERM, lambda *a: (open('/out/term', 'w').write('TERM'), sys.exit(0)));"
-        "print('ready', flush=True); time.sleep(600)"
+        "open('/out/polite-armed', 'w').close(); time.sleep(600)"
     )
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "open('/out/stubborn-armed', 'w').close(); time.sleep(600)"
+    )
     mount = [{"name": "out", "mountPath": "/out"}]
     kube.create(
         pod(
@@ -171,10 +176,20 @@ def test_graceful_deletion_sigterm_then_grace_then_kill(kube: Kube, tmp_path: Pa
         )
     )
     kube.create(
-        pod("stubborn", [{"name": "main", "command": py(stubborn)}], terminationGracePeriodSeconds=30)
+        pod(
+            "stubborn",
+            [{"name": "main", "command": py(stubborn), "volumeMounts": mount}],
+            volumes=[out_volume(tmp_path)],
+            terminationGracePeriodSeconds=30,
+        )
     )
     polite_pid = container_pid(kube.wait_ready("polite"), "main")
     stubborn_pid = container_pid(kube.wait_ready("stubborn"), "main")
+    for armed in ("polite-armed", "stubborn-armed"):
+        deadline = time.monotonic() + 60
+        while not (tmp_path / armed).exists():
+            assert time.monotonic() < deadline, f"{armed} never written"
+            time.sleep(0.1)
 
     t0 = time.monotonic()
     kube.delete_pod("polite", grace=10)

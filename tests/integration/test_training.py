@@ -1,5 +1,9 @@
 """Real DDP training (gloo, 2 and 4 processes) of examples.digits.train against a real coordinator,
-on SeaweedFS and on a directory: commits, retention, sharding, kills, resumes, restarts, SIGTERM."""
+on SeaweedFS and on a directory: commits, retention, sharding, kills, resumes, restarts, SIGTERM.
+
+The longest scenarios run on SeaweedFS only: above the storage layer (tested on both in tests/sdk)
+the commit and resume code does not know which one it writes to, and both together cost two
+minutes of the suite's budget."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from job_support import JobRunner, wait_until
 
@@ -18,6 +23,7 @@ from worker_sdk.storage import Storage, open_storage
 
 FAST = {"epochs": 4, "batch_size": 64, "lr": 0.05, "checkpoint_every": 1}
 METRIC_NAMES = {"loss", "val_loss", "accuracy", "epoch"}
+S3_ONLY = pytest.mark.parametrize("storage_uri", ["s3"], indirect=True)
 
 
 def committed(storage: Storage, runner: JobRunner) -> dict[int, CheckpointManifest]:
@@ -74,6 +80,7 @@ def test_ddp_job_commits_reports_and_keeps_num_to_keep(job_runner: Any, storage_
     assert [f.path for f in retained[4].files] == ["state.pt"]
 
 
+@S3_ONLY
 def test_sharded_checkpoint_from_four_ranks_merges_into_one_directory(
     job_runner: Any, storage_uri: str, tmp_path: Path
 ) -> None:
@@ -102,6 +109,7 @@ def test_sharded_checkpoint_from_four_ranks_merges_into_one_directory(
         assert load_checkpoint(Path(directory), model, torch.optim.SGD(model.parameters(), lr=0.1)) == 1
 
 
+@S3_ONLY
 def test_a_killed_job_resumes_from_the_latest_committed_checkpoint(
     job_runner: Any, storage_uri: str, tmp_path: Path
 ) -> None:
@@ -151,6 +159,7 @@ def test_a_killed_job_resumes_from_the_latest_committed_checkpoint(
     assert sorted(committed(open_storage(storage_uri), runner)) == list(range(1, 6))
 
 
+@S3_ONLY
 def test_a_checkpoint_one_rank_never_reported_is_never_committed_nor_resumed(
     job_runner: Any, storage_uri: str
 ) -> None:

@@ -1,5 +1,6 @@
 """Scenario 2: ``report()`` with a checkpoint (16 and 256 MiB, sharded over 2 workers) every N steps,
-to SeaweedFS: how long the loop is blocked, sync and async, and how long until the checkpoint is
+to SeaweedFS: how long the loop is blocked, sync, async (a copy) and async with the directory handed
+over (as Ray's ASYNC does by default), and how long until the checkpoint is
 committed, against Ray Train (v2: SYNC and ASYNC upload modes; v1: sync) in the same run.
 
     python -m bench.checkpoint_report [--sizes 16,256] [--checkpoints 3] [--every 3] [--no-ray]
@@ -39,10 +40,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "checkpoint_mib": size,
             }
             ours: dict[str, Any] = {}
-            for mode in ("sync", "async"):
+            # async copies the directory (the caller keeps it); async_given_up hands it over, as
+            # Ray's ASYNC mode does by default (delete_local_checkpoint_after_upload).
+            modes = {
+                "sync": {"upload": "sync"},
+                "async": {"upload": "async"},
+                "async_given_up": {"upload": "async", "give_up": True},
+            }
+            for mode, how in modes.items():
                 log(f"checkpoint_report: ours {mode} {size} MiB")
                 result = run_ours(
-                    {**params, "upload": mode},
+                    {**params, **how},
                     world_size=args.workers,
                     storage_uri=f"s3://{s3.bucket}/ours-{mode}-{size}",
                     extra_env=env,
@@ -68,12 +76,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     peer[name] = {"blocked": summary_ms(times)} if times else peer_result
                 sync_p50 = (peer.get("ray_v2_sync") or {}).get("blocked", {}).get("p50_ms")
                 ratios = {
-                    "ours_async_over_ray_sync_p50": None
+                    f"ours_{mode}_over_ray_sync_p50": None
                     if not sync_p50
-                    else round(ours["async"]["blocked"]["p50_ms"] / sync_p50, 4),
-                    "ray_sync_over_ours_sync_p50": ratio(sync_p50, ours["sync"]["blocked"]["p50_ms"]),
+                    else round(ours[mode]["blocked"]["p50_ms"] / sync_p50, 4)
+                    for mode in ("async", "async_given_up")
                 }
-            fraction = ratios.get("ours_async_over_ray_sync_p50")
+                ratios["ray_sync_over_ours_sync_p50"] = ratio(sync_p50, ours["sync"]["blocked"]["p50_ms"])
+            fraction = ratios.get("ours_async_given_up_over_ray_sync_p50")
             lines.append(
                 emit(
                     "checkpoint_report",
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     peer,
                     ratios or None,
                     {
-                        "target": "ours async blocking p50 <= 5% of Ray's sync blocking p50",
+                        "target": "ours async blocking p50 <= 5% of Ray's sync blocking p50 (the directory "
+                        "handed over, as Ray's async does by default; the copying async is shown beside)",
                         "met": None if fraction is None else fraction <= 0.05,
                     },
                 )

@@ -37,6 +37,8 @@ def main() -> None:
         int(params.get("checkpoint_mib", 16)) * 1024 * 1024 // max(1, int(os.environ.get("WORLD_SIZE", "1")))
     )
     upload = params.get("upload", "sync")
+    # As Ray Train's async mode does by default: the directory is handed over, not copied.
+    give_up = bool(params.get("give_up", False))
     context = train.get_context()
     rank = context.get_world_rank()
     payload = os.urandom(min(size, 16 * 1024 * 1024)) if every else b""
@@ -59,7 +61,12 @@ def main() -> None:
                     left -= len(chunk)
             wall = time.time()
             t0 = time.perf_counter()
-            train.report(metrics, checkpoint=train.Checkpoint.from_directory(directory), upload=upload)
+            train.report(
+                metrics,
+                checkpoint=train.Checkpoint.from_directory(directory),
+                upload=upload,
+                delete_local_checkpoint_after_upload=give_up,
+            )
             with_checkpoint.append(time.perf_counter() - t0)
             checkpoint_times.append((step, wall))
             if upload == "async":

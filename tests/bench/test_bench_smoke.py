@@ -73,7 +73,7 @@ def test_checkpoint_report() -> None:
     (line,) = run_scenario(
         "-m", "bench.checkpoint_report", "--sizes", "2", "--checkpoints", "1", "--every", "2", "--no-ray"
     )
-    for mode in ("sync", "async"):
+    for mode in ("sync", "async", "async_given_up"):
         assert line["ours"][mode]["blocked"]["p50_ms"] > 0
         assert line["ours"][mode]["to_commit"]["n"] >= 1
 

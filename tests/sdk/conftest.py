@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from network_support import StallingProxy
 
+from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk import session
 
 CONTRACT_VARIABLES = (
@@ -68,3 +70,13 @@ def stalling_s3(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iter
         yield proxy
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def vanishing_s3(
+    sdk_env: SetEnv, seaweedfs: SeaweedFS, stalling_s3: StallingProxy, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Storage whose S3 endpoint stops listening when the test closes the proxy (then nothing
+    listens on that port), with a 1 s retry budget."""
+    monkeypatch.setenv("TRAINJOB_STORAGE_RETRY_SECONDS", "1")
+    return f"s3://{seaweedfs.bucket}/vanishing-{time.time_ns()}"

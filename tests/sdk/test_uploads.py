@@ -90,16 +90,6 @@ def test_a_full_upload_queue_blocks_report_until_an_upload_finishes(
     assert storage.get_bytes("default/bp/checkpoint_000002/model.pt") == b"two"
 
 
-@pytest.fixture
-def vanishing_s3(
-    sdk_env: SetEnv, seaweedfs: SeaweedFS, stalling_s3: StallingProxy, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """Storage whose S3 endpoint stops listening when the test closes the proxy (then nothing
-    listens on that port), with a 1 s retry budget."""
-    monkeypatch.setenv("TRAINJOB_STORAGE_RETRY_SECONDS", "1")
-    return f"s3://{seaweedfs.bucket}/vanishing-{time.time_ns()}"
-
-
 def test_a_failed_async_upload_is_raised_from_the_next_report(
     sdk_env: SetEnv, vanishing_s3: str, stalling_s3: StallingProxy, tmp_path: Path
 ) -> None:

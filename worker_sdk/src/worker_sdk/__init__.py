@@ -46,6 +46,7 @@ def report(
     checkpoint: Checkpoint | None = None,
     checkpoint_dir_name: str | None = None,
     upload: UploadMode = "sync",
+    delete_local_checkpoint_after_upload: bool | None = None,
 ) -> None:
     """Report this iteration's metrics, and optionally a checkpoint; not a barrier.
 
@@ -56,9 +57,18 @@ def report(
     ``checkpoint_<iteration:06d>`` unless ``checkpoint_dir_name`` names it; it is committed once
     every rank has reported that iteration. A background failure (upload, or a report the
     coordinator refused) is raised from the next call.
+
+    ``delete_local_checkpoint_after_upload=True`` gives the directory up, as in Ray Train: its files
+    are removed once stored (the directory is left, empty), and an async upload moves the
+    directory aside instead of copying it, so ``report`` returns at once whatever its size. The
+    default keeps the caller's files (Ray's default for async uploads is to delete them).
     """
     _session.current().report(
-        metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name, upload=upload
+        metrics,
+        checkpoint=checkpoint,
+        checkpoint_dir_name=checkpoint_dir_name,
+        upload=upload,
+        delete_local_checkpoint_after_upload=delete_local_checkpoint_after_upload,
     )
 
 

@@ -155,6 +155,42 @@ def snapshot_checkpoint(files: list[LocalFile], staging_root: str | None) -> tup
     return staging, copied
 
 
+def take_checkpoint(
+    directory: Path, files: list[LocalFile], staging_root: str | None
+) -> tuple[Path, list[LocalFile]]:
+    """Take the reported directory over for a background upload whose caller gave it up
+    (``delete_local_checkpoint_after_upload``): a rename beside it, O(1) whatever its size, leaving
+    an empty directory in its place (what ``tempfile.TemporaryDirectory`` expects to remove).
+    Where a rename cannot go (a symlink, another file system, no write access to the parent) the
+    files are copied and the originals removed. Returns the staging directory and its files."""
+    if not directory.is_symlink():
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".trainjob-staging-", dir=directory.parent))
+        except OSError:
+            staging = None
+        if staging is not None:
+            taken = staging / "checkpoint"
+            try:
+                directory.rename(taken)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                directory.mkdir(exist_ok=True)
+                return staging, [LocalFile(taken / f.relative, f.relative, f.size) for f in files]
+    staging, copied = snapshot_checkpoint(files, staging_root)
+    empty_directory(directory)
+    return staging, copied
+
+
+def empty_directory(directory: Path) -> None:
+    """Remove what ``directory`` holds and keep the directory itself."""
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def read_manifest(storage: Storage, key: str) -> CheckpointManifest | None:
     """The manifest at ``key``, or None when there is none (not committed) or it is unreadable."""
     data = storage.get_bytes(key)

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal
 
@@ -43,9 +44,11 @@ from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
     committed_checkpoint,
+    empty_directory,
     list_checkpoint_files,
     read_manifest,
     snapshot_checkpoint,
+    take_checkpoint,
 )
 from worker_sdk.context import JobEnvironment, TrainContext
 from worker_sdk.coordinator import CoordinatorLink
@@ -131,6 +134,7 @@ class Session:
         checkpoint: Checkpoint | None,
         checkpoint_dir_name: str | None,
         upload: str,
+        delete_local_checkpoint_after_upload: bool | None = None,
     ) -> None:
         self._raise_failure()
         # A copy (the caller may reuse its dict); any mapping will do.
@@ -146,6 +150,12 @@ class Session:
             if checkpoint is None:
                 raise ValueError("checkpoint_dir_name is only used together with a checkpoint")
             check_dir_name(checkpoint_dir_name)
+        if delete_local_checkpoint_after_upload not in (None, True, False):
+            raise TypeError(
+                "delete_local_checkpoint_after_upload must be True, False or None, got "
+                f"{delete_local_checkpoint_after_upload!r}"
+            )
+        give_up = bool(delete_local_checkpoint_after_upload)
         files: list[LocalFile] | None = None
         if checkpoint is not None:
             if checkpoint.path is None:
@@ -164,8 +174,12 @@ class Session:
                 if upload == "sync":
                     ready = Future()
                     ready.set_result(self._upload(files, number, checkpoint_dir_name, upload))
+                    if give_up:
+                        assert checkpoint is not None and checkpoint.path is not None
+                        empty_directory(checkpoint.path)
                 else:
-                    ready = self._upload_in_background(files, number, checkpoint_dir_name)
+                    given_up = checkpoint.path if give_up and checkpoint is not None else None
+                    ready = self._upload_in_background(files, number, checkpoint_dir_name, given_up)
             self._reports = number
         self._put(_Outgoing(number, checked, called_at, ready))
 
@@ -244,8 +258,10 @@ class Session:
         return ReportedCheckpoint(dir_name, tuple(file.to_protocol() for file in files))
 
     def _upload_in_background(
-        self, files: list[LocalFile], number: int, custom_dir_name: str | None
+        self, files: list[LocalFile], number: int, custom_dir_name: str | None, given_up: Path | None
     ) -> Future[ReportedCheckpoint]:
+        """Stage the files (a copy; or, for a directory the caller gave up, the directory itself,
+        moved aside) and upload them in the background."""
         if not self._upload_slots.acquire(blocking=False):
             log.warning(
                 "%d async checkpoint uploads are pending (TRAINJOB_UPLOAD_QUEUE): report() waits for one "
@@ -254,16 +270,30 @@ class Session:
             )
             self._upload_slots.acquire()
         try:
-            staging, staged = snapshot_checkpoint(files, self.env.settings.staging_dir)
+            if given_up is None:
+                staging, staged = snapshot_checkpoint(files, self.env.settings.staging_dir)
+            else:
+                staging, staged = take_checkpoint(given_up, files, self.env.settings.staging_dir)
         except BaseException:
             self._upload_slots.release()
             raise
 
         def upload() -> ReportedCheckpoint:
+            stored = False
             try:
-                return self._upload(staged, number, custom_dir_name, "async")
+                reported = self._upload(staged, number, custom_dir_name, "async")
+                stored = True
+                return reported
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                if stored or given_up is None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                else:
+                    # The caller's directory is gone: its files stay here rather than be lost.
+                    log.error(
+                        "the checkpoint of report %d was not stored; its files are kept in %s",
+                        number,
+                        staging,
+                    )
                 self._upload_slots.release()
 
         return self._uploader.submit(upload)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
+import pytest
 from job_support import CoordinatorProcess, JobRunner, wait_until
 
 from worker_sdk.protocol import Finalize, Report
@@ -105,3 +107,40 @@ def test_a_wrong_token_is_named_in_the_error(job_runner: Any) -> None:
     rank0.stdin.close()
     assert rank0.wait(60) == 1  # and the exit says reports were not delivered
     coordinator.stop()
+
+
+# Rank 1 starts after rank 0 has finished (its pod was slow to start), then reports slowly.
+LATE_RANK = (
+    "import os, time\n"
+    "late = os.environ['RANK'] == '1'\n"
+    "if late: time.sleep(5)\n"
+    "import worker_sdk as train\n"
+    "for step in range(1, 5):\n"
+    "    train.report({'step': step})\n"
+    "    if late: time.sleep(1)\n"
+)
+
+
+@pytest.mark.parametrize("storage_uri", ["file"], indirect=True)  # no checkpoints: storage is not the point
+def test_rank_0_keeps_the_coordinator_until_a_late_rank_has_reported_everything(job_runner: Any) -> None:
+    runner: JobRunner = job_runner(2)
+    coordinator = runner.start_coordinator(0)
+    # Rank 0's wait is 2 s after the last progress: shorter than rank 1's late start and than
+    # its whole run, so only a wait that follows the other ranks keeps rank 0 to the end.
+    workers = runner.start_workers(
+        0, coordinator, {}, args=("-c", LATE_RANK), env={"TRAINJOB_FINAL_WAIT_SECONDS": "2"}
+    )
+    exited: dict[int, float] = {}
+    while len(exited) < 2:
+        for rank, worker in enumerate(workers):
+            if rank not in exited and worker.poll() is not None:
+                exited[rank] = time.monotonic()
+        time.sleep(0.05)
+
+    assert [w.returncode for w in workers] == [0, 0], runner.tails()
+    assert exited[0] >= exited[1], runner.tails()  # rank 0 left last
+    rank_0 = runner.log("rank-0-attempt-0")
+    assert "waiting for rank(s) 1, not heard from yet" in rank_0
+    assert "exiting anyway" not in rank_0
+    state = coordinator.state()
+    assert state["settled"] and state["ranks"] == {"0": 4, "1": 4}, state

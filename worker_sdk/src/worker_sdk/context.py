@@ -11,7 +11,7 @@ The rule for the two modes:
   ``TRAINJOB_NAME`` or the script, checkpoints under ``TRAINJOB_STORAGE_URI`` or
   ``file://<cwd>/trainjob-results``, config from ``TRAINJOB_CONFIG``.
 
-SDK knobs (both modes): ``TRAINJOB_FINAL_WAIT_SECONDS`` (rank 0's bounded wait at exit, 120),
+SDK knobs (both modes): ``TRAINJOB_FINAL_WAIT_SECONDS`` (rank 0's wait at exit after the last progress, 120),
 ``TRAINJOB_UPLOAD_QUEUE`` (async uploads staged at once, 2), ``TRAINJOB_REPORT_BUFFER``
 (reports buffered while the coordinator is slow, 1000), ``TRAINJOB_STORAGE_RETRY_SECONDS``
 (retry budget of each storage operation, 120), ``TRAINJOB_HTTP_TIMEOUT_SECONDS`` (10),

@@ -82,19 +82,20 @@ class CoordinatorLink:
             self._observe(body)  # before remembering it: a coordinator that just got it needs no re-send
             self._finalize = finalize
 
-    def poll_settled(self) -> bool:
-        """One look at the state: has the coordinator committed and flushed everything?"""
+    def poll_settled(self) -> tuple[bool, dict[str, Any]]:
+        """One look at the state: has the coordinator committed and flushed everything? With the
+        state it answered (empty when there was none to read)."""
         with self._lock:
             try:
                 state = self._request("GET", "/state")
             except _Retryable as exc:
                 log.info("coordinator state not available yet: %s", exc)
-                return False
+                return False, {}
             except CoordinatorError as exc:
                 log.warning("not waiting for the coordinator to settle: %s", exc)
-                return True
+                return True, {}
             self._observe(state)
-            return bool(state.get("settled"))
+            return bool(state.get("settled")), state
 
     # -- coordinator restarts -----------------------------------------------------------------
     def _observe(self, body: dict[str, Any]) -> None:

@@ -414,15 +414,40 @@ class Session:
         return self._take_failures()
 
     def _wait_settled(self, deadline: float) -> None:
+        """Rank 0, whose pod runs the coordinator the other ranks report to, stays until it has
+        committed everything. The wait ends TRAINJOB_FINAL_WAIT_SECONDS after the other ranks'
+        last progress, and never while a rank has not been heard from at all: its pod may still
+        be starting, and without this process its reports would have nowhere to go."""
         assert self._link is not None
+        final_wait = self.env.settings.final_wait_seconds
+        world = set(range(self.context.get_world_size()))
+        last_progress: object = None
+        told_unheard: set[int] = set()
         while True:
-            if self._link.poll_settled():
+            settled, state = self._link.poll_settled()
+            if settled:
                 return
-            if time.monotonic() + 0.25 > deadline:
+            now = time.monotonic()
+            ranks, finalized = state.get("ranks"), state.get("finalized")
+            if isinstance(ranks, dict) and isinstance(finalized, list):
+                progress = (sorted(ranks.items()), sorted(finalized))
+                if progress != last_progress:
+                    last_progress = progress
+                    deadline = max(deadline, now + final_wait)
+                unheard = world - {int(rank) for rank in ranks} - {int(rank) for rank in finalized}
+                if unheard:
+                    deadline = max(deadline, now + final_wait)
+                    if unheard != told_unheard:
+                        told_unheard = unheard
+                        log.warning(
+                            "waiting for rank(s) %s, not heard from yet, before leaving the coordinator",
+                            ", ".join(map(str, sorted(unheard))),
+                        )
+            if now + 0.25 > deadline:
                 log.warning(
                     "the coordinator has not committed every rank's last report within "
-                    "TRAINJOB_FINAL_WAIT_SECONDS=%g; exiting anyway",
-                    self.env.settings.final_wait_seconds,
+                    "TRAINJOB_FINAL_WAIT_SECONDS=%g of the last progress; exiting anyway",
+                    final_wait,
                 )
                 return
             time.sleep(0.25)

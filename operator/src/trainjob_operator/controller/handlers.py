@@ -10,8 +10,6 @@ found to exist (409), so after a restart it re-asks at most once per job.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +19,7 @@ import kopf
 from trainjob_operator.api import constants
 from trainjob_operator.controller import metrics
 from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
+from trainjob_operator.controller.expecting import PodExpectations
 from trainjob_operator.controller.waking import JobKey, Wakers
 from trainjob_operator.reconciling import (
     ChildKind,
@@ -43,9 +42,6 @@ registry = kopf.OperatorRegistry()
 RESYNC_SECONDS = 60.0
 # After an API error, the daemon retries after this many seconds.
 ERROR_BACKOFF_SECONDS = 2.0
-# A pod we created counts as observed until the watch shows it, at most this long (in case it
-# was deleted before the watch ever saw it).
-POD_EXPECTATION_SECONDS = 30.0
 
 _JOB_RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 _WORKER_PODS = {constants.LABEL_NAME: kopf.PRESENT}
@@ -61,27 +57,7 @@ class Controller:
     # Job uid -> the children known to exist.
     known_children: dict[str, set[ChildKind]] = field(default_factory=dict)
     phases: metrics.PhaseGauge[JobKey] = field(default_factory=metrics.PhaseGauge)
-    # Job uid -> pods created but not yet seen by the watch: name -> (manifest, when created).
-    # Without them a pass woken before the watch caught up would create the same pods again (409s).
-    expected_pods: dict[str, dict[str, tuple[dict[str, Any], float]]] = field(default_factory=dict)
-
-    def observed_pods(self, uid: str, indexed: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The job's pods from the index, plus those created and not yet seen there."""
-        pods = list(indexed)
-        expected = self.expected_pods.get(uid, {})
-        for pod in pods:
-            expected.pop(pod.get("metadata", {}).get("name", ""), None)
-        now = time.monotonic()
-        for name, (manifest, created) in list(expected.items()):
-            if now - created > POD_EXPECTATION_SECONDS:
-                del expected[name]
-            else:
-                pods.append({"metadata": manifest["metadata"], "status": {"phase": "Pending"}})
-        return pods
-
-    def expect_pod(self, uid: str, manifest: dict[str, Any]) -> None:
-        name = manifest["metadata"]["name"]
-        self.expected_pods.setdefault(uid, {})[name] = (manifest, time.monotonic())
+    pods_expected: PodExpectations = field(default_factory=PodExpectations)
 
 
 @kopf.index("pods", labels=_WORKER_PODS, registry=registry)
@@ -124,7 +100,7 @@ async def run_trainjob(
             if _resource_version(live) >= _resource_version(freshest):
                 freshest = live
             observed = Observation.from_objects(
-                controller.observed_pods(uid, pods_by_job.get(key, [])),
+                controller.pods_expected.observed(uid, pods_by_job.get(key, [])),
                 controller.known_children.get(uid, set()),
             )
             decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
@@ -147,7 +123,7 @@ async def run_trainjob(
     finally:
         controller.wakers.forget(key)
         controller.phases.record(key, None)
-        controller.expected_pods.pop(uid, None)
+        controller.pods_expected.drop(uid)
         controller.known_children.pop(uid, None)
 
 
@@ -166,10 +142,11 @@ async def _apply(
             if child is not None:
                 controller.known_children.setdefault(uid, set()).add(child)
             elif action.kind == "Pod":
-                controller.expect_pod(uid, action.manifest)
+                controller.pods_expected.expect(uid, action.manifest)
         elif isinstance(action, DeletePods):
             for pod in action.names:
                 await controller.actions.delete_pod(namespace, pod, action.grace_period_seconds)
+                controller.pods_expected.forget(uid, pod)
         elif isinstance(action, DeleteJob):
             logger.info("deleting %s/%s: %s", namespace, name, action.reason)
             await controller.actions.delete_job(namespace, name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 import pytest
@@ -130,15 +129,12 @@ def test_rank_0_keeps_the_coordinator_until_a_late_rank_has_reported_everything(
     workers = runner.start_workers(
         0, coordinator, {}, args=("-c", LATE_RANK), env={"TRAINJOB_FINAL_WAIT_SECONDS": "2"}
     )
-    exited: dict[int, float] = {}
-    while len(exited) < 2:
-        for rank, worker in enumerate(workers):
-            if rank not in exited and worker.poll() is not None:
-                exited[rank] = time.monotonic()
-        time.sleep(0.05)
+    # Rank 1's first report comes 5 s after the start, 3 s after a 2 s wait of rank 0 would
+    # have ended; rank 0 must still be there, and stay until rank 1's last report is in.
+    coordinator.wait_for_state("rank 1's first report", lambda s: "1" in s["ranks"])
+    assert workers[0].poll() is None, runner.tails()
 
-    assert [w.returncode for w in workers] == [0, 0], runner.tails()
-    assert exited[0] >= exited[1], runner.tails()  # rank 0 left last
+    assert runner.wait(workers) == [0, 0], runner.tails()
     rank_0 = runner.log("rank-0-attempt-0")
     assert "waiting for rank(s) 1, not heard from yet" in rank_0
     assert "exiting anyway" not in rank_0

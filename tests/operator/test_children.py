@@ -308,12 +308,15 @@ def test_default_storage_endpoint_and_per_job_master_port_come_from_operator_set
     local = OperatorSettings(default_storage_endpoint="http://127.0.0.1:9", per_job_master_port=True)
     job = TrainJob.from_wire(manifest)
     other = TrainJob.from_wire({**manifest, "metadata": {**manifest["metadata"], "name": "b"}})
+    # The same namespace and name in another cluster on the same host: another object, another port.
+    twin = TrainJob.from_wire({**manifest, "metadata": {**manifest["metadata"], "uid": "u2"}})
 
     env = {e["name"]: e.get("value") for e in children.worker_env(job, 0, 1, local)}
     assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9"
     assert 20000 <= int(env["MASTER_PORT"]) < 30000
     assert children.master_port(job, local) == children.master_port(job, local)
     assert children.master_port(job, local) != children.master_port(other, local)
+    assert children.master_port(job, local) != children.master_port(twin, local)
     plain = {e["name"]: e.get("value") for e in children.worker_env(job, 0, 1, OperatorSettings())}
     assert plain["MASTER_PORT"] == "29500" and "AWS_ENDPOINT_URL_S3" not in plain
 

@@ -139,6 +139,11 @@ class Secure:
         with contextlib.suppress(Exception):
             jobs = self.admin("GET", f"/apis/trainjob.dev/v1alpha1/namespaces/{JOB_NAMESPACE}/trainjobs")
             parts.append("trainjobs: " + json.dumps([j.get("status") for j in jobs["items"]])[:3000])
+        with contextlib.suppress(Exception):
+            for pod in self.admin("GET", f"/api/v1/namespaces/{JOB_NAMESPACE}/pods")["items"]:
+                name = pod["metadata"]["name"]
+                log = self.text(f"/api/v1/namespaces/{JOB_NAMESPACE}/pods/{name}/log?container=trainer")
+                parts.append(f"trainer of {name}:\n{log[-2000:]}")
         return "\n".join(parts)
 
 

@@ -120,7 +120,7 @@ def digits_run(secure: Secure) -> Run:
                 if not log.startswith("(none"):
                     seen["log"] = log
         status = secure.admin("GET", f"{JOBS}/{JOB}").get("status") or {}
-        assert status.get("phase") != "Failed", json.dumps(status)
+        assert status.get("phase") != "Failed", json.dumps(status) + "\n" + secure.diagnose()
         return status.get("phase") == "Succeeded"
 
     wait_for(f"TrainJob {JOB} Succeeded", finished, 300, secure.diagnose)

@@ -54,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--per-job-master-port",
         action="store_true",
-        help="derive each job's torch rendezvous port from its name instead of 29500 (for clusters whose "
-        "pods share one network namespace, like the local cluster)",
+        help="derive each job's torch rendezvous port from its uid and name instead of 29500 (for clusters "
+        "whose pods share one network namespace, like the local cluster)",
     )
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each API call kopf makes")

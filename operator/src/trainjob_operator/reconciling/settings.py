@@ -35,7 +35,7 @@ class OperatorSettings:
     token_factory: Callable[[], str] = new_report_token
     # The S3 endpoint for jobs whose storage names none (`trainjob local up` sets its SeaweedFS).
     default_storage_endpoint: str | None = None
-    # Derive each job's rendezvous port from its namespace/name instead of the fixed 29500: on a
+    # Derive each job's rendezvous port from its uid/namespace/name instead of the fixed 29500: on a
     # real cluster every pod has its own network namespace, but on the local cluster all pods
     # share the host's and torch's TCPStore listens on every address, so two jobs would clash.
     per_job_master_port: bool = False

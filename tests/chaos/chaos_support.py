@@ -3,12 +3,12 @@ sampling the status while faults happen, and checking every committed checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import yaml
@@ -52,39 +52,50 @@ def container_pid(cluster: Cluster, pod: str, container: str) -> int | None:
     return None
 
 
-@dataclass
-class StatusSampler:
-    """Samples (attempt, iteration, phase) of a TrainJob in a thread until stopped."""
+class BackgroundSampler:
+    """Calls ``sample()`` every ``interval`` seconds in a thread, from ``with`` to its end. A sample
+    that fails (the API server restarting, a loaded machine) is skipped: it is not a finding."""
 
-    cluster: Cluster
-    name: str
-    interval: float = 0.3
-    samples: list[tuple[int, int, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    interval = 0.5
 
-    def __enter__(self) -> StatusSampler:
+    def __init__(self) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                obj = self.cluster.get("trainjob", self.name)
-            except Exception:  # a sampling hiccup (the API server restarting) is not a finding
-                obj = None
-            status = (obj or {}).get("status") or {}
-            if "attempt" in status:
-                self.samples.append(
-                    (int(status["attempt"]), int(status.get("iteration") or 0), str(status.get("phase")))
-                )
+            with contextlib.suppress(Exception):
+                self.sample()
             self._stop.wait(self.interval)
+
+
+class StatusSampler(BackgroundSampler):
+    """Samples (attempt, iteration, phase) of a TrainJob."""
+
+    interval = 0.3
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.name = name
+        self.samples: list[tuple[int, int, str]] = []
+
+    def sample(self) -> None:
+        status = (self.cluster.get("trainjob", self.name) or {}).get("status") or {}
+        if "attempt" in status:
+            iteration = int(status.get("iteration") or 0)
+            self.samples.append((int(status["attempt"]), iteration, str(status.get("phase"))))
 
     def check_iteration(self, epochs: int, resumed_at: dict[int, int] | None = None) -> None:
         """status.iteration never exceeds the epochs and never decreases within an attempt, but

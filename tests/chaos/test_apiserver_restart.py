@@ -5,10 +5,8 @@ if nothing had happened (same attempt, same pods, status caught up)."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_support import StatusSampler, digits_job
+from chaos_support import BackgroundSampler, StatusSampler, digits_job
 from e2e_support import REPO_ROOT, Cluster, wait_for
 
 from trainjob_operator.api import constants
@@ -39,34 +37,18 @@ def restartable(tmp_path: Path) -> Iterator[Cluster]:
         yield Cluster(stack, namespace)
 
 
-class PodUids:
-    """Samples the uid of every pod of a job in a thread: a pod name seen with two uids was
-    created twice."""
+class PodUids(BackgroundSampler):
+    """Samples the uid of every pod of a job: a pod name seen with two uids was created twice."""
 
     def __init__(self, cluster: Cluster, job: str) -> None:
+        super().__init__()
         self.cluster = cluster
         self.job = job
         self.seen: dict[str, set[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PodUids:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def sample(self) -> None:
         for pod in self.cluster.pods(self.job):
             self.seen.setdefault(pod["metadata"]["name"], set()).add(pod["metadata"]["uid"])
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # the API server is down: nothing to sample
-                self.sample()
-            self._stop.wait(0.5)
 
 
 def just_written(stack: LocalStack, namespace: str, name: str) -> dict[str, Any]:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_support import check_committed_checkpoints, digits_job, dump
+from chaos_support import BackgroundSampler, check_committed_checkpoints, digits_job, dump
 from e2e_support import REPO_ROOT, Cluster, wait_for
 
 from trainjob_operator.local.stack import LocalStack
@@ -62,47 +61,30 @@ class Sample:
     condition: tuple[str, str] | None  # StorageUnavailable (status, reason)
 
 
-@dataclass
-class Sampler:
-    """Samples every TrainJob of the namespace in one `kubectl get` until stopped."""
+class Sampler(BackgroundSampler):
+    """Samples every TrainJob of the namespace in one `kubectl get`."""
 
-    cluster: Cluster
-    interval: float = 0.5
-    outage_began: float = float("inf")
-    samples: dict[str, list[Sample]] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.outage_began = float("inf")
+        self.samples: dict[str, list[Sample]] = {}
 
-    def __enter__(self) -> Sampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                items = json.loads(self.cluster.kubectl("get", "trainjobs", "-o", "json"))["items"]
-            except Exception:  # a sampling hiccup on a loaded machine is not a finding
-                items = []
-            now = time.monotonic()
-            at = now - self.outage_began if self.outage_began != float("inf") else -1.0
-            for item in items:
-                status = item.get("status") or {}
-                self.samples.setdefault(item["metadata"]["name"], []).append(
-                    Sample(
-                        at=at,
-                        phase=str(status.get("phase")),
-                        attempt=int(status.get("attempt") or 0),
-                        storage_available=(status.get("storage") or {}).get("available"),
-                        condition=storage_condition(status),
-                    )
+    def sample(self) -> None:
+        items = json.loads(self.cluster.kubectl("get", "trainjobs", "-o", "json"))["items"]
+        now = time.monotonic()
+        at = now - self.outage_began if self.outage_began != float("inf") else -1.0
+        for item in items:
+            status = item.get("status") or {}
+            self.samples.setdefault(item["metadata"]["name"], []).append(
+                Sample(
+                    at=at,
+                    phase=str(status.get("phase")),
+                    attempt=int(status.get("attempt") or 0),
+                    storage_available=(status.get("storage") or {}).get("available"),
+                    condition=storage_condition(status),
                 )
-            self._stop.wait(self.interval)
+            )
 
 
 def epochs_logged(cluster: Cluster, pod: str) -> tuple[int, str]:

@@ -45,9 +45,7 @@ def load(path: Path) -> State | None:
     rv = int(data["resourceVersion"])
     objects: dict[tuple[StorageKey, str, str], Obj] = {}
     for o in data.get("objects", []):
-        storage: StorageKey = (o["group"], o["resource"])
-        meta = o["object"]["metadata"]
-        objects[(storage, meta.get("namespace", ""), meta["name"])] = o["object"]
+        objects[_key((o["group"], o["resource"]), o["object"])] = o["object"]
     rv = _replay(journal_path(path), rv, objects)
     return State(
         rv=rv,
@@ -55,6 +53,11 @@ def load(path: Path) -> State | None:
         signing_key=base64.b64decode(data["signingKey"]),
         admin_token=data["adminToken"],
     )
+
+
+def _key(storage: StorageKey, obj: Obj) -> tuple[StorageKey, str, str]:
+    meta = obj["metadata"]
+    return storage, meta.get("namespace", ""), meta["name"]
 
 
 def _replay(journal: Path, rv: int, objects: dict[tuple[StorageKey, str, str], Obj]) -> int:
@@ -77,8 +80,7 @@ def _replay(journal: Path, rv: int, objects: dict[tuple[StorageKey, str, str], O
         if int(entry["rv"]) <= rv:
             continue
         obj = entry["object"]
-        meta = obj["metadata"]
-        key = ((entry["group"], entry["resource"]), meta.get("namespace", ""), meta["name"])
+        key = _key((entry["group"], entry["resource"]), obj)
         if entry["type"] == "DELETED":
             objects.pop(key, None)
         else:

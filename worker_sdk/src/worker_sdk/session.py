@@ -155,7 +155,6 @@ class Session:
                 "delete_local_checkpoint_after_upload must be True, False or None, got "
                 f"{delete_local_checkpoint_after_upload!r}"
             )
-        give_up = bool(delete_local_checkpoint_after_upload)
         files: list[LocalFile] | None = None
         if checkpoint is not None:
             if checkpoint.path is None:
@@ -164,6 +163,8 @@ class Session:
                     "Checkpoint.from_directory(path)"
                 )
             files = list_checkpoint_files(checkpoint.path)
+        # The directory the caller gives up (its files removed once stored), if it does.
+        given_up = checkpoint.path if checkpoint and delete_local_checkpoint_after_upload else None
         called_at = time.time()
         with self._lock:
             if self._closed:
@@ -174,11 +175,9 @@ class Session:
                 if upload == "sync":
                     ready = Future()
                     ready.set_result(self._upload(files, number, checkpoint_dir_name, upload))
-                    if give_up:
-                        assert checkpoint is not None and checkpoint.path is not None
-                        empty_directory(checkpoint.path)
+                    if given_up is not None:
+                        empty_directory(given_up)
                 else:
-                    given_up = checkpoint.path if give_up and checkpoint is not None else None
                     ready = self._upload_in_background(files, number, checkpoint_dir_name, given_up)
             self._reports = number
         self._put(_Outgoing(number, checked, called_at, ready))

@@ -9,6 +9,7 @@ import copy
 import hashlib
 from typing import Any
 
+from .deletion import DeleteOptions, delete
 from .errors import APIError
 from .objects import ObjectAPI, WriteOptions
 from .selectors import labels_match, selector_from_label_selector
@@ -93,9 +94,7 @@ class EndpointsController:
             managers = {m.get("manager") for m in ep["metadata"].get("managedFields") or []}
             if key not in wanted and managers == {MANAGER}:
                 with contextlib.suppress(APIError):
-                    from .objects import DeleteOptions
-
-                    self.api.delete(ep_info, key[0], key[1], DeleteOptions())
+                    delete(self.api, ep_info, key[0], key[1], DeleteOptions())
 
     def _write(self, info: Any, ns: str, desired: Obj, manager: str) -> None:
         current = self.store.get(info.storage, ns, desired["metadata"]["name"])
@@ -110,7 +109,7 @@ class EndpointsController:
             new.update({k: v for k, v in desired.items() if k not in ("metadata", "apiVersion", "kind")})
             new["metadata"]["labels"] = desired["metadata"].get("labels", current["metadata"].get("labels"))
             if new != current:
-                self.api._commit(info, current, new, opts, manager, "")
+                self.api.commit(info, current, new, opts, manager, "")
 
     def _endpoints(self, info: Any, svc: Obj, pods: list[Obj]) -> None:
         spec = svc["spec"]

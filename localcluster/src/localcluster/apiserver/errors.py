@@ -90,10 +90,6 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> APIError:
     )
 
 
-def forbidden(message: str) -> APIError:
-    return APIError(403, "Forbidden", message)
-
-
 def unauthorized() -> APIError:
     return APIError(401, "Unauthorized", "Unauthorized")
 

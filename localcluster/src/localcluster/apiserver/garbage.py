@@ -11,6 +11,7 @@ import copy
 import logging
 from typing import Any
 
+from .deletion import DeleteOptions, delete
 from .endpoints import EndpointsController
 from .errors import APIError
 from .objects import (
@@ -19,7 +20,6 @@ from .objects import (
     NODE_STORAGE,
     NS_STORAGE,
     POD_STORAGE,
-    DeleteOptions,
     ObjectAPI,
     WriteOptions,
 )
@@ -81,7 +81,8 @@ class Controllers:
             return
         meta = obj["metadata"]
         with contextlib.suppress(APIError):
-            self.api.delete(
+            delete(
+                self.api,
                 info,
                 meta.get("namespace", ""),
                 meta["name"],
@@ -99,7 +100,7 @@ class Controllers:
         if current is None:
             return
         with contextlib.suppress(APIError):
-            self.api._commit(info, current, new, WriteOptions(field_manager=MANAGER), MANAGER, "")
+            self.api.commit(info, current, new, WriteOptions(field_manager=MANAGER), MANAGER, "")
 
     # -- passes ------------------------------------------------------------------
     def _default_service_accounts(self) -> None:
@@ -216,7 +217,7 @@ class Controllers:
                 new = copy.deepcopy(ns)
                 new["spec"]["finalizers"] = []
                 with contextlib.suppress(APIError):
-                    self.api._commit(info, ns, new, WriteOptions(field_manager=MANAGER), MANAGER, "finalize")
+                    self.api.commit(info, ns, new, WriteOptions(field_manager=MANAGER), MANAGER, "finalize")
 
     def _orphan_pods(self) -> None:
         for pod in self.store.select(POD_STORAGE):

@@ -1,7 +1,10 @@
-"""The generic REST semantics of every resource: create, read, update, patch, delete.
+"""The generic REST semantics every resource shares: create, read, update, and the commit that
+update, patch, apply and graceful deletion all end in.
 
-HTTP parsing lives in `handlers.py`; this module knows metadata rules (uid, resourceVersion,
-generation, finalizers, deletionTimestamp), status subresources, CRD schemas and field managers.
+HTTP parsing lives in `handlers.py` and `wire.py`; patches and server-side apply in
+`applying.py`; deletion (grace periods, finalizers, propagation) in `deletion.py`. This module
+knows metadata rules (uid, resourceVersion, generation, finalizers), status subresources, CRD
+schemas and field managers.
 """
 
 from __future__ import annotations
@@ -11,10 +14,8 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-
-import yaml
 
 from . import crds as crdlib
 from . import patching, validation
@@ -25,7 +26,6 @@ from .errors import (
     conflict,
     invalid,
     not_found,
-    unsupported_media_type,
 )
 from .kinds import KindHooks
 from .resources import Registry, ResourceInfo
@@ -36,7 +36,7 @@ from .selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from .store import Obj, Store
+from .store import Obj, StorageKey, Store
 
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 CRD_STORAGE = ("apiextensions.k8s.io", "customresourcedefinitions")
@@ -44,14 +44,6 @@ NS_STORAGE = ("", "namespaces")
 NODE_STORAGE = ("", "nodes")
 POD_STORAGE = ("", "pods")
 CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
-PATCH_TYPES = [
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-    "application/apply-patch+yaml",
-]
-# kinds whose DELETE answers the deleted object rather than a Status (as the real registries do)
-RETURNS_DELETED = {("", "pods"), ("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")}
 
 
 def now_rfc3339() -> str:
@@ -65,15 +57,6 @@ class WriteOptions:
     field_validation: str = "Warn"
     force: bool = False
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DeleteOptions:
-    grace_period: int | None = None
-    propagation: str | None = None
-    precondition_uid: str | None = None
-    precondition_rv: str | None = None
-    dry_run: bool = False
 
 
 # -- events.k8s.io/v1 <-> core/v1 Event: one storage, two shapes -------------------
@@ -108,7 +91,6 @@ class ObjectAPI:
     def __init__(self, store: Store, registry: Registry, node_name: str = "localnode") -> None:
         self.store = store
         self.registry = registry
-        self.node_name = node_name
         self.hooks = KindHooks(node_name)
 
     # -- shapes ------------------------------------------------------------------
@@ -120,14 +102,11 @@ class ObjectAPI:
         out["kind"] = info.kind
         return out
 
-    def _to_storage(self, info: ResourceInfo, obj: Obj) -> Obj:
+    def to_storage(self, info: ResourceInfo, obj: Obj) -> Obj:
         if info.group == "events.k8s.io":
             obj = events_v1_to_core(obj)
             obj["apiVersion"] = "v1"
         return obj
-
-    def storage_info(self, info: ResourceInfo) -> ResourceInfo:
-        return self.registry.for_storage(info.storage) or info
 
     def list_strategy(self, info: ResourceInfo) -> patching.ListStrategy:
         if info.builtin:
@@ -150,7 +129,7 @@ class ObjectAPI:
     ) -> list[Obj]:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
-        check_field_selector(fields, info.kind, self._extra_fields(info))
+        check_field_selector(fields, info.kind)
         items = self.store.select(info.storage, namespace if info.namespaced else None)
         return [
             o
@@ -158,11 +137,6 @@ class ObjectAPI:
             if labels_match(labels, o["metadata"].get("labels"))
             and fields_match(fields, self.output(info, o) if info.group == "events.k8s.io" else o)
         ]
-
-    @staticmethod
-    def _extra_fields(info: ResourceInfo) -> set[str]:
-        # CRDs may declare selectableFields; accept them
-        return set()
 
     # -- validation helpers ------------------------------------------------------
     def _check_schema(self, info: ResourceInfo, obj: Obj, opts: WriteOptions) -> None:
@@ -227,7 +201,7 @@ class ObjectAPI:
                 {"name": "", "kind": info.resource, "causes": [{"reason": "NamespaceTerminating"}]},
             )
 
-    def _manager(self, opts: WriteOptions, user_agent: str) -> str:
+    def manager(self, opts: WriteOptions, user_agent: str) -> str:
         if opts.field_manager:
             return opts.field_manager
         return (user_agent or "unknown").split("/", 1)[0] or "unknown"
@@ -245,8 +219,8 @@ class ObjectAPI:
     ) -> Obj:
         if not isinstance(body, dict):
             raise bad_request("the body of the request was not a JSON object")
-        obj = self._to_storage(info, copy.deepcopy(body))
-        self._check_type(info, obj)
+        obj = self.to_storage(info, copy.deepcopy(body))
+        self.check_type(info, obj)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
@@ -295,7 +269,7 @@ class ObjectAPI:
         else:
             mf = patching.ManagedFields(None)
             mf.record_update(
-                None, obj, self._manager(opts, user_agent), info.api_version, self.list_strategy(info)
+                None, obj, self.manager(opts, user_agent), info.api_version, self.list_strategy(info)
             )
             meta["managedFields"] = mf.to_list()
             if not meta["managedFields"]:
@@ -304,11 +278,10 @@ class ObjectAPI:
             raise already_exists(info.resource, info.group, name)
         if opts.dry_run:
             return self.output(info, obj)
-        stored = self.store.put(storage, obj)
-        self._after_write(storage, None, stored)
+        stored = self.put(storage, obj)
         return self.output(info, stored)
 
-    def _check_type(self, info: ResourceInfo, obj: Obj) -> None:
+    def check_type(self, info: ResourceInfo, obj: Obj) -> None:
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
         storage_av = "v1" if info.group == "events.k8s.io" else info.api_version
@@ -350,8 +323,8 @@ class ObjectAPI:
         old = self.store.get(info.storage, ns, name)
         if old is None:
             raise not_found(info.resource, info.group, name)
-        new = self._to_storage(info, copy.deepcopy(body))
-        self._check_type(info, new)
+        new = self.to_storage(info, copy.deepcopy(body))
+        self.check_type(info, new)
         body_name = (new.get("metadata") or {}).get("name")
         if body_name and body_name != name:
             raise bad_request(
@@ -372,9 +345,9 @@ class ObjectAPI:
                     }
                 ],
             )
-        return self._commit(info, old, new, opts, self._manager(opts, user_agent), subresource)
+        return self.commit(info, old, new, opts, self.manager(opts, user_agent), subresource)
 
-    def _commit(
+    def commit(
         self,
         info: ResourceInfo,
         old: Obj,
@@ -473,20 +446,18 @@ class ObjectAPI:
             meta["managedFields"] = mf.to_list()
         if not meta.get("managedFields"):
             meta.pop("managedFields", None)
-        if self._same(old, new):
+        if self.same(old, new):
             return self.output(info, old)
         if opts.dry_run:
             return self.output(info, new)
-        if meta.get("deletionTimestamp") and not self._blocked(info, new):
-            gone = self.store.remove(info.storage, meta.get("namespace", ""), name)
-            self._after_remove(info.storage, gone)
+        if meta.get("deletionTimestamp") and not self.blocked(info, new):
+            gone = self.remove(info.storage, meta.get("namespace", ""), name)
             return self.output(info, gone or new)
-        stored = self.store.put(info.storage, new)
-        self._after_write(info.storage, old, stored)
+        stored = self.put(info.storage, new)
         return self.output(info, stored)
 
     @staticmethod
-    def _same(old: Obj, new: Obj) -> bool:
+    def same(old: Obj, new: Obj) -> bool:
         def strip(o: Obj) -> Obj:
             c = copy.deepcopy(o)
             c["metadata"].pop("resourceVersion", None)
@@ -505,276 +476,27 @@ class ObjectAPI:
         return a != b
 
     @staticmethod
-    def _blocked(info: ResourceInfo, obj: Obj) -> bool:
+    def blocked(info: ResourceInfo, obj: Obj) -> bool:
         if obj["metadata"].get("finalizers"):
             return True
         return info.storage == NS_STORAGE and bool((obj.get("spec") or {}).get("finalizers"))
 
-    # -- patch -------------------------------------------------------------------
-    def patch(
-        self,
-        info: ResourceInfo,
-        namespace: str,
-        name: str,
-        content_type: str,
-        raw: bytes,
-        opts: WriteOptions,
-        user_agent: str = "",
-        subresource: str = "",
-    ) -> Obj:
-        ctype = content_type.split(";")[0].strip().lower()
-        if ctype not in PATCH_TYPES or (
-            ctype == "application/strategic-merge-patch+json" and not info.builtin
-        ):
-            accepted = [t for t in PATCH_TYPES if info.builtin or "strategic" not in t]
-            raise unsupported_media_type(ctype, accepted)
-        ns = namespace if info.namespaced else ""
-        if ctype == "application/apply-patch+yaml":
-            return self.apply(info, ns, name, raw, opts, subresource)
-        try:
-            patch = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise bad_request(f"error decoding patch: {exc}") from exc
-        old = self.store.get(info.storage, ns, name)
-        if old is None:
-            raise not_found(info.resource, info.group, name)
-        current = self.output(info, old)
-        if ctype == "application/json-patch+json":
-            new = patching.json_patch(current, patch)
-        elif ctype == "application/merge-patch+json":
-            if not isinstance(patch, dict):
-                raise bad_request("the patch must be a JSON object")
-            new = patching.merge_patch(current, patch)
-        else:
-            if not isinstance(patch, dict):
-                raise bad_request("the patch must be a JSON object")
-            new = patching.strategic_merge(current, patch)
-        if not isinstance(new.get("metadata"), dict):
-            new["metadata"] = {}
-        # a patch only conflicts on resourceVersion when it sets one itself
-        patched_rv = new["metadata"].get("resourceVersion")
-        if patched_rv == old["metadata"].get("resourceVersion"):
-            new["metadata"].pop("resourceVersion", None)
-        new = self._to_storage(info, new)
-        self._check_type(info, new)
-        manager = self._manager(opts, user_agent)
-        return self._commit(info, old, new, opts, manager, subresource)
-
-    def apply(
-        self,
-        info: ResourceInfo,
-        namespace: str,
-        name: str,
-        raw: bytes,
-        opts: WriteOptions,
-        subresource: str = "",
-    ) -> Obj:
-        try:
-            config = yaml.safe_load(raw or b"")
-        except yaml.YAMLError as exc:
-            raise bad_request(f"error decoding YAML: {exc}") from exc
-        if not isinstance(config, dict):
-            raise bad_request("the apply configuration must be an object")
-        if not opts.field_manager:
-            raise bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set (the fieldManager query "
-                "parameter)"
-            )
-        cfg_meta = config.get("metadata") or {}
-        if cfg_meta.get("name") and cfg_meta["name"] != name:
-            raise bad_request(
-                f"the name of the object ({cfg_meta['name']}) does not match the name on the URL ({name})"
-            )
-        if not config.get("apiVersion") or not config.get("kind"):
-            raise bad_request(
-                "invalid object type: apiVersion and kind must be set in an apply configuration"
-            )
-        config = self._to_storage(info, config)
-        self._check_type(info, config)
-        strategy = self.list_strategy(info)
-        old = self.store.get(info.storage, namespace, name)
-        skip_status = info.has_status and subresource != "status"
-        if old is None:
-            if subresource:
-                raise not_found(info.resource, info.group, name)
-            new, managed, _ = patching.server_side_apply(
-                None,
-                config,
-                opts.field_manager,
-                info.api_version,
-                strategy,
-                force=True,
-                skip_status=skip_status,
-            )
-            new["metadata"]["name"] = name
-            return self.create(info, namespace, new, opts, managed=managed)
-        live = self.output(info, old)
-        live = self._to_storage(info, live)
-        new, managed, conflicts = patching.server_side_apply(
-            live,
-            config,
-            opts.field_manager,
-            info.api_version,
-            strategy,
-            force=opts.force,
-            skip_status=skip_status,
-            subresource=subresource,
-        )
-        if conflicts and not opts.force:
-            fields = [(m, patching.path_to_string(p)) for m, p in conflicts]
-            msg = f"Apply failed with {len(fields)} conflict{'s' if len(fields) != 1 else ''}: " + "\n".join(
-                f'conflict with "{m}" using {info.api_version}: {f}' for m, f in fields
-            )
-            raise APIError(
-                409,
-                "Conflict",
-                msg,
-                {
-                    "name": name,
-                    "group": info.group,
-                    "kind": info.resource,
-                    "causes": [
-                        {
-                            "reason": "FieldManagerConflict",
-                            "message": f'conflict with "{m}" using {info.api_version}',
-                            "field": f,
-                        }
-                        for m, f in fields
-                    ],
-                },
-            )
-        rv = (config.get("metadata") or {}).get("resourceVersion")
-        new["metadata"]["resourceVersion"] = rv or None
-        if not rv:
-            new["metadata"].pop("resourceVersion", None)
-        return self._commit(info, old, new, opts, opts.field_manager, subresource, applied_managed=managed)
-
-    # -- delete ------------------------------------------------------------------
-    def delete(self, info: ResourceInfo, namespace: str, name: str, d: DeleteOptions) -> Obj:
-        """Returns the object (still there, or as last seen) or a success Status."""
-        ns = namespace if info.namespaced else ""
-        obj = self.store.get(info.storage, ns, name)
-        if obj is None:
-            raise not_found(info.resource, info.group, name)
-        meta = obj["metadata"]
-        if d.precondition_uid and d.precondition_uid != meta.get("uid"):
-            raise conflict(
-                info.resource,
-                info.group,
-                name,
-                f"Precondition failed: UID in precondition: {d.precondition_uid}, "
-                f"UID in object meta: {meta.get('uid')}",
-            )
-        if d.precondition_rv and d.precondition_rv != meta.get("resourceVersion"):
-            raise conflict(
-                info.resource,
-                info.group,
-                name,
-                "Precondition failed: ResourceVersion in precondition: "
-                f"{d.precondition_rv}, ResourceVersion in object meta: {meta.get('resourceVersion')}",
-            )
-        finalizers = list(meta.get("finalizers") or [])
-        propagation = d.propagation
-        if propagation == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
-        elif propagation == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
-        if propagation in ("Foreground", "Background"):
-            finalizers = [f for f in finalizers if f != "orphan"]
-        if propagation in ("Orphan", "Background"):
-            finalizers = [f for f in finalizers if f != "foregroundDeletion"]
-        if info.storage == CRD_STORAGE and CRD_CLEANUP not in finalizers and self._crd_has_objects(obj):
-            finalizers.append(CRD_CLEANUP)
-        grace = self._grace(info, obj, d)
-        is_ns = info.storage == NS_STORAGE
-        if grace > 0 or finalizers or is_ns:
-            new = copy.deepcopy(obj)
-            nm = new["metadata"]
-            now = datetime.now(UTC)
-            if grace > 0:
-                previous = nm.get("deletionGracePeriodSeconds")
-                if nm.get("deletionTimestamp") and previous is not None and previous <= grace:
-                    return self.output(info, obj)
-                nm["deletionTimestamp"] = (now + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                nm["deletionGracePeriodSeconds"] = grace
-            elif not nm.get("deletionTimestamp"):
-                nm["deletionTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-                nm["deletionGracePeriodSeconds"] = 0
-            elif grace == 0 and nm.get("deletionGracePeriodSeconds"):
-                nm["deletionGracePeriodSeconds"] = 0
-            if finalizers:
-                nm["finalizers"] = finalizers
-            if is_ns:
-                new.setdefault("status", {})["phase"] = "Terminating"
-            if info.storage == CRD_STORAGE:
-                conds = new.setdefault("status", {}).setdefault("conditions", [])
-                if not any(c.get("type") == "Terminating" for c in conds):
-                    conds.append(
-                        {
-                            "type": "Terminating",
-                            "status": "True",
-                            "lastTransitionTime": now_rfc3339(),
-                            "reason": "InstanceDeletionInProgress",
-                            "message": "CustomResource deletion is in progress",
-                        }
-                    )
-            blocked = grace > 0 or self._blocked(info, new)
-            if blocked:
-                if d.dry_run:
-                    return self.output(info, new)
-                if self._same(obj, new):
-                    return self.output(info, obj)
-                stored = self.store.put(info.storage, new)
-                self._after_write(info.storage, obj, stored)
-                return self.output(info, stored)
-        if d.dry_run:
-            return self.output(info, obj)
-        gone = self.store.remove(info.storage, ns, name)
-        self._after_remove(info.storage, gone)
-        if info.storage in RETURNS_DELETED or not info.builtin:
-            return self.output(info, gone or obj)
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": {"name": name, "group": info.group, "kind": info.resource, "uid": meta.get("uid")},
-        }
-
-    def _grace(self, info: ResourceInfo, obj: Obj, d: DeleteOptions) -> int:
-        if info.storage != POD_STORAGE:
-            return 0
-        spec = obj.get("spec") or {}
-        if d.grace_period is not None:
-            grace = max(0, d.grace_period)
-        else:
-            grace = int(spec.get("terminationGracePeriodSeconds", 30) or 0)
-        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            return 0
-        node = spec.get("nodeName")
-        # No node agent to stop the containers (no Node object): nothing to wait for, as the pod
-        # garbage collector would eventually decide for pods bound to a vanished node.
-        if not node or self.store.peek(NODE_STORAGE, "", node) is None:
-            return 0
-        return grace
-
-    def _crd_has_objects(self, crd: Obj) -> bool:
-        spec = crd.get("spec") or {}
-        storage = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
-        return bool(self.store.objects.get(storage))
-
-    # -- registry bookkeeping ------------------------------------------------------
-    def _after_write(self, storage: tuple[str, str], old: Obj | None, new: Obj) -> None:
+    # -- writes to the store, with the registry kept in step (a CRD serves its kinds) --------
+    def put(self, storage: StorageKey, obj: Obj) -> Obj:
+        stored = self.store.put(storage, obj)
         if storage == CRD_STORAGE:
-            self.registry.remove_crd(new["metadata"]["name"])
-            for res in crdlib.resources_for_crd(new):
+            self.registry.remove_crd(stored["metadata"]["name"])
+            for res in crdlib.resources_for_crd(stored):
                 self.registry.add(res)
+        return stored
 
-    def _after_remove(self, storage: tuple[str, str], gone: Obj | None) -> None:
+    def remove(self, storage: StorageKey, namespace: str, name: str) -> Obj | None:
+        gone = self.store.remove(storage, namespace, name)
         if storage == CRD_STORAGE and gone is not None:
             self.registry.remove_crd(gone["metadata"]["name"])
             spec = gone.get("spec") or {}
             self.store.drop_storage((spec.get("group", ""), (spec.get("names") or {}).get("plural", "")))
+        return gone
 
     def register_crds(self) -> None:
         """Serve every stored CRD (after loading a state file)."""

@@ -45,10 +45,6 @@ class ResourceInfo:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def list_kind(self) -> str:
         return self.kind + "List"
 
@@ -331,12 +327,6 @@ class Registry:
                 return info
         return None
 
-    def by_group_kind(self, group: str, kind: str) -> ResourceInfo | None:
-        for info in self.all():
-            if info.group == group and info.kind == kind:
-                return info
-        return None
-
     def groups(self) -> list[tuple[str, list[str]]]:
         """(group, versions preferred first) for every served API group, core first."""
         versions: dict[str, list[str]] = {}
@@ -368,7 +358,3 @@ def _version_priority(v: str) -> tuple[int, int, int, str]:
 
 def _sort_versions(versions: list[str]) -> list[str]:
     return sorted(versions, key=_version_priority)
-
-
-def sort_versions(versions: list[str]) -> list[str]:
-    return _sort_versions(versions)

@@ -128,11 +128,6 @@ class Store:
         for listener in list(self.listeners):
             listener(event)
 
-    def compact(self) -> None:
-        """Forget all history (tests use it to provoke 410 Gone)."""
-        self.log.clear()
-        self.compacted = self.rv
-
     def events_since(self, rv: int) -> list[WatchEvent] | None:
         """Events after `rv`, or None when that version is older than the history."""
         if rv < self.compacted:

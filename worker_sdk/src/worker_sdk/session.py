@@ -15,9 +15,10 @@ So ``report`` without a checkpoint never touches the network, and a rank's repor
 coordinator in iteration order, each after its checkpoint's files are in storage. Failures of the
 background threads are raised from the next ``report`` call, or make the process exit non-zero.
 
-At exit (also on SIGTERM, which becomes ``SystemExit(143)`` so that the flush runs) pending uploads
-and reports are flushed, the rank finalizes, and rank 0 waits (bounded) until the coordinator has
-committed everything: it runs as a sidecar that is stopped once the main container exits.
+At exit (also on SIGTERM, which becomes ``SystemExit(143)`` so that the flush runs; the hooks are in
+``worker_sdk._exit``) pending uploads and reports are flushed, the rank finalizes, and rank 0 waits
+(bounded) until the coordinator has committed everything: it runs as a sidecar that is stopped once
+the main container exits.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
 import shutil
-import signal
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -37,9 +35,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Any, Literal
 
+from worker_sdk import _exit
 from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
@@ -69,7 +67,6 @@ from worker_sdk.storage import StorageError, join_key, open_storage
 log = logging.getLogger("worker_sdk")
 
 UploadMode = Literal["sync", "async"]
-SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -455,19 +452,16 @@ class Session:
 # -- the process's session ----------------------------------------------------------------------
 _current: Session | None = None
 _current_lock = threading.Lock()
-_hooks_installed = False
-_uncaught_exception = False
-_terminating = False
-_signalled = False
 
 
 def current() -> Session:
-    """The process's session, made on first use from the environment."""
+    """The process's session, made on first use from the environment; the first one installs the
+    exit and SIGTERM hooks that flush it (``worker_sdk._exit``)."""
     global _current
     with _current_lock:
         if _current is None:
             _current = Session(JobEnvironment.from_env())
-            _install_exit_hooks()
+            _exit.install(_close_at_exit)
         return _current
 
 
@@ -479,58 +473,5 @@ def shutdown(*, wait_settled: bool = True) -> list[Exception]:
     return [] if session is None else session.close(wait_settled=wait_settled)
 
 
-def _install_exit_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    # Before threads are joined and before concurrent.futures refuses new work at interpreter
-    # exit: the flush needs thread pools (parallel uploads, boto3's transfer manager).
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(_exit_hook)
-    else:  # pragma: no cover - CPython has had it since 3.9
-        import atexit
-
-        atexit.register(_exit_hook)
-    previous_excepthook = sys.excepthook
-
-    def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
-        global _uncaught_exception
-        _uncaught_exception = True  # the attempt failed: do not hold rank 0 for the settle wait
-        previous_excepthook(kind, value, traceback)
-
-    sys.excepthook = excepthook
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-        signal.SIG_DFL,
-        None,
-    ):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _terminating, _signalled
-    if _terminating:
-        return  # already unwinding or flushing: let that finish
-    _terminating = _signalled = True
-    log.warning("SIGTERM: flushing checkpoints and reports before exiting")
-    raise SystemExit(SIGTERM_EXIT_CODE)
-
-
-def _exit_hook() -> None:
-    global _terminating
-    _terminating = True  # a SIGTERM now must not interrupt the flush
-    try:
-        failures = shutdown(wait_settled=not _uncaught_exception)
-    except BaseException as exc:
-        failures = [exc] if isinstance(exc, Exception) else []
-    if failures:
-        for failure in failures:
-            print(f"trainjob: {failure}", file=sys.stderr)
-        print(
-            f"trainjob: {len(failures)} failure(s) at exit: reports or checkpoints were not delivered",
-            file=sys.stderr,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(SIGTERM_EXIT_CODE if _signalled else 1)
+def _close_at_exit(wait_settled: bool) -> list[Exception]:
+    return shutdown(wait_settled=wait_settled)

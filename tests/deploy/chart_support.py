@@ -65,8 +65,13 @@ def one(objs: list[JSON], kind: str) -> JSON:
     return found[0]
 
 
+def component(objs: list[JSON], name: str) -> list[JSON]:
+    """The objects of one component of the chart: `operator`, or `dashboard` when it is enabled."""
+    return [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == name]
+
+
 def operator_args(objs: list[JSON]) -> list[str]:
-    container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = one(component(objs, "operator"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     return list(container["command"])
 
 

@@ -18,6 +18,7 @@ from chart_support import (
     JSON,
     ROOT,
     by_kind,
+    component,
     load_chart,
     objects,
     one,
@@ -51,6 +52,7 @@ VARIANTS: dict[str, JSON] = {
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
     },
+    "dashboard": {"dashboard": {"enabled": True, "storageCredentialsSecret": "s3-read"}},
 }
 
 
@@ -93,7 +95,10 @@ def test_labels_are_the_standard_ones(variant: tuple[str, list[JSON]]) -> None:
     _, objs = variant
     for obj in objs:
         labels = obj["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "trainjob-operator", obj["kind"]
+        # The dashboard names itself apart, so the operator's selector never matches its pods.
+        dashboard = labels.get("app.kubernetes.io/component") == "dashboard"
+        assert labels["app.kubernetes.io/name"] == "trainjob-operator" + ("-dashboard" if dashboard else ""), obj
+        assert labels["app.kubernetes.io/part-of"] == "trainjob-operator"
         assert labels["app.kubernetes.io/instance"] == "trainjob-operator"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
@@ -258,14 +263,16 @@ def test_lint_reports_bad_values() -> None:
 
 
 def test_operator_pod_is_restricted(variant: tuple[str, list[JSON]]) -> None:
+    """Every Deployment's pod (the operator's, and the dashboard's where it is enabled)."""
     _, objs = variant
-    template = one(objs, "Deployment")["spec"]["template"]
-    assert_restricted(template["spec"], template["metadata"].get("annotations"))
-    container = template["spec"]["containers"][0]
-    sc = container["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True and sc["runAsUser"] > 0
-    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
-    assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in template["spec"]["volumes"])
+    for deployment in by_kind(objs, "Deployment"):
+        template = deployment["spec"]["template"]
+        assert_restricted(template["spec"], template["metadata"].get("annotations"))
+        container = template["spec"]["containers"][0]
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["runAsUser"] > 0
+        tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in template["spec"]["volumes"])
 
 
 def test_pod_security_check_catches_violations() -> None:
@@ -448,6 +455,58 @@ def test_role_covers_what_the_operator_creates() -> None:
             for verb in rule["verbs"]:
                 for resource in rule["resources"]:
                     assert (constants.GROUP, resource, verb) in grants, (resource, verb)
+
+
+# ---- the dashboard -----------------------------------------------------------------------------
+
+READ_ONLY_VERBS = {"get", "list", "watch"}
+
+
+def test_dashboard_is_off_by_default() -> None:
+    assert component(objects(), "dashboard") == []
+
+
+def test_dashboard_objects_are_its_own() -> None:
+    """Enabled: its own ServiceAccount, read-only ClusterRole bound to it alone, Deployment and
+    Service, none of which the operator's selectors match (and the other way round)."""
+    objs = objects(VARIANTS["dashboard"])
+    dashboard = component(objs, "dashboard")
+    assert sorted(o["kind"] for o in dashboard) == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+    )
+    account = one(dashboard, "ServiceAccount")["metadata"]["name"]
+    binding = one(dashboard, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(dashboard, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "trainjob-system"}]
+    deployment = one(dashboard, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == account
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["trainjob", "dashboard"] and "--all-namespaces" in command
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert one(dashboard, "Service")["spec"]["selector"] == selector
+    operator_labels = one(component(objs, "operator"), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not set(selector.items()) <= set(operator_labels.items())
+    operator_selector = one(component(objs, "operator"), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not set(operator_selector.items()) <= set(pod["metadata"]["labels"].items())
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-read"
+
+
+def test_dashboard_role_only_reads() -> None:
+    (role,) = by_kind(component(objects(VARIANTS["dashboard"]), "dashboard"), "ClusterRole")
+    grants = _grants(role["rules"])
+    assert {verb for _, _, verb in grants} <= READ_ONLY_VERBS
+    assert not any(resource == "secrets" for _, resource, _ in grants), "the dashboard reads no Secrets"
+    assert grants == {
+        (constants.GROUP, "trainjobs", "list"),
+        (constants.GROUP, "trainjobs", "watch"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "events", "list"),
+        ("", "events", "watch"),
+        ("", "pods/log", "get"),
+    }
 
 
 # ---- deploy/ and the chart's crds/ ------------------------------------------------------------

@@ -96,3 +96,21 @@ each namespaced Role share them). `clusterwide` adds what only exists at cluster
   verbs: ["list", "watch"]
 {{- end }}
 {{- end -}}
+
+{{/*
+The dashboard's labels. Its own app.kubernetes.io/name: the operator's selector (name and
+instance, immutable once installed) must not match the dashboard's pods.
+*/}}
+{{- define "trainjob-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-dashboard" .Chart.Name | trunc 63 }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
+{{- end -}}
+
+{{- define "trainjob-operator.dashboardLabels" -}}
+helm.sh/chart: {{ include "trainjob-operator.chart" . }}
+{{ include "trainjob-operator.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: trainjob-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "logs",
     "metrics",
     "checkpoints",
+    "dashboard",
     "demo",
     "local",
     "operator",

@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Tests wait on real processes most of the time, so two workers fit two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install lint typecheck test test-quick demo crd bench bench-venv clean
+.PHONY: install browser lint typecheck test test-quick demo crd bench bench-venv clean
 
 $(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pyproject.toml localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,17 @@ $(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pypr
 
 install: $(VENV)/.installed
 
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own browser download is not
+# reachable from these machines). CI runs as root and installs it; elsewhere, say how.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+browser:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)) \
+	      && echo "installed chromium"; \
+	  else echo "the dashboard tests need Chromium: sudo apt-get install -y chromium" >&2; exit 1; fi; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -23,10 +34,10 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test-quick: install
+test-quick: install browser
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 crd: install

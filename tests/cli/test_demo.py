@@ -65,7 +65,10 @@ def test_demo_runs_digits_to_success_and_stops_everything_it_started(tmp_path: P
     started_line = next(line for line in out.splitlines() if line.startswith("started: "))
     stopped_line = next(line for line in out.splitlines() if line.startswith("stopped processes: "))
     started, stopped = named_pids(started_line), named_pids(stopped_line)
-    assert set(started) == {"local up", "apiserver", "agent", "seaweedfs", "operator"}, started_line
+    assert set(started) == {"local up", "apiserver", "agent", "seaweedfs", "operator", "dashboard"}, (
+        started_line
+    )
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/", out, re.M), out
     assert set(started.items()) <= set(stopped.items())
     assert {"trainer digits-0-0", "trainer digits-0-1"} <= set(stopped), stopped_line
     assert "still running" not in out

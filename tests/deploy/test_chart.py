@@ -97,7 +97,9 @@ def test_labels_are_the_standard_ones(variant: tuple[str, list[JSON]]) -> None:
         labels = obj["metadata"]["labels"]
         # The dashboard names itself apart, so the operator's selector never matches its pods.
         dashboard = labels.get("app.kubernetes.io/component") == "dashboard"
-        assert labels["app.kubernetes.io/name"] == "trainjob-operator" + ("-dashboard" if dashboard else ""), obj
+        assert labels["app.kubernetes.io/name"] == "trainjob-operator" + (
+            "-dashboard" if dashboard else ""
+        ), obj
         assert labels["app.kubernetes.io/part-of"] == "trainjob-operator"
         assert labels["app.kubernetes.io/instance"] == "trainjob-operator"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
@@ -477,7 +479,9 @@ def test_dashboard_objects_are_its_own() -> None:
     account = one(dashboard, "ServiceAccount")["metadata"]["name"]
     binding = one(dashboard, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one(dashboard, "ClusterRole")["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "trainjob-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": "trainjob-system"}
+    ]
     deployment = one(dashboard, "Deployment")
     pod = deployment["spec"]["template"]
     assert pod["spec"]["serviceAccountName"] == account

@@ -211,4 +211,4 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
         yield env
 
 
-__all__ = ["CHART", "JOB_NAMESPACE", "Secure", "wait_for"]
+__all__ = ["CHART", "JOB_NAMESPACE", "Secure", "chart_values", "wait_for"]

@@ -266,6 +266,8 @@ def start_stack(directory: Path, root: Path, console: Console) -> BackgroundStac
         raise
     stack.info = info
     console.print(f"S3 (SeaweedFS): {info['s3Endpoint']}, bucket {info['bucket']}")
+    if info.get("dashboard"):
+        console.print(f"dashboard: {info['dashboard']}  (open it to watch the job train)")
     return stack
 
 

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="prepare this namespace with the S3 credentials Secret (repeatable; default: default)",
     )
     up.add_argument("--no-operator", action="store_true", help="do not start the operator")
+    up.add_argument("--no-dashboard", action="store_true", help="do not serve `trainjob dashboard`")
     up.set_defaults(func=run_up)
     down = actions.add_parser("down", help="stop a local cluster started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
@@ -51,12 +52,17 @@ def run_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack = LocalStack(
-        args.dir, namespaces=tuple(args.namespace) or ("default",), with_operator=not args.no_operator
+        args.dir,
+        namespaces=tuple(args.namespace) or ("default",),
+        with_operator=not args.no_operator,
+        with_dashboard=not args.no_dashboard,
     )
     with stack:
         assert stack.seaweedfs is not None
         print(f"local cluster up in {args.dir.resolve()}")
         print(f"S3 (SeaweedFS): {stack.seaweedfs.endpoint} bucket {stack.seaweedfs.bucket}")
+        if stack.dashboard_url:
+            print(f"dashboard: {stack.dashboard_url}")
         print(f"export KUBECONFIG={stack.kubeconfig}", flush=True)
         stop.wait()
         print("stopping the local cluster", flush=True)
@@ -96,5 +102,7 @@ def run_status(args: argparse.Namespace) -> int:
         return 1
     print(f"local cluster runs in {args.dir.resolve()}")
     print(f"S3 (SeaweedFS): {info['s3Endpoint']} bucket {info['bucket']}")
+    if info.get("dashboard"):
+        print(f"dashboard: {info['dashboard']}")
     print(f"export KUBECONFIG={info['kubeconfig']}")
     return 0

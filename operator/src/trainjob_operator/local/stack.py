@@ -53,6 +53,10 @@ class LocalStack:
     # The operator's /healthz and Prometheus /metrics ports, picked free at start.
     liveness_port: int = 0
     metrics_port: int = 0
+    # `trainjob dashboard` for every namespace (`trainjob local up`, `make demo`); its URL once serving.
+    with_dashboard: bool = False
+    dashboard: subprocess.Popen[bytes] | None = None
+    dashboard_url: str | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -80,6 +84,8 @@ class LocalStack:
                 self.prepare_namespace(namespace)
             if self.with_operator:
                 self.start_operator()
+            if self.with_dashboard:
+                self.start_dashboard()
             self._write_info()
         except BaseException:
             self.stop()
@@ -87,7 +93,9 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        """Stop the operator, the cluster (and so every pod), then SeaweedFS. Idempotent."""
+        """Stop the dashboard, the operator, the cluster (and so every pod), then SeaweedFS. Idempotent."""
+        _stop_group(self.dashboard, signal.SIGTERM, 15.0)
+        self.dashboard = None
         self.stop_operator()
         if self.cluster is not None:
             self.cluster.stop()
@@ -169,18 +177,38 @@ class LocalStack:
             )
 
     def stop_operator(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.operator is None:
-            return
-        if self.operator.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.operator.pid, sig)
-            try:
-                self.operator.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.operator.pid, signal.SIGKILL)
-                self.operator.wait()
+        _stop_group(self.operator, sig, timeout)
         self.operator = None
+
+    def start_dashboard(self, timeout: float = 60.0) -> None:
+        """`trainjob dashboard --all-namespaces` on a free port; returns once it serves."""
+        ready = self.directory / "dashboard.url"
+        with contextlib.suppress(OSError):
+            ready.unlink()
+        args = [
+            sys.executable,
+            "-m",
+            "trainjob_operator",
+            "dashboard",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--all-namespaces",
+            "--port",
+            str(free_port()),
+            "--ready-file",
+            str(ready),
+        ]
+        with open(self.directory / "dashboard.log", "ab") as log:
+            self.dashboard = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while not (ready.exists() and ready.read_text().strip()):
+            if self.dashboard.poll() is not None or time.monotonic() > deadline:
+                tail = (self.directory / "dashboard.log").read_text(errors="replace")[-2000:]
+                raise StackError(f"the dashboard did not start:\n{tail}")
+            time.sleep(0.1)
+        self.dashboard_url = ready.read_text().strip()
 
     def _write_info(self) -> None:
         assert self.cluster is not None and self.seaweedfs is not None
@@ -193,10 +221,26 @@ class LocalStack:
                 **self.cluster.pids,
                 "seaweedfs": self.seaweedfs.process.pid if self.seaweedfs.process else None,
                 "operator": self.operator.pid if self.operator else None,
+                "dashboard": self.dashboard.pid if self.dashboard else None,
             },
             "operatorMetrics": f"http://127.0.0.1:{self.metrics_port}/metrics" if self.operator else None,
+            "dashboard": self.dashboard_url,
         }
         (self.directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _stop_group(process: subprocess.Popen[bytes] | None, sig: signal.Signals, timeout: float) -> None:
+    """Signal a process started in its own session, then SIGKILL it after `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def read_stack_info(directory: Path) -> dict[str, Any] | None:

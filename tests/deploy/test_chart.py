@@ -211,6 +211,9 @@ def test_notes_say_how_to_submit_and_watch() -> None:
     assert "get tj -w" in notes
     namespaced = render(VARIANTS["namespaced"])["trainjob-operator/templates/NOTES.txt"]
     assert "kubectl -n team-a apply" in namespaced and "team-a, team-b" in namespaced
+    assert "port-forward" not in notes
+    with_dashboard = render(VARIANTS["dashboard"])["trainjob-operator/templates/NOTES.txt"]
+    assert "port-forward svc/trainjob-operator-dashboard 8080:8080" in with_dashboard
 
 
 # ---- values.schema.json refusals --------------------------------------------------------------
@@ -224,6 +227,8 @@ REFUSED: dict[str, tuple[JSON, str]] = {
     "bad-namespace-name": ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
     "duplicate-namespace": ({"watchNamespaces": ["a", "a"]}, "watchNamespaces"),
     "bad-log-format": ({"logFormat": "xml"}, "logFormat"),
+    "dashboard-unknown-key": ({"dashboard": {"enabled": True, "replicas": 2}}, "replicas"),
+    "dashboard-bad-port": ({"dashboard": {"port": 0}}, "port"),
     "bad-pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     "bad-image-tag": ({"image": {"tag": "latest please"}}, "tag"),
     "bad-port": ({"metrics": {"port": 70000}}, "port"),

@@ -405,6 +405,8 @@ EXPECTED_GRANTS: dict[tuple[str, str, str], str] = {
     ("kopf.dev", "clusterkopfpeerings", "list"): "kopf peering: initial listing",
     ("kopf.dev", "clusterkopfpeerings", "watch"): "kopf peering: other replicas' heartbeats",
     ("kopf.dev", "clusterkopfpeerings", "patch"): "kopf peering: own heartbeat (named object only)",
+    ("", "nodes", "list"): "kopf: nodes_by_name index (lost nodes), initial listing",
+    ("", "nodes", "watch"): "kopf: nodes_by_name index / wake_jobs_on_node_event",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf: resource observer",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf: resource observer",
 }

@@ -70,6 +70,8 @@ def test_crd_names_columns_and_subresources() -> None:
         "Workers",
         "Iteration",
         "Restarts",
+        "Disruptions",
+        "Reason",
         "Age",
     ]
 

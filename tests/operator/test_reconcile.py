@@ -92,8 +92,13 @@ def test_new_job_creates_every_child_and_is_pending() -> None:
         "storage",
         "checkpoints",
         "failurePolicy",
+        "startupPolicy",
     }
-    assert patch["acceptedSpec"]["failurePolicy"] == {"restartPolicy": "OnFailure", "backoffSeconds": 1}
+    assert patch["acceptedSpec"]["failurePolicy"] == {
+        "restartPolicy": "OnFailure",
+        "backoffSeconds": 1,
+        "nodeLossSeconds": 60,
+    }
     assert events(decision) == [("Created", "Normal")]
     assert decision.requeue_after == POLL_SECONDS
 
@@ -131,7 +136,10 @@ def test_pending_waits_for_pods_without_creating_again() -> None:
     cluster.reconcile()
     decision = cluster.reconcile()
     assert created(decision) == []
-    assert decision.status_patch == {"workers": {"active": 2, "ready": 0, "succeeded": 0, "failed": 0}}
+    # The pass says why the job waits (the pods' containers are being created), once.
+    assert set(decision.status_patch) == {"workers", "conditions", "message", "reason", "startup"}
+    assert decision.status_patch["workers"] == {"active": 2, "ready": 0, "succeeded": 0, "failed": 0}
+    assert decision.status_patch["reason"] == "ContainerCreating"
     assert decision.requeue_after == POLL_SECONDS
     assert cluster.reconcile() == Decision(requeue_after=POLL_SECONDS)
 

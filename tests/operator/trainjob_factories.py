@@ -101,13 +101,22 @@ def pod(
     ready: bool = True,
     deleting: bool = False,
     pod_reason: str | None = None,
+    waiting: tuple[str, str] | None = None,
+    unscheduled: tuple[str, str, datetime] | None = None,
+    node: str | None = None,
+    disruption: tuple[str, str] | None = None,
+    image: str = "example/digits:1",
 ) -> dict[str, Any]:
-    """A worker pod; `exit_code` makes its trainer container terminated with it."""
+    """A worker pod; `exit_code` makes its trainer container terminated with it; `waiting` is the
+    trainer's (reason, message) as the kubelet sets it, `unscheduled` PodScheduled=False's
+    (reason, message, since), `disruption` DisruptionTarget=True's (reason, message)."""
     if exit_code is not None:
         trainer_state: dict[str, Any] = {"terminated": {"exitCode": exit_code, "reason": reason or "Error"}}
         ready = False
     elif phase == "Running":
         trainer_state = {"running": {"startedAt": timestamp(NOW)}}
+    elif waiting is not None:
+        trainer_state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
     else:
         trainer_state = {"waiting": {"reason": "ContainerCreating"}}
     metadata: dict[str, Any] = {
@@ -121,18 +130,54 @@ def pod(
     }
     if deleting:
         metadata["deletionTimestamp"] = timestamp(NOW)
+    conditions: list[dict[str, Any]] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if unscheduled is not None:
+        conditions.append(
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": unscheduled[0],
+                "message": unscheduled[1],
+                "lastTransitionTime": timestamp(unscheduled[2]),
+            }
+        )
+    if disruption is not None:
+        conditions.append(
+            {"type": "DisruptionTarget", "status": "True", "reason": disruption[0], "message": disruption[1]}
+        )
     status: dict[str, Any] = {
         "phase": phase,
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        "containerStatuses": [{"name": "trainer", "ready": ready, "state": trainer_state}],
+        "conditions": conditions,
+        "containerStatuses": (
+            [] if unscheduled else [{"name": "trainer", "ready": ready, "state": trainer_state}]
+        ),
     }
     if pod_reason is not None:
         status["reason"] = pod_reason
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": status}
+    spec: dict[str, Any] = {"containers": [{"name": "trainer", "image": image}]}
+    if node is not None:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
 
 
-def observe(*pods: dict[str, Any], existing: frozenset[ChildKind] = ALL_CHILDREN) -> Observation:
-    return Observation.from_objects(pods, existing)
+def node(name: str, ready: str = "True", since: datetime = NOW) -> dict[str, Any]:
+    """A Node with its Ready condition (True, False or Unknown) since `since`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": timestamp(since)}]
+        },
+    }
+
+
+def observe(
+    *pods: dict[str, Any],
+    existing: frozenset[ChildKind] = ALL_CHILDREN,
+    nodes: tuple[dict[str, Any], ...] = (),
+) -> Observation:
+    return Observation.from_objects(pods, existing, nodes)
 
 
 def apply_status(obj: dict[str, Any], decision: Decision) -> dict[str, Any]:
@@ -157,12 +202,16 @@ class Cluster:
         self.pods: dict[str, dict[str, Any]] = {}
         self.existing: set[ChildKind] = set()
         self.created: list[dict[str, Any]] = []
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.decisions: list[Decision] = []
 
     def reconcile(self, now: datetime = NOW) -> Decision:
         assert self.job is not None
-        decision = reconcile(
-            self.job, observe(*self.pods.values(), existing=frozenset(self.existing)), now, SETTINGS
+        observed = observe(
+            *self.pods.values(), existing=frozenset(self.existing), nodes=tuple(self.nodes.values())
         )
+        decision = reconcile(self.job, observed, now, SETTINGS)
+        self.decisions.append(decision)
         self.job = apply_status(self.job, decision)
         for action in decision.actions:
             if isinstance(action, CreateObject):
@@ -178,7 +227,10 @@ class Cluster:
                     self.existing.add(kind)
             elif isinstance(action, DeletePods):
                 for pod_name in action.names:
-                    self.pods[pod_name]["metadata"]["deletionTimestamp"] = timestamp(now)
+                    if action.grace_period_seconds == 0:
+                        self.pods.pop(pod_name, None)  # a force deletion removes it at once
+                    else:
+                        self.pods[pod_name]["metadata"]["deletionTimestamp"] = timestamp(now)
             elif isinstance(action, DeleteJob):
                 self.job = None
         return decision

@@ -379,6 +379,10 @@ NEEDED: dict[tuple[tuple[str, ...], ...], tuple[str, list[Op]]] = {
         "kopf peering: the heartbeat patch of this release's peering object",
         [op("PATCH", f"{PEERINGS}/trainjob-operator?dryRun=All", {"status": {}}, MERGE)],
     ),
+    (("",), ("nodes",), ("list", "watch"), ()): (
+        "the operator's node index: a pod's node not Ready for nodeLossSeconds is a lost node",
+        [op("GET", "/api/v1/nodes"), op("GET", f"/api/v1/nodes?{WATCH}")],
+    ),
     (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"), ()): (
         "kopf's resource observer lists/watches CRDs",
         [

@@ -89,6 +89,11 @@ each namespaced Role share them). `clusterwide` adds what only exists at cluster
   verbs: ["patch"]
 {{- end }}
 {{- if .clusterwide }}
+# Lost nodes: the operator watches Nodes to see when a pod's node stops being Ready, and restarts
+# the gang without waiting for Kubernetes' 5-minute eviction (failurePolicy.nodeLossSeconds).
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
 # kopf's resource observer watches CRDs so that resources served later are noticed. Namespaced
 # installs run with that scanning off (a Role cannot grant cluster-scoped reads).
 - apiGroups: ["apiextensions.k8s.io"]

@@ -42,6 +42,19 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "jsonPath": ".status.restarts",
         "description": "Restarts after failures",
     },
+    {
+        "name": "Disruptions",
+        "type": "integer",
+        "jsonPath": ".status.disruptions",
+        "description": "Restarts after lost nodes, evictions and preemptions",
+        "priority": 1,
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": ".status.reason",
+        "description": "Why the job is in its phase (ImagePullBackOff, Unschedulable, NodeLost...)",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 )
 

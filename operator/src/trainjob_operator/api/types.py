@@ -97,6 +97,9 @@ class ConditionType(enum.StrEnum):
     # True while the coordinator cannot reach checkpoint storage (status.storage); left out until
     # the first outage, False once storage is reachable again.
     STORAGE_UNAVAILABLE = "StorageUnavailable"
+    # Whether every pod of the current attempt runs; False names the pod and the scheduler's or
+    # kubelet's reason (Unschedulable, ImagePullBackOff, ContainerCreating...).
+    PODS_READY = "PodsReady"
 
 
 class ConditionStatus(enum.StrEnum):
@@ -169,6 +172,70 @@ class FailurePolicySpec(WireModel):
         ge=0,
         description="Wait before restart n is backoffSeconds * 2^(n-1), at most 300 seconds.",
     )
+    node_loss_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="A pod whose node is not Ready (NotReady or Unknown) this long is lost: the gang "
+        "restarts from the latest committed checkpoint without it, counted in status.disruptions. "
+        "Well under Kubernetes' 300 s eviction; a lost pod stuck Terminating is force-deleted.",
+    )
+    max_disruptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="Restarts after disruptions (lost nodes, evictions, preemptions) before the job fails; "
+        "unset: no bound. They never count against maxRestarts.",
+    )
+
+
+class StartupTimeoutAction(enum.StrEnum):
+    """What a startup deadline does to the attempt."""
+
+    RESTART = "Restart"
+    FAIL = "Fail"
+
+
+# Waiting reasons of the kubelet that do not fix themselves: an image that does not exist or
+# cannot be named, a Secret or ConfigMap key that is missing.
+DEFAULT_FAIL_FAST_REASONS: tuple[str, ...] = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+)
+
+
+class StartupPolicySpec(WireModel):
+    """How long a gang may take to start, and which reasons end it at once (after Kueue's
+    waitForPodsReady, per job)."""
+
+    pods_ready_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Every pod of an attempt must be running this long after the attempt started; "
+        "else onTimeout. Unset: no deadline.",
+    )
+    unschedulable_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="A pod the scheduler cannot place this long ends the attempt (onTimeout). Unset: "
+        "wait, as a queue or an autoscaler may still bring the capacity.",
+    )
+    fail_fast_reasons: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FAIL_FAST_REASONS),
+        json_schema_extra={"default": list(DEFAULT_FAIL_FAST_REASONS)},
+        description="Container waiting reasons that fail the job, without a restart, once a pod has "
+        "shown one for failFastGraceSeconds: they do not fix themselves.",
+    )
+    fail_fast_grace_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="How long a fail-fast reason may persist (a registry's passing hiccup) first.",
+    )
+    on_timeout: StartupTimeoutAction = Field(
+        default=StartupTimeoutAction.RESTART,
+        description="Restart: a new attempt (counted in restarts, bounded by maxRestarts). Fail: the job "
+        "fails.",
+    )
 
 
 class TrainJobSpec(WireModel):
@@ -196,6 +263,11 @@ class TrainJobSpec(WireModel):
         default_factory=FailurePolicySpec,
         json_schema_extra={"default": {}},
         description="Restarts after failures.",
+    )
+    startup_policy: StartupPolicySpec = Field(
+        default_factory=StartupPolicySpec,
+        json_schema_extra={"default": {}},
+        description="Deadlines for a gang to start, and reasons that fail it at once.",
     )
     resume_from: str | None = Field(
         default=None,
@@ -283,6 +355,13 @@ class StorageState(WireModel):
     message: str | None = Field(default=None, description="The last storage error, or that it is reachable.")
 
 
+class StartupState(WireModel):
+    """Why the current attempt's pods are not all running yet, and since when that has been so."""
+
+    reason: str
+    since: datetime
+
+
 class TrainJobStatus(WireModel):
     """Observed state. Lifecycle fields are the operator's, progress fields the coordinator's."""
 
@@ -290,8 +369,8 @@ class TrainJobStatus(WireModel):
     phase: Phase | None = Field(default=None, description="Lifecycle phase.")
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Created, Running, Restarting, Suspended, Stalled, Succeeded, Failed, SpecChangeRefused, "
-        "StorageUnavailable.",
+        description="Created, PodsReady, Running, Restarting, Suspended, Stalled, Succeeded, Failed, "
+        "SpecChangeRefused, StorageUnavailable.",
     )
     observed_generation: int | None = Field(default=None, description="The generation last reconciled.")
     attempt: int | None = Field(
@@ -313,6 +392,19 @@ class TrainJobStatus(WireModel):
         default=None, description="When the backoff of the pending restart ends."
     )
     message: str | None = Field(default=None, description="What the job is doing, or why it failed.")
+    reason: str | None = Field(
+        default=None,
+        description="Why the job is in its phase, in one CamelCase word (ImagePullBackOff, Unschedulable, "
+        "WorkerFailed, NodeLost...): the Reason column of kubectl get tj.",
+    )
+    disruptions: int | None = Field(
+        default=None,
+        description="Restarts after disruptions (lost nodes, evictions, preemptions): not the program's "
+        "failures, so not counted in restarts.",
+    )
+    startup: StartupState | None = Field(
+        default=None, description="Why the current attempt's pods are not all running, since when."
+    )
     accepted_spec: FreeObject | None = Field(
         default=None,
         description="The spec fields fixed when the first attempt started (all but suspend, "
@@ -375,6 +467,9 @@ OPERATOR_STATUS_FIELDS: tuple[str, ...] = (
     "attempt_start_time",
     "restart_after",
     "message",
+    "reason",
+    "disruptions",
+    "startup",
     "accepted_spec",
 )
 COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (

@@ -67,6 +67,26 @@ def pods_by_job(
     return {(namespace or "", labels[constants.LABEL_NAME]): dict(body)}
 
 
+def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Nodes by name, so a job's pass sees whether its pods' nodes are Ready (lost nodes).
+    Registered by `watch_nodes` only where the operator may read Nodes (a cluster-wide install)."""
+    return {name: dict(body)}
+
+
+def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
+    """A node changed (Ready, Unknown...): wake the jobs with a pod on it."""
+    pods: kopf.Index[JobKey, dict[str, Any]] = kwargs["pods_by_job"]
+    for key in list(pods):
+        if any((pod.get("spec") or {}).get("nodeName") == name for pod in pods.get(key, [])):
+            memo.controller.wakers.wake(key)
+
+
+def watch_nodes() -> None:
+    """Register the node index and its wake-ups (before the operator starts)."""
+    kopf.index("nodes", registry=registry, id="nodes_by_name")(nodes_by_name)
+    kopf.on.event("nodes", registry=registry, id="wake_jobs_on_node_event")(wake_jobs_on_node_event)
+
+
 @kopf.on.event("pods", labels=_WORKER_PODS, registry=registry)
 def wake_on_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     memo.controller.wakers.wake((namespace or "", labels[constants.LABEL_NAME]))
@@ -99,9 +119,9 @@ async def run_trainjob(
             live = dict(body)
             if _resource_version(live) >= _resource_version(freshest):
                 freshest = live
+            pods = controller.pods_expected.observed(uid, pods_by_job.get(key, []))
             observed = Observation.from_objects(
-                controller.pods_expected.observed(uid, pods_by_job.get(key, [])),
-                controller.known_children.get(uid, set()),
+                pods, controller.known_children.get(uid, set()), _nodes_of(pods, kwargs)
             )
             decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
             try:
@@ -125,6 +145,15 @@ async def run_trainjob(
         controller.phases.record(key, None)
         controller.pods_expected.drop(uid)
         controller.known_children.pop(uid, None)
+
+
+def _nodes_of(pods: list[dict[str, Any]], indices: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Nodes the pods are bound to, where nodes are watched."""
+    nodes: kopf.Index[str, dict[str, Any]] | None = indices.get("nodes_by_name")
+    if nodes is None:
+        return []
+    names = {str(name) for pod in pods if (name := (pod.get("spec") or {}).get("nodeName"))}
+    return [node for name in sorted(names) for node in nodes.get(name, [])]
 
 
 async def _apply(

@@ -14,7 +14,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from trainjob_operator.controller.acting import KubernetesActions
-from trainjob_operator.controller.handlers import Controller, registry
+from trainjob_operator.controller.handlers import Controller, registry, watch_nodes
 from trainjob_operator.reconciling import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,10 @@ def run(options: OperatorOptions) -> None:
             actions=KubernetesActions(_api_client(options.kubeconfig)), settings=options.settings
         )
 
+    if not options.namespaces:
+        # Reading Nodes needs a cluster-scoped grant, which a namespaced install does not have;
+        # there a lost node is noticed by its pods' DisruptionTarget (the taint manager) instead.
+        watch_nodes()
     liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
     scope: dict[str, Any] = (
         {"namespaces": list(options.namespaces)} if options.namespaces else {"clusterwide": True}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from trainjob_operator.api import constants
@@ -38,29 +39,97 @@ class ContainerObservation:
     exit_code: int | None = None
     reason: str | None = None
     ready: bool = False
+    # A waiting container's message as the kubelet set it (the image, the missing key...).
+    message: str | None = None
+    image: str | None = None
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> ContainerObservation:
+    def from_status(cls, status: Mapping[str, Any], image: str | None = None) -> ContainerObservation:
         state = status.get("state") or {}
         terminated = state.get("terminated")
+        name = str(status.get("name", ""))
+        image = image or status.get("image")
         if terminated is not None:
             return cls(
-                name=str(status.get("name", "")),
+                name=name,
                 state=ContainerState.TERMINATED,
                 exit_code=terminated.get("exitCode"),
                 reason=terminated.get("reason"),
                 ready=False,
+                message=terminated.get("message"),
+                image=image,
             )
         if state.get("running") is not None:
-            return cls(
-                name=str(status.get("name", "")),
-                state=ContainerState.RUNNING,
-                ready=bool(status.get("ready")),
-            )
+            return cls(name=name, state=ContainerState.RUNNING, ready=bool(status.get("ready")), image=image)
         waiting = state.get("waiting") or {}
         return cls(
-            name=str(status.get("name", "")), state=ContainerState.WAITING, reason=waiting.get("reason")
+            name=name,
+            state=ContainerState.WAITING,
+            reason=waiting.get("reason"),
+            message=waiting.get("message"),
+            image=image,
         )
+
+
+@dataclass(frozen=True)
+class PodCondition:
+    """A pod condition the operator acts on (PodScheduled=False, DisruptionTarget=True)."""
+
+    reason: str
+    message: str
+    since: datetime | None = None
+
+    @classmethod
+    def of(cls, pod_status: Mapping[str, Any], kind: str, status: str) -> PodCondition | None:
+        for condition in pod_status.get("conditions") or []:
+            if condition.get("type") == kind and condition.get("status") == status:
+                return cls(
+                    str(condition.get("reason") or kind),
+                    str(condition.get("message") or ""),
+                    parse_time(condition.get("lastTransitionTime")),
+                )
+        return None
+
+
+class NodeReadiness(enum.StrEnum):
+    """A node's Ready condition, as the node lifecycle controller sets it."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    """What the operator needs of a Node: whether it is Ready and since when that holds."""
+
+    name: str
+    ready: NodeReadiness = NodeReadiness.TRUE
+    since: datetime | None = None
+
+    @classmethod
+    def from_node(cls, node: Mapping[str, Any]) -> NodeObservation:
+        metadata = node.get("metadata") or {}
+        ready = next(
+            (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
+        )
+        if ready is None:
+            return cls(str(metadata.get("name", "")), NodeReadiness.UNKNOWN)
+        try:
+            readiness = NodeReadiness(str(ready.get("status")))
+        except ValueError:
+            readiness = NodeReadiness.UNKNOWN
+        return cls(str(metadata.get("name", "")), readiness, parse_time(ready.get("lastTransitionTime")))
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class PodOutcome(enum.StrEnum):
@@ -83,6 +152,22 @@ class PodObservation:
     ready: bool = False
     deleting: bool = False
     containers: tuple[ContainerObservation, ...] = ()
+    # Init and sidecar containers, for the reasons a pod waits (a missing Secret key...).
+    init_containers: tuple[ContainerObservation, ...] = ()
+    node: str | None = None
+    # PodScheduled=False: the scheduler's reason (Unschedulable, SchedulingGated) and message.
+    unscheduled: PodCondition | None = None
+    # DisruptionTarget=True: the pod is being evicted or preempted (not the program's failure).
+    disruption: PodCondition | None = None
+
+    @property
+    def waiting(self) -> tuple[ContainerObservation, ...]:
+        """Containers waiting with a reason the kubelet gave, init containers first."""
+        return tuple(
+            c
+            for c in (*self.init_containers, *self.containers)
+            if c.state is ContainerState.WAITING and c.reason
+        )
 
     @property
     def trainer(self) -> ContainerObservation | None:
@@ -127,7 +212,12 @@ class PodObservation:
         except (KeyError, TypeError, ValueError):
             return None
         status = pod.get("status") or {}
+        spec = pod.get("spec") or {}
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        images = {
+            str(c.get("name")): str(c.get("image") or "")
+            for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))
+        }
         return cls(
             name=str(metadata.get("name", "")),
             attempt=attempt,
@@ -138,8 +228,16 @@ class PodObservation:
             ready=conditions.get("Ready") == "True",
             deleting=metadata.get("deletionTimestamp") is not None,
             containers=tuple(
-                ContainerObservation.from_status(s) for s in status.get("containerStatuses") or []
+                ContainerObservation.from_status(s, images.get(str(s.get("name"))))
+                for s in status.get("containerStatuses") or []
             ),
+            init_containers=tuple(
+                ContainerObservation.from_status(s, images.get(str(s.get("name"))))
+                for s in status.get("initContainerStatuses") or []
+            ),
+            node=spec.get("nodeName") or None,
+            unscheduled=PodCondition.of(status, "PodScheduled", "False"),
+            disruption=PodCondition.of(status, "DisruptionTarget", "True"),
         )
 
 
@@ -149,14 +247,27 @@ class Observation:
 
     pods: tuple[PodObservation, ...] = ()
     existing: frozenset[ChildKind] = frozenset()
+    # The nodes the pods run on, where the operator watches nodes (a cluster-wide install); empty
+    # otherwise, and then a lost node is noticed by its pods' DisruptionTarget only.
+    nodes: Mapping[str, NodeObservation] = field(default_factory=dict)
 
     @classmethod
-    def from_objects(cls, pods: Iterable[Mapping[str, Any]], existing: Iterable[ChildKind]) -> Observation:
+    def from_objects(
+        cls,
+        pods: Iterable[Mapping[str, Any]],
+        existing: Iterable[ChildKind],
+        nodes: Iterable[Mapping[str, Any]] = (),
+    ) -> Observation:
         parsed = (PodObservation.from_pod(pod) for pod in pods)
+        observed_nodes = (NodeObservation.from_node(node) for node in nodes)
         return cls(
             pods=tuple(sorted((p for p in parsed if p is not None), key=lambda p: (p.attempt, p.rank))),
             existing=frozenset(existing),
+            nodes={node.name: node for node in observed_nodes},
         )
+
+    def node_of(self, pod: PodObservation) -> NodeObservation | None:
+        return self.nodes.get(pod.node) if pod.node else None
 
     def pods_of(self, attempt: int) -> dict[int, PodObservation]:
         """The pods of one attempt by rank."""

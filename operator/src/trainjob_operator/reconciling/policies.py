@@ -35,6 +35,22 @@ class WorkerFailure:
         return f"rank {self.rank} (pod {self.pod_name}) failed: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Disruption:
+    """A pod the cluster takes away (a lost node, an eviction, a preemption): not the program's
+    failure, so it restarts the gang without counting against failurePolicy.maxRestarts."""
+
+    rank: int
+    pod_name: str
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        return f"rank {self.rank} (pod {self.pod_name}) disrupted: {self.reason}" + (
+            f": {self.message}" if self.message else ""
+        )
+
+
 class RetryPolicy(Protocol):
     def is_retryable(self, failure: WorkerFailure) -> bool: ...
 

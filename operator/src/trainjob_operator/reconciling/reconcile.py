@@ -35,6 +35,8 @@ from trainjob_operator.api.types import (
     ConditionType,
     JobMetadata,
     Phase,
+    StartupState,
+    StartupTimeoutAction,
     TrainJob,
     TrainJobSpec,
     TrainJobStatus,
@@ -43,8 +45,8 @@ from trainjob_operator.api.types import (
 
 from . import children, lifecycle, names
 from .decision import Action, CreateObject, Decision, DeleteJob, DeletePods, EmitEvent, EventType
-from .observation import ChildKind, Observation, PodObservation, PodOutcome
-from .policies import ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
+from .observation import ChildKind, NodeReadiness, Observation, PodObservation, PodOutcome
+from .policies import Disruption, ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
 from .settings import OperatorSettings
 from .validation import DNS_LABEL_MAX, accepted_fields, changed_fields, effective_spec, validate_spec
 
@@ -54,6 +56,8 @@ POLL_SECONDS = 5.0
 # A failed gang cannot make progress (a rank is gone and collectives hang), so its survivors get
 # time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
 FAILED_GANG_GRACE_SECONDS = 5
+# Waiting reasons that only say a pod is on its way (not a reason worth a warning).
+_STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated"})
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
     (ChildKind.TOKEN_SECRET, lambda job, settings: children.token_secret(job, settings.token_factory())),
@@ -167,7 +171,7 @@ class _Reconciliation:
     def _transition(self, target: Phase, reason: str, message: str) -> None:
         lifecycle.check_transition(self.phase, target)
         conditions = lifecycle.enter_phase(self.conditions, target, reason, message, self.now)
-        self._update(phase=target, conditions=conditions, message=message)
+        self._update(phase=target, conditions=conditions, message=message, reason=reason)
 
     def _set_condition(self, kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
         conditions = lifecycle.set_condition(self.conditions, kind, status, reason, message, self.now)
@@ -249,6 +253,7 @@ class _Reconciliation:
             attempt_start_time=self.now,
             restart_after=None,
             workers=WorkerCounts(),
+            startup=None,
         )
         self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {spec.workers} workers")
         self._event(reason, f"{event_message}: starting attempt {attempt}")
@@ -338,6 +343,10 @@ class _Reconciliation:
         self._delete_pods(older)
         self._count_workers(pods)
 
+        disruptions = self._disruptions(pods)
+        if disruptions:
+            self._after_disruption(disruptions)
+            return
         failures = self._failures(pods)
         if failures:
             self._after_failure(failures)
@@ -365,9 +374,12 @@ class _Reconciliation:
         started = all(p.outcome in (PodOutcome.RUNNING, PodOutcome.SUCCEEDED) for p in pods.values())
         if self.phase is Phase.PENDING:
             if not started:
+                self._check_startup(pods)
                 self._requeue_in(POLL_SECONDS)
                 return
             message = f"attempt {attempt}: all {spec.workers} workers running"
+            self._set_condition(ConditionType.PODS_READY, ConditionStatus.TRUE, "AllPodsRunning", message)
+            self._update(startup=None)
             self._transition(Phase.RUNNING, "AllWorkersRunning", message)
             if lifecycle.condition_is_true(self.conditions, ConditionType.STALLED):
                 self._set_condition(ConditionType.STALLED, ConditionStatus.FALSE, "NewAttempt", message)
@@ -388,6 +400,182 @@ class _Reconciliation:
                     name = names.pod_name(self.metadata.name, attempt, rank)
                     failures.append(WorkerFailure(rank, name, None, "PodMissing: the pod disappeared"))
         return failures
+
+    # ---- disruptions: lost nodes, evictions, preemptions -------------------------------------
+
+    def _node_lost_for(self, pod: PodObservation) -> float | None:
+        """Seconds the pod's node has not been Ready, or None while it is (or is not watched)."""
+        node = self.observed.node_of(pod)
+        if node is None or node.ready is NodeReadiness.TRUE:
+            return None
+        return (self.now - (node.since or self.now)).total_seconds()
+
+    def _disruptions(self, pods: Mapping[int, PodObservation]) -> list[Disruption]:
+        """Pods the cluster is taking away: DisruptionTarget (eviction, preemption, taint manager),
+        or a node not Ready for failurePolicy.nodeLossSeconds. Not the program's failure."""
+        grace = self.spec_or_fail.failure_policy.node_loss_seconds
+        found = []
+        for rank, pod in sorted(pods.items()):
+            if pod.outcome is PodOutcome.SUCCEEDED:
+                continue
+            lost_for = self._node_lost_for(pod)
+            if pod.disruption is not None:
+                found.append(Disruption(rank, pod.name, pod.disruption.reason, pod.disruption.message))
+            elif lost_for is not None and lost_for >= grace:
+                node = self.observed.node_of(pod)
+                assert node is not None
+                found.append(
+                    Disruption(
+                        rank,
+                        pod.name,
+                        "NodeLost",
+                        f"node {node.name} not Ready ({node.ready}) for {lost_for:.0f}s "
+                        f"(failurePolicy.nodeLossSeconds {grace})",
+                    )
+                )
+            elif lost_for is not None:
+                self._requeue_in(grace - lost_for)
+        return found
+
+    def _after_disruption(self, disruptions: list[Disruption]) -> None:
+        """End the attempt without blaming the program: a new one starts at once (no backoff) from
+        the latest committed checkpoint, counted in status.disruptions, not restarts."""
+        spec = self.spec_or_fail
+        count = self.status.disruptions or 0
+        message = "; ".join(d.describe() for d in disruptions)
+        bound = spec.failure_policy.max_disruptions
+        if bound is not None and count >= bound:
+            self._fail(
+                "TooManyDisruptions",
+                f"{message}; all {bound} disruptions (failurePolicy.maxDisruptions) are spent",
+            )
+            return
+        self._delete_pods(self.observed.pods, grace_period_seconds=FAILED_GANG_GRACE_SECONDS)
+        self._update(disruptions=count + 1, restart_after=None, startup=None)
+        self._transition(Phase.RESTARTING, disruptions[0].reason, message)
+        self._event(
+            "Disrupted",
+            f"{message}; restarting from the latest committed checkpoint (disruption {count + 1})",
+            EventType.WARNING,
+        )
+        self._requeue_in(POLL_SECONDS)
+
+    # ---- startup: why a gang is not running yet ---------------------------------------------
+
+    def _startup_problem(self, pods: Mapping[int, PodObservation]) -> tuple[str, str, PodObservation] | None:
+        """The most telling reason a pod of the attempt is not running, with a message naming the
+        pod (and container and image): the kubelet's own problems first, then the scheduler's,
+        then a pod that is merely starting."""
+        fail_fast = set(self.spec_or_fail.startup_policy.fail_fast_reasons)
+        ranked: list[tuple[int, str, str, PodObservation]] = []
+        for pod in pods.values():
+            if pod.outcome is not PodOutcome.PENDING:
+                continue
+            for container in pod.waiting:
+                reason = str(container.reason)
+                image = f" (image {container.image})" if container.image else ""
+                detail = f": {container.message}" if container.message else ""
+                text = f"pod {pod.name}: container {container.name}{image}: {reason}{detail}"
+                rank = 0 if reason in fail_fast else 3 if reason in _STARTING_REASONS else 1
+                ranked.append((rank, reason, text, pod))
+            if pod.unscheduled is not None:
+                reason = pod.unscheduled.reason
+                text = f"pod {pod.name}: {reason}" + (
+                    f": {pod.unscheduled.message}" if pod.unscheduled.message else ""
+                )
+                ranked.append((2 if reason != "SchedulingGated" else 3, reason, text, pod))
+        if not ranked:
+            waiting = sorted(p.name for p in pods.values() if p.outcome is PodOutcome.PENDING)
+            if not waiting:
+                return None
+            return "PodsStarting", f"waiting for pods to start: {', '.join(waiting)}", pods[min(pods)]
+        _, reason, text, pod = min(ranked, key=lambda item: (item[0], item[3].rank))
+        return reason, text, pod
+
+    def _check_startup(self, pods: Mapping[int, PodObservation]) -> None:
+        """Say on the job why its pods are not running (condition PodsReady, status.reason and
+        message, an event per change of reason), and end the attempt when startupPolicy says so."""
+        policy = self.spec_or_fail.startup_policy
+        problem = self._startup_problem(pods)
+        if problem is None:
+            return
+        reason, message, pod = problem
+        previous = self.status.startup
+        # The kubelet alternates ErrImagePull and ImagePullBackOff on every retry: a fail-fast
+        # reason that follows another keeps counting from the first.
+        same = previous is not None and (
+            previous.reason == reason
+            or (previous.reason in policy.fail_fast_reasons and reason in policy.fail_fast_reasons)
+        )
+        since = previous.since if previous is not None and same else self.now
+        condition = next((c for c in self.conditions if c.type is ConditionType.PODS_READY), None)
+        if condition is None or condition.reason != reason or condition.status is not ConditionStatus.FALSE:
+            quiet = reason in _STARTING_REASONS or reason == "PodsStarting"
+            self._event(reason, message, EventType.NORMAL if quiet else EventType.WARNING)
+        # Set even if it never held: a gang that never ran says why, which the generic rule of
+        # leaving a never-true condition out would hide.
+        conditions = [c for c in self.conditions if c.type is not ConditionType.PODS_READY]
+        self._update(conditions=conditions)
+        self._update(
+            conditions=[
+                *conditions,
+                Condition(
+                    type=ConditionType.PODS_READY,
+                    status=ConditionStatus.FALSE,
+                    reason=reason,
+                    message=message,
+                    last_transition_time=condition.last_transition_time
+                    if condition is not None and condition.status is ConditionStatus.FALSE
+                    else self.now,
+                ),
+            ],
+            startup=StartupState(reason=reason, since=since),
+            reason=reason,
+            message=message,
+        )
+        if reason in policy.fail_fast_reasons:
+            remaining = self._seconds_until(since + timedelta(seconds=policy.fail_fast_grace_seconds))
+            if remaining <= 0:
+                self._fail(
+                    reason,
+                    f"{message}; {reason} does not fix itself, so the job fails without restarting "
+                    "(startupPolicy.failFastReasons)",
+                )
+                return
+            self._requeue_in(remaining)
+        timeout = policy.unschedulable_timeout_seconds
+        if timeout is not None and pod.unscheduled is not None and pod.unscheduled.reason == "Unschedulable":
+            unschedulable_since = pod.unscheduled.since or since
+            remaining = self._seconds_until(unschedulable_since + timedelta(seconds=timeout))
+            if remaining <= 0:
+                self._startup_timeout(
+                    pod,
+                    "UnschedulableTimeout",
+                    f"{message}; unschedulable for {timeout}s (startupPolicy.unschedulableTimeoutSeconds)",
+                )
+                return
+            self._requeue_in(remaining)
+        timeout = policy.pods_ready_timeout_seconds
+        started = self.status.attempt_start_time
+        if timeout is not None and started is not None:
+            remaining = self._seconds_until(started + timedelta(seconds=timeout))
+            if remaining <= 0:
+                self._startup_timeout(
+                    pod,
+                    "PodsReadyTimeout",
+                    f"{message}; the gang was not running "
+                    f"{timeout}s after attempt {self.status.attempt or 0} started "
+                    "(startupPolicy.podsReadyTimeoutSeconds)",
+                )
+                return
+            self._requeue_in(remaining)
+
+    def _startup_timeout(self, pod: PodObservation, reason: str, message: str) -> None:
+        if self.spec_or_fail.startup_policy.on_timeout is StartupTimeoutAction.FAIL:
+            self._fail(reason, message)
+            return
+        self._update(startup=None)
+        self._after_failure([WorkerFailure(pod.rank, pod.name, None, f"{reason}: {message}")])
 
     def _check_stall(self) -> None:
         timeout = self.spec_or_fail.stall_timeout_seconds
@@ -523,14 +711,34 @@ class _Reconciliation:
         *,
         grace_period_seconds: int | None = None,
     ) -> None:
-        """Ask to delete the pods not already being deleted (nor asked for in this pass)."""
+        """Ask to delete the pods not already being deleted (nor asked for in this pass).
+
+        A pod whose node has been lost for failurePolicy.nodeLossSeconds would stay Terminating
+        until the node returns (no kubelet confirms the deletion), so it is force-deleted (grace
+        0), terminating already or not. That is safe only because a zombie of an earlier attempt
+        can neither report nor overwrite a committed checkpoint (fencing)."""
         listed = pods.values() if isinstance(pods, Mapping) else pods
-        asked = {name for action in self.actions if isinstance(action, DeletePods) for name in action.names}
-        by_attempt: dict[int, list[str]] = {}
+        asked: dict[str, int | None] = {
+            name: action.grace_period_seconds
+            for action in self.actions
+            if isinstance(action, DeletePods)
+            for name in action.names
+        }
+        node_loss = self.spec.failure_policy.node_loss_seconds if self.spec is not None else None
+        graceful: dict[int, list[str]] = {}
+        forced: dict[int, list[str]] = {}
         for pod in listed:
-            if not pod.deleting and pod.name not in asked:
-                by_attempt.setdefault(pod.attempt, []).append(pod.name)
-        for attempt, pod_names in sorted(by_attempt.items()):
+            lost_for = self._node_lost_for(pod)
+            if node_loss is not None and lost_for is not None and lost_for >= node_loss:
+                if asked.get(pod.name, -1) != 0:
+                    forced.setdefault(pod.attempt, []).append(pod.name)
+            elif node_loss is not None and lost_for is not None and pod.deleting:
+                self._requeue_in(node_loss - lost_for)
+            elif not pod.deleting and pod.name not in asked:
+                graceful.setdefault(pod.attempt, []).append(pod.name)
+        for attempt, pod_names in sorted(forced.items()):
+            self.actions.append(DeletePods(attempt, tuple(pod_names), 0))
+        for attempt, pod_names in sorted(graceful.items()):
             self.actions.append(DeletePods(attempt, tuple(pod_names), grace_period_seconds))
 
     def _count_workers(self, pods: Mapping[int, PodObservation]) -> None:

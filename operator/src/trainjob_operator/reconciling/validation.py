@@ -6,9 +6,10 @@ naming the field (and an Event): a TrainJob never crash-loops the operator.
 Spec changes after the first attempt started (`MUTABLE_FIELDS` is the whole list):
 
 - take effect: `suspend`, `activeDeadlineSeconds`, `ttlSecondsAfterFinished`,
-  `stallTimeoutSeconds`, `failurePolicy.maxRestarts`;
+  `stallTimeoutSeconds`, `failurePolicy.maxRestarts`, `failurePolicy.maxDisruptions`;
 - are refused, every other field (workers, procsPerWorker, template, config, storage,
-  checkpoints, failurePolicy.restartPolicy/backoffSeconds, resumeFrom): the job goes on as
+  checkpoints, failurePolicy.restartPolicy/backoffSeconds/nodeLossSeconds, startupPolicy,
+  resumeFrom): the job goes on as
   accepted, restarts and resumes included, with an Event and the condition SpecChangeRefused
   naming the fields until they are changed back. The accepted values are kept in
   `status.acceptedSpec` (bounded by the spec's own size; the status has no other copy of the
@@ -33,6 +34,7 @@ MUTABLE_FIELDS = (
     "ttlSecondsAfterFinished",
     "stallTimeoutSeconds",
     "failurePolicy.maxRestarts",
+    "failurePolicy.maxDisruptions",
 )
 
 # DNS-1035 label: the job name is the headless Service's name and the pods' subdomain.
@@ -150,6 +152,7 @@ def effective_spec(accepted: dict[str, Any], spec: TrainJobSpec) -> TrainJobSpec
         "failurePolicy": {
             **accepted.get("failurePolicy", {}),
             "maxRestarts": spec.failure_policy.max_restarts,
+            "maxDisruptions": spec.failure_policy.max_disruptions,
         },
     }
     return TrainJobSpec.from_wire(merged)

@@ -1,0 +1,229 @@
+"""A real cluster's bad days, decided by the pure reconcile: a Pending job says why (condition
+PodsReady, status.reason and message, one event per change); startupPolicy fails what does not
+fix itself and bounds how long a gang may take to start; a lost node or an eviction is a
+disruption (status.disruptions, not restarts), and pods stuck Terminating on a lost node are
+force-deleted. No server: the `Cluster` simulator of trainjob_factories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trainjob_factories import Cluster, job, later, node
+
+from trainjob_operator.reconciling import DeletePods, EmitEvent
+
+PULL_MESSAGE = (
+    'failed to pull image "registry.invalid/trainer:1": dial tcp: lookup registry.invalid: no such host'
+)
+BACKOFF_MESSAGE = 'Back-off pulling image "registry.invalid/trainer:1"'
+NO_GPU = (
+    "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+    "3 No preemption victims found for incoming pod."
+)
+
+
+def pending(**spec: Any) -> Cluster:
+    """A job whose attempt-0 pods exist and are Pending."""
+    cluster = Cluster(job(**spec))
+    cluster.reconcile()
+    assert len(cluster.pods) == 2
+    return cluster
+
+
+def events(cluster: Cluster) -> list[tuple[str, str]]:
+    return [(e.reason, e.type.value) for e in cluster.decisions[-1].of_type(EmitEvent)]
+
+
+def pods_ready(cluster: Cluster) -> dict[str, Any]:
+    return next(c for c in cluster.status["conditions"] if c["type"] == "PodsReady")
+
+
+# ---- a Pending job says why ----------------------------------------------------------------
+
+
+def test_an_image_that_cannot_be_pulled_is_named_and_fails_the_job_after_the_grace() -> None:
+    cluster = pending(startupPolicy={"failFastGraceSeconds": 30})
+    cluster.set_pod(
+        0,
+        0,
+        phase="Pending",
+        ready=False,
+        waiting=("ErrImagePull", PULL_MESSAGE),
+        image="registry.invalid/trainer:1",
+    )
+    cluster.reconcile(later(2))
+    assert cluster.status["phase"] == "Pending" and cluster.status["reason"] == "ErrImagePull"
+    condition = pods_ready(cluster)
+    assert (condition["status"], condition["reason"]) == ("False", "ErrImagePull")
+    assert condition["message"] == (
+        f"pod digits-0-0: container trainer (image registry.invalid/trainer:1): ErrImagePull: {PULL_MESSAGE}"
+    )
+    assert cluster.status["message"] == condition["message"]
+    assert events(cluster) == [("ErrImagePull", "Warning")]
+    # The same reason again: no second event (one per change, not one per poll).
+    cluster.reconcile(later(5))
+    assert events(cluster) == []
+    # The kubelet's back-off: a new reason, one event, and the grace keeps counting from the first.
+    cluster.set_pod(
+        0,
+        0,
+        phase="Pending",
+        ready=False,
+        waiting=("ImagePullBackOff", BACKOFF_MESSAGE),
+        image="registry.invalid/trainer:1",
+    )
+    cluster.reconcile(later(12))
+    assert events(cluster) == [("ImagePullBackOff", "Warning")]
+    assert cluster.status["phase"] == "Pending"
+    cluster.reconcile(later(32))
+    status = cluster.status
+    assert status["phase"] == "Failed" and status["reason"] == "ImagePullBackOff"
+    assert "registry.invalid/trainer:1" in status["message"] and "does not fix itself" in status["message"]
+    assert status["restarts"] == 0, "no restart is burnt on what does not fix itself"
+    assert {name for action in cluster.decisions[-1].of_type(DeletePods) for name in action.names} == {
+        "digits-0-0",
+        "digits-0-1",
+    }
+
+
+def test_a_missing_secret_key_fails_the_job_naming_the_key() -> None:
+    cluster = pending(startupPolicy={"failFastGraceSeconds": 0})
+    message = "couldn't find key password in Secret ml/db"
+    cluster.set_pod(0, 1, phase="Pending", ready=False, waiting=("CreateContainerConfigError", message))
+    cluster.reconcile(later(1))
+    status = cluster.status
+    assert status["phase"] == "Failed" and status["reason"] == "CreateContainerConfigError"
+    assert "pod digits-0-1: container trainer" in status["message"] and message in status["message"]
+
+
+def test_a_reason_left_out_of_failFastReasons_only_waits() -> None:
+    cluster = pending(startupPolicy={"failFastReasons": ["InvalidImageName"], "failFastGraceSeconds": 0})
+    cluster.set_pod(0, 0, phase="Pending", ready=False, waiting=("ImagePullBackOff", BACKOFF_MESSAGE))
+    cluster.reconcile(later(600))
+    assert cluster.status["phase"] == "Pending" and cluster.status["reason"] == "ImagePullBackOff"
+
+
+def test_an_unschedulable_gang_waits_and_says_why_without_a_timeout() -> None:
+    cluster = pending()
+    cluster.set_pod(0, 1, phase="Pending", ready=False, unscheduled=("Unschedulable", NO_GPU, later(1)))
+    cluster.reconcile(later(2))
+    assert cluster.status["reason"] == "Unschedulable"
+    assert pods_ready(cluster)["message"] == f"pod digits-0-1: Unschedulable: {NO_GPU}"
+    assert events(cluster) == [("Unschedulable", "Warning")]
+    cluster.reconcile(later(3600))
+    assert cluster.status["phase"] == "Pending" and events(cluster) == []
+    # A node with a GPU joins: the pod is scheduled and runs; the job runs and says so.
+    cluster.run_all(0)
+    cluster.reconcile(later(3601))
+    assert cluster.status["phase"] == "Running" and cluster.status["reason"] == "AllWorkersRunning"
+    assert (pods_ready(cluster)["status"], pods_ready(cluster)["reason"]) == ("True", "AllPodsRunning")
+    assert "startup" not in cluster.status
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "phase", "restarts"), [("Fail", "Failed", 0), ("Restart", "Restarting", 1)]
+)
+def test_unschedulable_past_its_timeout_fails_or_restarts_as_the_policy_says(
+    on_timeout: str, phase: str, restarts: int
+) -> None:
+    cluster = pending(startupPolicy={"unschedulableTimeoutSeconds": 60, "onTimeout": on_timeout})
+    cluster.set_pod(0, 1, phase="Pending", ready=False, unscheduled=("Unschedulable", NO_GPU, later(1)))
+    cluster.reconcile(later(30))
+    assert cluster.status["phase"] == "Pending"
+    cluster.reconcile(later(61))
+    assert cluster.status["phase"] == phase and cluster.status["restarts"] == restarts
+    assert "unschedulable for 60s (startupPolicy.unschedulableTimeoutSeconds)" in cluster.status["message"]
+
+
+def test_a_gang_not_running_by_podsReadyTimeoutSeconds_restarts() -> None:
+    cluster = pending(startupPolicy={"podsReadyTimeoutSeconds": 120})
+    cluster.reconcile(later(60))
+    assert cluster.status["reason"] == "ContainerCreating"
+    assert events(cluster) == [("ContainerCreating", "Normal")]
+    cluster.reconcile(later(121))
+    assert cluster.status["phase"] == "Restarting" and cluster.status["restarts"] == 1
+    assert "startupPolicy.podsReadyTimeoutSeconds" in cluster.status["message"]
+
+
+# ---- disruptions: lost nodes, evictions ----------------------------------------------------------
+
+
+def running_on_nodes() -> Cluster:
+    cluster = pending(failurePolicy={"maxRestarts": 0, "nodeLossSeconds": 60, "backoffSeconds": 30})
+    cluster.nodes = {"node-a": node("node-a"), "node-b": node("node-b")}
+    cluster.set_pod(0, 0, node="node-a")
+    cluster.set_pod(0, 1, node="node-b")
+    cluster.reconcile(later(1))
+    assert cluster.status["phase"] == "Running"
+    return cluster
+
+
+def test_a_lost_node_restarts_the_gang_as_a_disruption_and_force_deletes_its_stuck_pod() -> None:
+    cluster = running_on_nodes()
+    cluster.nodes["node-b"] = node("node-b", "Unknown", later(100))
+    cluster.reconcile(later(130))
+    assert cluster.status["phase"] == "Running"
+    assert cluster.decisions[-1].requeue_after == pytest.approx(30)
+    cluster.reconcile(later(160))
+    status = cluster.status
+    assert status["phase"] == "Restarting" and status["reason"] == "NodeLost"
+    assert (status["disruptions"], status["restarts"]) == (1, 0), "not the program's failure"
+    assert (
+        "rank 1 (pod digits-0-1) disrupted: NodeLost: node node-b not Ready (Unknown) for 60s"
+        in status["message"]
+    )
+    assert events(cluster) == [("Disrupted", "Warning")]
+    # digits-0-1 is asked to terminate and force-deleted in the same pass: its node is gone.
+    deletions = cluster.decisions[-1].of_type(DeletePods)
+    assert any(d.grace_period_seconds == 0 and d.names == ("digits-0-1",) for d in deletions)
+    assert "digits-0-1" not in cluster.pods and "digits-0-0" in cluster.pods
+    # The survivor goes; the next attempt starts at once (no backoff), on the nodes that are there.
+    del cluster.pods["digits-0-0"]
+    cluster.reconcile(later(161))
+    assert cluster.status["phase"] == "Pending" and cluster.status["attempt"] == 1
+    assert sorted(cluster.pods) == ["digits-1-0", "digits-1-1"]
+
+
+def test_a_pod_stuck_terminating_on_a_lost_node_is_force_deleted_after_nodeLossSeconds() -> None:
+    cluster = running_on_nodes()
+    cluster.set_pod(0, 1, node="node-b", exit_code=137, reason="Error")
+    cluster.reconcile(later(10))
+    assert cluster.status["phase"] == "Failed"  # maxRestarts 0: the program's failure
+    cluster.pods["digits-0-0"]["metadata"]["deletionTimestamp"] = "2026-01-01T12:00:10Z"
+    cluster.nodes["node-a"] = node("node-a", "Unknown", later(20))
+    cluster.reconcile(later(40))
+    assert not any(d.grace_period_seconds == 0 for d in cluster.decisions[-1].of_type(DeletePods))
+    cluster.reconcile(later(81))
+    assert any(
+        d.names == ("digits-0-0",) and d.grace_period_seconds == 0
+        for d in cluster.decisions[-1].of_type(DeletePods)
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("EvictionByEvictionAPI", "Eviction API: evicting"),
+        ("PreemptionByScheduler", "Kubernetes scheduler: preempting to accommodate a higher priority pod"),
+        ("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint"),
+    ],
+)
+def test_an_eviction_or_preemption_is_a_disruption_not_a_failure(reason: str, message: str) -> None:
+    cluster = running_on_nodes()
+    cluster.set_pod(0, 0, node="node-a", disruption=(reason, message))
+    cluster.reconcile(later(5))
+    status = cluster.status
+    assert status["phase"] == "Restarting" and status["reason"] == reason
+    assert (status["disruptions"], status["restarts"]) == (1, 0)
+
+
+def test_maxDisruptions_bounds_them() -> None:
+    cluster = pending(failurePolicy={"maxDisruptions": 0})
+    cluster.run_all(0)
+    cluster.reconcile(later(1))
+    cluster.set_pod(0, 0, disruption=("EvictionByEvictionAPI", "Eviction API: evicting"))
+    cluster.reconcile(later(2))
+    status = cluster.status
+    assert status["phase"] == "Failed" and status["reason"] == "TooManyDisruptions"
+    assert "all 0 disruptions (failurePolicy.maxDisruptions) are spent" in status["message"]

@@ -395,6 +395,7 @@ EXPECTED_GRANTS: dict[tuple[str, str, str], str] = {
     ("", "pods", "list"): "kopf: pods_by_job index / wake_on_pod_event, initial listing",
     ("", "pods", "watch"): "kopf: pods_by_job index / wake_on_pod_event",
     ("", "pods", "create"): "acting.create: worker pods",
+    ("", "pods", "patch"): "acting.remove_scheduling_gate: the gang's gate, once every pod exists",
     ("", "pods", "delete"): "acting.delete_pod: end of an attempt, suspend",
     ("", "secrets", "create"): "acting.create: <job>-token",
     ("", "services", "create"): "acting.create: headless Service",

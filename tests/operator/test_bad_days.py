@@ -227,3 +227,35 @@ def test_maxDisruptions_bounds_them() -> None:
     status = cluster.status
     assert status["phase"] == "Failed" and status["reason"] == "TooManyDisruptions"
     assert "all 0 disruptions (failurePolicy.maxDisruptions) are spent" in status["message"]
+
+
+# ---- the gang starts together ---------------------------------------------------------------
+
+
+def test_pods_are_gated_until_the_whole_gang_exists() -> None:
+    from trainjob_factories import SETTINGS, observe, pod
+
+    from trainjob_operator.api.types import TrainJob
+    from trainjob_operator.reconciling import RemoveSchedulingGate, reconcile
+    from trainjob_operator.reconciling.children import worker_pod
+
+    queued = {"name": "kueue.x-k8s.io/admission"}
+    template = {"spec": {"schedulingGates": [queued], "containers": [{"name": "trainer", "image": "x"}]}}
+    created = worker_pod(TrainJob.from_wire(job(template=template)), 0, 1, SETTINGS)
+    assert created["spec"]["schedulingGates"] == [queued, {"name": "trainjob.dev/gang"}]
+
+    def gated(rank: int) -> dict[str, Any]:
+        obj = pod(0, rank, phase="Pending", ready=False)
+        obj["spec"]["schedulingGates"] = [queued, {"name": "trainjob.dev/gang"}]
+        return obj
+
+    cluster = Cluster(job())
+    cluster.reconcile()
+    assert cluster.job is not None
+    one = reconcile(cluster.job, observe(gated(0)), later(1), SETTINGS)
+    assert one.of_type(RemoveSchedulingGate) == [], "half a gang never reaches the scheduler"
+    both = reconcile(cluster.job, observe(gated(0), gated(1)), later(2), SETTINGS)
+    assert both.of_type(RemoveSchedulingGate) == [
+        RemoveSchedulingGate("digits-0-0", ("kueue.x-k8s.io/admission", "trainjob.dev/gang")),
+        RemoveSchedulingGate("digits-0-1", ("kueue.x-k8s.io/admission", "trainjob.dev/gang")),
+    ]

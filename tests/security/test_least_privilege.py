@@ -315,8 +315,9 @@ NEEDED: dict[tuple[tuple[str, ...], ...], tuple[str, list[Op]]] = {
             op("POST", f"{RBAC_ML}/roles?dryRun=All", coordinator_like_role("probe")),
         ],
     ),
-    (("",), ("pods",), ("list", "watch", "create", "delete"), ()): (
-        "kopf's pod index lists/watches worker pods; the operator creates and deletes them",
+    (("",), ("pods",), ("list", "watch", "create", "patch", "delete"), ()): (
+        "kopf's pod index lists/watches worker pods; the operator creates them, removes the gang's "
+        "scheduling gate, and deletes them",
         [
             op("GET", "/api/v1/pods"),
             op("GET", f"/api/v1/pods?{WATCH}"),
@@ -325,6 +326,7 @@ NEEDED: dict[tuple[tuple[str, ...], ...], tuple[str, list[Op]]] = {
                 f"{ML}/pods?dryRun=All",
                 {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
             ),
+            op("PATCH", f"{ML}/pods/probe?dryRun=All", {"metadata": {"labels": {"probe": "1"}}}, MERGE),
             op("DELETE", f"{ML}/pods/probe?dryRun=All"),
         ],
     ),

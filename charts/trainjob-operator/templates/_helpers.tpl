@@ -59,10 +59,11 @@ each namespaced Role share them). `clusterwide` adds what only exists at cluster
   resources: ["trainjobs/status"]
   verbs: ["get", "patch"]
 # kopf lists and watches the worker pods (the per-job pod index); the operator creates each
-# attempt's pods and deletes them when the attempt ends or the job is suspended.
+# attempt's pods, patches them to remove the gang's scheduling gate once all of them exist, and
+# deletes them when the attempt ends or the job is suspended.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Per job: the report-token Secret, the headless Service and the coordinator's ServiceAccount.
 # Created only: the operator never reads them back (a 409 tells it they exist), and garbage
 # collection deletes them with the job.

@@ -27,6 +27,10 @@ LABEL_NAME: Final = f"{GROUP}/name"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 LABEL_RANK: Final = f"{GROUP}/rank"
 
+# The scheduling gate every worker pod is created with; removed once the whole attempt exists, so a
+# half-created gang never holds a node (or a GPU) that the rest of it cannot use.
+GANG_SCHEDULING_GATE: Final = f"{GROUP}/gang"
+
 # Containers the operator knows by name.
 TRAINER_CONTAINER: Final = "trainer"
 COORDINATOR_CONTAINER: Final = "coordinator"

@@ -68,6 +68,28 @@ class KubernetesActions:
             if error.status != 404:
                 raise
 
+    async def remove_scheduling_gate(self, namespace: str, name: str, gates: tuple[str, ...]) -> None:
+        """Remove the gang's gate, conditional on the gates observed (a JSON patch `test`): a gate
+        someone added meanwhile fails the patch (422), and the next pass sees it. Kubernetes lets
+        gates only be removed once a pod exists, so this is the only change ever made."""
+        remaining = [{"name": gate} for gate in gates if gate != constants.GANG_SCHEDULING_GATE]
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/spec/schedulingGates", "value": [{"name": gate} for gate in gates]},
+            {"op": "replace", "path": "/spec/schedulingGates", "value": remaining}
+            if remaining
+            else {"op": "remove", "path": "/spec/schedulingGates"},
+        ]
+        metrics.API_WRITES.labels("patch").inc()
+        try:
+            await asyncio.to_thread(self.core.patch_namespaced_pod, name, namespace, patch)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            if error.status == 422:
+                logger.info("scheduling gates of pod %s/%s changed meanwhile; looking again", namespace, name)
+                return
+            raise
+
     async def delete_job(self, namespace: str, name: str) -> None:
         metrics.API_WRITES.labels("delete").inc()
         try:

@@ -30,6 +30,7 @@ from trainjob_operator.reconciling import (
     EmitEvent,
     Observation,
     OperatorSettings,
+    RemoveSchedulingGate,
     reconcile,
 )
 
@@ -176,6 +177,8 @@ async def _apply(
             for pod in action.names:
                 await controller.actions.delete_pod(namespace, pod, action.grace_period_seconds)
                 controller.pods_expected.forget(uid, pod)
+        elif isinstance(action, RemoveSchedulingGate):
+            await controller.actions.remove_scheduling_gate(namespace, action.pod, action.gates)
         elif isinstance(action, DeleteJob):
             logger.info("deleting %s/%s: %s", namespace, name, action.reason)
             await controller.actions.delete_job(namespace, name)

@@ -7,7 +7,16 @@ then apply `decision.status_patch` (merge patch of `.status`), `decision.actions
 reconcile again after `decision.requeue_after` seconds.
 """
 
-from .decision import Action, CreateObject, Decision, DeleteJob, DeletePods, EmitEvent, EventType
+from .decision import (
+    Action,
+    CreateObject,
+    Decision,
+    DeleteJob,
+    DeletePods,
+    EmitEvent,
+    EventType,
+    RemoveSchedulingGate,
+)
 from .observation import (
     ChildKind,
     ContainerObservation,
@@ -35,5 +44,6 @@ __all__ = [
     "OperatorSettings",
     "PodObservation",
     "PodOutcome",
+    "RemoveSchedulingGate",
     "reconcile",
 ]

@@ -382,6 +382,11 @@ def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
     pod_spec["subdomain"] = names.service_name(name)
     # The operator restarts the whole gang; a kubelet restart of one worker would desynchronise it.
     pod_spec["restartPolicy"] = "Never"
+    # Held back from the scheduler until every pod of the attempt exists (the gang starts together).
+    pod_spec["schedulingGates"] = [
+        *(pod_spec.get("schedulingGates") or []),
+        {"name": constants.GANG_SCHEDULING_GATE},
+    ]
     pod_spec["automountServiceAccountToken"] = False
     if rank == 0:
         pod_spec["serviceAccountName"] = names.coordinator_service_account_name(name)

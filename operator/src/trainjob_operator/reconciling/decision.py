@@ -42,6 +42,15 @@ class DeletePods:
 
 
 @dataclass(frozen=True)
+class RemoveSchedulingGate:
+    """Remove the gang's scheduling gate from a pod whose gates were `gates` when observed (the
+    patch is conditional on them, so a gate someone else added meanwhile is never lost)."""
+
+    pod: str
+    gates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeleteJob:
     """Delete the TrainJob itself (ttlSecondsAfterFinished); owner references delete its children."""
 
@@ -57,7 +66,7 @@ class EmitEvent:
     type: EventType = EventType.NORMAL
 
 
-Action = CreateObject | DeletePods | DeleteJob | EmitEvent
+Action = CreateObject | DeletePods | RemoveSchedulingGate | DeleteJob | EmitEvent
 
 
 @dataclass(frozen=True)

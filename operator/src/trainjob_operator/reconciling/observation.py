@@ -159,6 +159,7 @@ class PodObservation:
     unscheduled: PodCondition | None = None
     # DisruptionTarget=True: the pod is being evicted or preempted (not the program's failure).
     disruption: PodCondition | None = None
+    scheduling_gates: tuple[str, ...] = ()
 
     @property
     def waiting(self) -> tuple[ContainerObservation, ...]:
@@ -238,6 +239,7 @@ class PodObservation:
             node=spec.get("nodeName") or None,
             unscheduled=PodCondition.of(status, "PodScheduled", "False"),
             disruption=PodCondition.of(status, "DisruptionTarget", "True"),
+            scheduling_gates=tuple(str(g.get("name")) for g in spec.get("schedulingGates") or []),
         )
 
 

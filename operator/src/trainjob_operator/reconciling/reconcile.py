@@ -44,7 +44,16 @@ from trainjob_operator.api.types import (
 )
 
 from . import children, lifecycle, names
-from .decision import Action, CreateObject, Decision, DeleteJob, DeletePods, EmitEvent, EventType
+from .decision import (
+    Action,
+    CreateObject,
+    Decision,
+    DeleteJob,
+    DeletePods,
+    EmitEvent,
+    EventType,
+    RemoveSchedulingGate,
+)
 from .observation import ChildKind, NodeReadiness, Observation, PodObservation, PodOutcome
 from .policies import Disruption, ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
 from .settings import OperatorSettings
@@ -371,6 +380,10 @@ class _Reconciliation:
                 self._requeue_in(POLL_SECONDS)
             return
 
+        # Every pod of the attempt exists: let the scheduler place the gang.
+        for pod in pods.values():
+            if constants.GANG_SCHEDULING_GATE in pod.scheduling_gates and not pod.deleting:
+                self.actions.append(RemoveSchedulingGate(pod.name, pod.scheduling_gates))
         started = all(p.outcome in (PodOutcome.RUNNING, PodOutcome.SUCCEEDED) for p in pods.values())
         if self.phase is Phase.PENDING:
             if not started:

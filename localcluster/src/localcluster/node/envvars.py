@@ -52,12 +52,6 @@ def decode_secret(obj: JSON) -> dict[str, str]:
     return out
 
 
-def decode_secret_bytes(obj: JSON) -> dict[str, bytes]:
-    out = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-    out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
-    return out
-
-
 def decode_configmap(obj: JSON) -> dict[str, str]:
     out = dict(obj.get("data") or {})
     out.update(

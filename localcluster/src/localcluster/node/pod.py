@@ -16,6 +16,9 @@ Graceful deletion (`terminate`): no more starts; SIGTERM to every main container
 wait up to the grace period, SIGKILL; then the sidecars the same way with what is left of the
 grace (at least 2s); the agent then deletes the pod with grace 0.
 
+Each container is run by a `ContainerSupervisor` (supervisor.py): its instances, restarts and
+probes; this module decides when each container runs and what the pod's status says.
+
 Status is patched by one publisher task that coalesces changes and skips a patch equal to the
 previous one, so watchers see each real transition and no more.
 """
@@ -26,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,9 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from localcluster.node import logs as logfiles
-from localcluster.node.containers import ContainerProcess, run_probe, stop_processes
+from localcluster.node.containers import ContainerProcess, stop_processes
 from localcluster.node.envvars import (
-    ConfigError,
     PodContext,
     Refs,
     base_environment,
@@ -50,17 +51,15 @@ from localcluster.node.kube import ApiError, KubeClient
 from localcluster.node.network import IPAllocator, pod_hostname
 from localcluster.node.sandbox import SandboxMode, fallback_env, split_hiding_mounts, wrap_command
 from localcluster.node.status import (
-    ContainerRecord,
     now_iso,
     pod_conditions,
     pod_status,
     qos_class,
     ready_summary,
-    terminated_state,
 )
+from localcluster.node.supervisor import ContainerSupervisor, LaunchSpec
 from localcluster.node.volumes import (
     AUTO_SA_VOLUME,
-    Mount,
     TokenKey,
     VolumeError,
     container_mounts,
@@ -112,10 +111,6 @@ class Agent(Protocol):
     def pids_changed(self) -> None: ...
 
 
-class PodGone(Exception):
-    pass
-
-
 class PodWorker:
     def __init__(self, agent: Agent, pod: JSON) -> None:
         self.agent = agent
@@ -132,8 +127,7 @@ class PodWorker:
         self.hosts_file = self.dir / "etc-hosts"
         self.hostname = pod_hostname(pod)
         self.ip = ""
-        self.records: dict[str, ContainerRecord] = {}
-        self.specs: dict[str, JSON] = {}
+        self.containers: dict[str, ContainerSupervisor] = {}
         self.init_order: list[str] = []
         self.main_order: list[str] = []
         for c in spec.get("initContainers") or []:
@@ -144,9 +138,7 @@ class PodWorker:
             self._add(c, "main", "PodInitializing" if self.init_order else "ContainerCreating")
             self.main_order.append(c["name"])
         if self.init_order:
-            self.records[self.init_order[0]].set_waiting("ContainerCreating")
-        self.procs: dict[str, ContainerProcess] = {}
-        self.proc_instance: dict[str, int] = {}
+            self.containers[self.init_order[0]].record.set_waiting("ContainerCreating")
         self.volume_dirs: dict[str, Path] = {}
         self.refs = Refs()
         self.tokens: dict[TokenKey, str] = {}
@@ -163,16 +155,10 @@ class PodWorker:
         self._last_status: JSON | None = None
         self._publish_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._supervisors: dict[str, asyncio.Task[int]] = {}
         self._terminating: asyncio.Task[None] | None = None
-        self._no_restart: set[str] = set()  # containers being stopped for good
-        self._started = {name: asyncio.Event() for name in self.records}
 
     def _add(self, c: JSON, kind: str, waiting: str) -> None:
-        rec = ContainerRecord(name=c["name"], image=c.get("image", ""), kind=kind)
-        rec.set_waiting(waiting)
-        self.records[c["name"]] = rec
-        self.specs[c["name"]] = c
+        self.containers[c["name"]] = ContainerSupervisor(self, c, kind, waiting)
 
     # ---- public API used by the agent -------------------------------------------------------
 
@@ -186,8 +172,7 @@ class PodWorker:
 
     @property
     def ready(self) -> bool:
-        sidecars = [self.records[n] for n in self.init_order if self.records[n].kind == "sidecar"]
-        return self.phase == "Running" and ready_summary([self.records[n] for n in self.main_order], sidecars)
+        return self.phase == "Running" and self._containers_ready()
 
     def update(self, pod: JSON) -> None:
         """A newer version of the pod object from the watch."""
@@ -210,10 +195,10 @@ class PodWorker:
         return self._terminating
 
     def find_log(self, container: str, previous: bool) -> logfiles.LogTarget | str:
-        rec = self.records.get(container)
-        if rec is None:
+        sup = self.containers.get(container)
+        if sup is None:
             return f'container "{container}" is not valid for pod "{self.name}"'
-        instance = rec.restart_count - (1 if previous else 0)
+        instance = sup.record.restart_count - (1 if previous else 0)
         path = logfiles.log_path(self.dir, container, instance)
         if instance < 0 or not path.exists():
             if previous:
@@ -221,12 +206,32 @@ class PodWorker:
             return f'container "{container}" in pod "{self.name}" is waiting to start'
 
         def alive() -> bool:
-            proc = self.procs.get(container)
-            return proc is not None and proc.alive and self.proc_instance.get(container) == instance
+            return sup.alive and sup.instance == instance
 
         return logfiles.LogTarget(path, alive)
 
     # ---- status -------------------------------------------------------------------------------
+
+    @property
+    def procs(self) -> dict[str, ContainerProcess]:
+        """The current process of each container that has one (the agent records their pids)."""
+        return {n: sup.proc for n, sup in self.containers.items() if sup.proc is not None}
+
+    @property
+    def sandbox(self) -> SandboxMode:
+        return self.agent.sandbox
+
+    def pids_changed(self) -> None:
+        self.agent.pids_changed()
+
+    async def refetch_refs(self) -> None:
+        """Fetch the secrets and config maps again (a container waits for a missing one)."""
+        await self._fetch_refs()
+
+    def _containers_ready(self) -> bool:
+        init = [self.containers[n].record for n in self.init_order]
+        sidecars = [r for r in init if r.kind == "sidecar"]
+        return ready_summary([self.containers[n].record for n in self.main_order], sidecars)
 
     def changed(self) -> None:
         self._dirty.set()
@@ -236,8 +241,7 @@ class PodWorker:
     def build_status(self) -> JSON:
         now = now_iso()
         init_reason = None if self.initialized else "ContainersNotInitialized"
-        sidecars = [self.records[n] for n in self.init_order if self.records[n].kind == "sidecar"]
-        containers_ready = ready_summary([self.records[n] for n in self.main_order], sidecars)
+        containers_ready = self._containers_ready()
         self.conditions = pod_conditions(
             self.conditions,
             phase=self.phase,
@@ -252,8 +256,8 @@ class PodWorker:
             pod_ip=self.ip,
             host_ip=self.settings.host_ip,
             start_time=self.start_time,
-            init=[self.records[n] for n in self.init_order],
-            main=[self.records[n] for n in self.main_order],
+            init=[self.containers[n].record for n in self.init_order],
+            main=[self.containers[n].record for n in self.main_order],
             reason=self.reason,
             message=self.message,
             qos=qos_class(self.pod),
@@ -369,7 +373,7 @@ class PodWorker:
     async def _refresh_tokens(self, lifetime: float) -> None:
         # The kubelet renews a projected token at 80% of its lifetime.
         while not self.stopping.is_set():
-            await self._sleep_or_stop(max(5.0, lifetime * 0.8))
+            await self.sleep_or_stop(max(5.0, lifetime * 0.8))
             if self.stopping.is_set():
                 return
             try:
@@ -378,7 +382,7 @@ class PodWorker:
             except Exception as e:
                 log.warning("pod %s: token refresh failed: %s", self.key, e)
 
-    async def _sleep_or_stop(self, seconds: float) -> None:
+    async def sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
@@ -423,11 +427,11 @@ class PodWorker:
                 attempt += 1
                 msg = f"MountVolume.SetUp failed: {e}"
                 for n in self.init_order[:1] or self.main_order:
-                    self.records[n].set_waiting("ContainerCreating", msg)
+                    self.containers[n].record.set_waiting("ContainerCreating", msg)
                 self.message = msg if attempt > 1 else None
                 self.changed()
                 log.info("pod %s: %s (retrying)", self.key, msg)
-                await self._sleep_or_stop(self.settings.retry_interval)
+                await self.sleep_or_stop(self.settings.retry_interval)
         self.message = None
         self.write_hosts()
         self.agent.network_changed()
@@ -436,20 +440,19 @@ class PodWorker:
         for name in self.init_order:
             if self.stopping.is_set():
                 return
-            rec = self.records[name]
-            if rec.kind == "sidecar":
-                task = asyncio.create_task(self._supervise(name, "Always"))
-                self._supervisors[name] = task
+            sup = self.containers[name]
+            if sup.record.kind == "sidecar":
+                task = sup.start("Always")
                 # The next init container starts once this sidecar runs (its readiness: started).
                 waits = [
-                    asyncio.ensure_future(self._started[name].wait()),
+                    asyncio.ensure_future(sup.started.wait()),
                     asyncio.ensure_future(self.stopping.wait()),
                 ]
                 await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()
                 continue
-            code = await self._supervise(name, init_policy)
+            code = await sup.start(init_policy)
             if self.stopping.is_set():
                 return
             if code != 0:
@@ -460,11 +463,10 @@ class PodWorker:
                 return
         self.initialized = True
         for name in self.main_order:
-            self.records[name].set_waiting("ContainerCreating")
+            self.containers[name].record.set_waiting("ContainerCreating")
         self.changed()
-        mains = {n: asyncio.create_task(self._supervise(n, self.restart_policy)) for n in self.main_order}
-        self._supervisors.update(mains)
-        codes = await asyncio.gather(*mains.values())
+        mains = [self.containers[n].start(self.restart_policy) for n in self.main_order]
+        codes = await asyncio.gather(*mains)
         if self.stopping.is_set():
             return
         await self._stop_sidecars()
@@ -474,11 +476,12 @@ class PodWorker:
 
     async def _enforce_deadline(self, seconds: float) -> None:
         """spec.activeDeadlineSeconds: the kubelet kills the pod and fails it (DeadlineExceeded)."""
-        await self._sleep_or_stop(seconds)
+        await self.sleep_or_stop(seconds)
         if self.stopping.is_set() or self.phase in ("Succeeded", "Failed"):
             return
         self.stopping.set()
-        self._no_restart.update(self.records)
+        for sup in self.containers.values():
+            sup.no_restart = True
         grace = float((self.spec_pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         await stop_processes([p for p in self.procs.values() if p.alive], grace)
         self.phase, self.reason = "Failed", "DeadlineExceeded"
@@ -488,28 +491,12 @@ class PodWorker:
     async def _stop_sidecars(self) -> None:
         grace = float((self.spec_pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         for name in reversed(self.init_order):
-            if self.records[name].kind == "sidecar":
-                await self._stop_container(name, grace)
+            if self.containers[name].record.kind == "sidecar":
+                await self.containers[name].stop(grace)
 
-    async def _stop_container(self, name: str, grace: float) -> None:
-        task = self._supervisors.get(name)
-        proc = self.procs.get(name)
-        # Tell the supervisor not to restart it, then stop it.
-        self._no_restart.add(name)
-        if proc is not None:
-            await stop_processes([proc], grace)
-        if task is not None and not task.done():
-            # It may be sleeping in a restart backoff: there is nothing left to wait for then.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), 1.0)
-            if not task.done() and not (name in self.procs and self.procs[name].alive):
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-    def _configure(self, name: str) -> tuple[list[str], dict[str, str], str | None, list[Mount], list[str]]:
-        """(argv, env, cwd, mounts, command) for a container, or ConfigError."""
-        spec = self.specs[name]
+    def launch_spec(self, name: str) -> LaunchSpec:
+        """How to start the next instance of a container, or ConfigError."""
+        spec = self.containers[name].spec
         s = self.settings
         extra = {
             "KUBERNETES_SERVICE_HOST": s.api_host,
@@ -547,161 +534,24 @@ class PodWorker:
             hostname=self.hostname,
             workdir=workdir,
         )
-        return argv, env, cwd, mounts, command
-
-    async def _supervise(self, name: str, policy: str) -> int:
-        """Run one container, restarting it per `policy`; returns the last exit code."""
-        rec = self.records[name]
-        spec = self.specs[name]
-        backoff = self.settings.backoff_initial
-        last_code = -1
-        instances = 0
-        while not self.stopping.is_set() and name not in self._no_restart:
-            try:
-                argv, env, cwd, _, command = self._configure(name)
-            except ConfigError as e:
-                # Missing secret/config map: keep waiting (re-fetching), as the kubelet does.
-                rec.set_waiting("CreateContainerConfigError", str(e))
-                self.changed()
-                await self._sleep_or_stop(self.settings.retry_interval)
-                with contextlib.suppress(ApiError, OSError):
-                    await self._fetch_refs()
-                continue
-            if instances:
-                rec.restart_count += 1
-            instances += 1
-            started_at = now_iso()
-            start_error = _check_executable(command, env)
-            proc = ContainerProcess(argv, env, cwd, logfiles.log_path(self.dir, name, rec.restart_count))
-            logfiles.prune_logs(self.dir, name, rec.restart_count)
-            if start_error is None:
-                try:
-                    await proc.start()
-                except OSError as e:
-                    start_error = str(e)
-            if start_error is not None:
-                rc = 128
-                rec.container_id = ""
-                rec.set_terminated(
-                    {
-                        "exitCode": 128,
-                        "reason": "StartError",
-                        "message": start_error,
-                        "startedAt": started_at,
-                        "finishedAt": now_iso(),
-                    }
-                )
-                ran_for = 0.0
-            else:
-                self.procs[name] = proc
-                self.proc_instance[name] = rec.restart_count
-                self.agent.pids_changed()
-                if self.stopping.is_set() or name in self._no_restart:
-                    # A stop came while it was starting: it gets the same SIGTERM as the others.
-                    proc.signal_group(signal.SIGTERM)
-                startup = _numeric_ports(spec.get("startupProbe"), spec)
-                readiness = _numeric_ports(spec.get("readinessProbe"), spec)
-                rec.set_running(started_at, f"local://{proc.pid}", ready=False)
-                if startup is None:
-                    self._mark_started(name, readiness is None)
-                if rec.kind == "main" and self.phase == "Pending":
-                    self.phase = "Running"
-                self.changed()
-                probe_task = (
-                    asyncio.create_task(self._probe_loop(name, proc, startup, readiness, env))
-                    if startup is not None or readiness is not None
-                    else None
-                )
-                rc = await proc.wait()
-                self.agent.pids_changed()
-                if probe_task is not None:
-                    probe_task.cancel()
-                ran_for = time.monotonic() - proc.started_monotonic
-                rec.set_terminated(terminated_state(rc, started_at, now_iso()))
-            last_code = rec.terminated["exitCode"] if rec.terminated else rc
-            self.changed()
-            restart = policy == "Always" or (policy == "OnFailure" and last_code != 0)
-            if not restart or self.stopping.is_set() or name in self._no_restart:
-                break
-            if ran_for >= self.settings.backoff_reset_after:
-                backoff = self.settings.backoff_initial
-            rec.last_state = dict(rec.state)
-            rec.set_waiting(
-                "CrashLoopBackOff",
-                f"back-off {backoff:g}s restarting failed container={name} pod={self.name}",
-            )
-            self.changed()
-            await self._sleep_or_stop(backoff)
-            backoff = min(backoff * 2, self.settings.backoff_max)
-        return last_code
-
-    def _mark_started(self, name: str, ready: bool) -> None:
-        rec = self.records[name]
-        rec.started = True
-        rec.ready = ready
-        self._started[name].set()
-        self.changed()
-
-    async def _probe_loop(
-        self,
-        name: str,
-        proc: ContainerProcess,
-        startup: JSON | None,
-        readiness: JSON | None,
-        env: dict[str, str],
-    ) -> None:
-        """startupProbe until it passes (a container that never starts is killed and restarted per
-        restartPolicy), then readinessProbe for as long as the process runs."""
-
-        async def probe(p: JSON) -> bool:
-            return await run_probe(p, pod_ip=self.ip, pid=proc.pid, mode=self.agent.sandbox, env=env)
-
-        rec = self.records[name]
-        if startup is not None:
-            await asyncio.sleep(float(startup.get("initialDelaySeconds") or 0))
-            failures = 0
-            while proc.alive:
-                if await probe(startup):
-                    self._mark_started(name, readiness is None)
-                    break
-                failures += 1
-                if failures >= int(startup.get("failureThreshold") or 3):
-                    log.info("pod %s: container %s failed its startup probe; killing it", self.key, name)
-                    proc.signal_group(signal.SIGKILL)
-                    return
-                await asyncio.sleep(float(startup.get("periodSeconds") or 10))
-        if readiness is None:
-            return
-        period = float(readiness.get("periodSeconds") or 10)
-        success_needed = int(readiness.get("successThreshold") or 1)
-        failure_needed = int(readiness.get("failureThreshold") or 3)
-        await asyncio.sleep(float(readiness.get("initialDelaySeconds") or 0))
-        successes = failures = 0
-        while proc.alive:
-            ok = await probe(readiness)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            new_ready = rec.ready
-            if ok and successes >= success_needed:
-                new_ready = True
-            elif not ok and failures >= failure_needed:
-                new_ready = False
-            if new_ready != rec.ready and proc.alive:
-                rec.ready = new_ready
-                self.changed()
-            await asyncio.sleep(period)
+        return LaunchSpec(argv=argv, env=env, cwd=cwd, command=command)
 
     async def _terminate(self, grace: float, delete: bool) -> None:
         self.stopping.set()
         deadline = time.monotonic() + grace
-        regular = [n for n in self.init_order if self.records[n].kind == "init"] + self.main_order
-        self._no_restart.update(regular)
-        await stop_processes([self.procs[n] for n in regular if n in self.procs], grace)
-        sidecars = [n for n in reversed(self.init_order) if self.records[n].kind == "sidecar"]
-        self._no_restart.update(sidecars)
-        for n in sidecars:
-            if n in self.procs:
-                await stop_processes([self.procs[n]], max(2.0, deadline - time.monotonic()))
-        for t in self._supervisors.values():
+        regular = [self.containers[n] for n in self.init_order if self.containers[n].record.kind == "init"]
+        regular += [self.containers[n] for n in self.main_order]
+        for sup in regular:
+            sup.no_restart = True
+        await stop_processes([sup.proc for sup in regular if sup.proc is not None], grace)
+        sidecars = [self.containers[n] for n in reversed(self.init_order)]
+        sidecars = [sup for sup in sidecars if sup.record.kind == "sidecar"]
+        for sup in sidecars:
+            sup.no_restart = True
+        for sup in sidecars:
+            if sup.proc is not None:
+                await stop_processes([sup.proc], max(2.0, deadline - time.monotonic()))
+        for t in [sup.task for sup in self.containers.values() if sup.task is not None]:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(t, 10)
         if delete and not self.gone:
@@ -727,26 +577,3 @@ class PodWorker:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.agent.forget(self)
         self.agent.network_changed()
-
-
-def _check_executable(command: list[str], env: dict[str, str]) -> str | None:
-    """The runtime's StartError when the command cannot be found (checked before the sandbox)."""
-    exe = command[0]
-    if "/" in exe:
-        return None  # may live in a volume that only exists inside the mount namespace
-    if shutil.which(exe, path=env.get("PATH")) is None:
-        return f'exec: "{exe}": executable file not found in $PATH'
-    return None
-
-
-def _numeric_ports(probe: JSON | None, container: JSON) -> JSON | None:
-    """The probe with a named port (httpGet/tcpSocket) replaced by the container's port number."""
-    if probe is None:
-        return None
-    named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or [] if p.get("name")}
-    out = dict(probe)
-    for kind in ("httpGet", "tcpSocket"):
-        action = out.get(kind)
-        if isinstance(action, dict) and isinstance(action.get("port"), str) and not action["port"].isdigit():
-            out[kind] = {**action, "port": named.get(action["port"], action["port"])}
-    return out

@@ -81,16 +81,6 @@ class ContainerRecord:
         self.started = False
         self.ready = False
 
-    def prepare_restart(self) -> None:
-        """The terminated instance becomes lastState; the next one is counted."""
-        if "terminated" in self.state:
-            self.last_state = dict(self.state)
-        self.restart_count += 1
-
-    @property
-    def running(self) -> bool:
-        return "running" in self.state
-
     @property
     def terminated(self) -> JSON | None:
         t = self.state.get("terminated")

@@ -49,6 +49,7 @@ def _up(a: argparse.Namespace) -> int:
         port=a.port,
         isolation=a.isolation,
         pass_env=a.pass_env,
+        unpullable_images=a.unpullable_image,
     )
     try:
         cluster.start()
@@ -117,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--node-name", default="localnode")
     up.add_argument("--isolation", choices=["auto", "mount", "user", "none"], default="auto")
     up.add_argument("--pass-env", action="append", default=[], metavar="NAME")
+    up.add_argument(
+        "--unpullable-image",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="images matching this shell pattern fail to pull (ErrImagePull), as do those of "
+        "`.invalid` registries; repeatable",
+    )
     for name in ("down", "status"):
         s = sub.add_parser(name)
         s.add_argument("--dir", type=Path, default=DEFAULT_DIR)

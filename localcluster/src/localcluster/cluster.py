@@ -122,6 +122,7 @@ class LocalCluster:
         kubelet_port: int = 0,
         isolation: str = "auto",
         pass_env: Sequence[str] = (),
+        unpullable_images: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         startup_timeout: float = 60.0,
@@ -138,6 +139,7 @@ class LocalCluster:
         self.kubelet_port = kubelet_port
         self.isolation = isolation
         self.pass_env = tuple(pass_env)
+        self.unpullable_images = tuple(unpullable_images)
         self.env = dict(os.environ if env is None else env)
         self.python = python
         self.startup_timeout = startup_timeout
@@ -306,6 +308,8 @@ class LocalCluster:
         args += ["--kubelet-port", str(self.kubelet_port), "--isolation", self.isolation]
         for name in self.pass_env:
             args += ["--pass-env", name]
+        for pattern in self.unpullable_images:
+            args += ["--unpullable-image", pattern]
         self.agent = self._spawn(args, "node.log")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

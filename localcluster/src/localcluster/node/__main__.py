@@ -31,6 +31,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         metavar="NAME",
         help="also pass this variable of the agent's environment to every container",
     )
+    p.add_argument(
+        "--unpullable-image",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="pulls of images matching this shell pattern fail (besides `.invalid` registries)",
+    )
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -42,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         kubelet_port=a.kubelet_port,
         isolation=a.isolation,
         pass_env=tuple(a.pass_env),
+        unpullable_images=tuple(a.unpullable_image),
     )
 
 

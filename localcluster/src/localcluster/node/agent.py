@@ -62,6 +62,7 @@ class AgentConfig:
     shutdown_grace: float = 5.0
     backoff_initial: float = 1.0
     backoff_max: float = 20.0
+    unpullable_images: tuple[str, ...] = ()
 
 
 def machine_capacity(path: Path) -> dict[str, str]:
@@ -97,6 +98,7 @@ class NodeAgent:
             capacity=machine_capacity(config.state_dir),
             backoff_initial=config.backoff_initial,
             backoff_max=config.backoff_max,
+            unpullable_images=config.unpullable_images,
         )
         self.allocator = IPAllocator(config.lease_dir)
         self.sandbox: SandboxMode = detect_isolation(config.isolation)

@@ -212,7 +212,9 @@ def resolve_env(
             if value is None:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(f"couldn't find key {ref.get('key')} in {kind} {ns}/{ref.get('name')}")
+                # The kubelet's words (makeEnvironmentVariables): the kind capitalized here.
+                kind_name = "Secret" if is_secret else "ConfigMap"
+                raise ConfigError(f"couldn't find key {ref.get('key')} in {kind_name} {ns}/{ref.get('name')}")
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom {sorted(vf)}")
         env[name] = value

@@ -47,6 +47,8 @@ from localcluster.node.envvars import (
     resolve_argv,
     resolve_env,
 )
+from localcluster.node.events import EventRecorder
+from localcluster.node.images import PULL_BACKOFF_INITIAL, PULL_BACKOFF_MAX, PullBackOff
 from localcluster.node.kube import ApiError, KubeClient
 from localcluster.node.network import IPAllocator, pod_hostname
 from localcluster.node.sandbox import SandboxMode, fallback_env, split_hiding_mounts, wrap_command
@@ -94,6 +96,10 @@ class NodeSettings:
     backoff_max: float = 20.0
     backoff_reset_after: float = 60.0
     retry_interval: float = 2.0
+    # Images this node cannot pull (shell patterns), besides those of `.invalid` registries.
+    unpullable_images: tuple[str, ...] = ()
+    image_backoff_initial: float = PULL_BACKOFF_INITIAL
+    image_backoff_max: float = PULL_BACKOFF_MAX
 
 
 class Agent(Protocol):
@@ -127,6 +133,8 @@ class PodWorker:
         self.hosts_file = self.dir / "etc-hosts"
         self.hostname = pod_hostname(pod)
         self.ip = ""
+        self.events = EventRecorder(agent.client, self.settings.node_name)
+        self.pull_backoff = PullBackOff(self.settings.image_backoff_initial, self.settings.image_backoff_max)
         self.containers: dict[str, ContainerSupervisor] = {}
         self.init_order: list[str] = []
         self.main_order: list[str] = []

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from localcluster.node import logs as logfiles
 from localcluster.node.containers import ContainerProcess, run_probe, stop_processes
 from localcluster.node.envvars import ConfigError
+from localcluster.node.events import EventRecorder, container_field_path
+from localcluster.node.images import PullBackOff, PullRules, invalid_name_message
 from localcluster.node.kube import ApiError
 from localcluster.node.sandbox import SandboxMode
 from localcluster.node.status import ContainerRecord, now_iso, terminated_state
@@ -52,6 +54,9 @@ class PodHost(Protocol):
     phase: str
     stopping: asyncio.Event
     settings: NodeSettings
+    pod: JSON
+    events: EventRecorder
+    pull_backoff: PullBackOff
 
     @property
     def key(self) -> str: ...
@@ -116,12 +121,17 @@ class ContainerSupervisor:
         last_code = -1
         instances = 0
         while not self._stopped():
+            if not await self._ensure_image():
+                continue
             try:
                 launch = pod.launch_spec(self.name)
             except ConfigError as e:
                 # Missing secret/config map: keep waiting (re-fetching), as the kubelet does.
                 rec.set_waiting("CreateContainerConfigError", str(e))
                 pod.changed()
+                await pod.events.record(
+                    pod.pod, container_field_path(rec.kind, self.name), "Warning", "Failed", f"Error: {e}"
+                )
                 await pod.sleep_or_stop(settings.retry_interval)
                 with contextlib.suppress(ApiError, OSError):
                     await pod.refetch_refs()
@@ -171,6 +181,59 @@ class ContainerSupervisor:
             await pod.sleep_or_stop(backoff)
             backoff = min(backoff * 2, settings.backoff_max)
         return last_code
+
+    async def _ensure_image(self) -> bool:
+        """True when the image is present; otherwise the kubelet's waiting reason, events and wait.
+
+        As the kubelet's image manager: an invalid reference is InvalidImageName; a failed pull is
+        ErrImagePull, then ImagePullBackOff until the per-(pod, image) back-off has passed.
+        """
+        pod, rec, settings = self.pod, self.record, self.pod.settings
+        image = str(self.spec.get("image") or "")
+        if not image:
+            return True  # no image at all: this cluster runs the command as it is (README)
+        where = container_field_path(rec.kind, self.name)
+
+        async def event(type_: str, reason: str, message: str) -> None:
+            await pod.events.record(pod.pod, where, type_, reason, message)
+
+        invalid = invalid_name_message(image)
+        if invalid is not None:
+            rec.set_waiting("InvalidImageName", invalid)
+            pod.changed()
+            await event("Warning", "InspectFailed", invalid)
+            await event("Warning", "Failed", "Error: InvalidImageName")
+            await pod.sleep_or_stop(settings.image_backoff_initial)
+            return False
+        error = PullRules(settings.unpullable_images).pull_error(image)
+        if error is None:
+            pod.pull_backoff.reset(image)
+            return True
+        if self.spec.get("imagePullPolicy") == "Never":
+            message = f'Container image "{image}" is not present with pull policy of Never'
+            rec.set_waiting("ErrImageNeverPull", message)
+            pod.changed()
+            await event("Warning", "ErrImageNeverPull", message)
+            await event("Warning", "Failed", "Error: ErrImageNeverPull")
+            await pod.sleep_or_stop(settings.image_backoff_initial)
+            return False
+        await event("Normal", "Pulling", f'Pulling image "{image}"')
+        await event("Warning", "Failed", f'Failed to pull image "{image}": {error}')
+        wait = pod.pull_backoff.next(image)
+        rec.set_waiting("ErrImagePull", error)
+        pod.changed()
+        await event("Warning", "Failed", "Error: ErrImagePull")
+        # The pod worker syncs again soon and finds the image in back-off.
+        first = min(settings.retry_interval, wait)
+        await pod.sleep_or_stop(first)
+        if self._stopped():
+            return False
+        rec.set_waiting("ImagePullBackOff", f'Back-off pulling image "{image}": ErrImagePull: {error}')
+        pod.changed()
+        await event("Normal", "BackOff", f'Back-off pulling image "{image}"')
+        await event("Warning", "Failed", "Error: ImagePullBackOff")
+        await pod.sleep_or_stop(wait - first)
+        return False
 
     async def _follow(
         self, proc: ContainerProcess, started_at: str, env: dict[str, str]

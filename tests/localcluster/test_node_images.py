@@ -160,3 +160,27 @@ def test_missing_key_is_create_container_config_error(kube: Kube) -> None:
         assert _waiting(p)["message"] == f"couldn't find key {key} in {message}"
         assert phase(p) == "Pending"
         kube.delete_pod(name, grace=0)
+
+
+def test_volume_missing_key_stays_container_creating(kube: Kube) -> None:
+    """As the kubelet: a volume item naming a missing key fails the mount (FailedMount), not the
+    container's configuration; the pod stays Pending in ContainerCreating."""
+    kube.create({"kind": "ConfigMap", "metadata": {"name": "cfgv"}, "data": {"mode": "m"}})
+    volume = {"name": "conf", "configMap": {"name": "cfgv", "items": [{"key": "level", "path": "level"}]}}
+    container = {
+        "name": "main",
+        "command": py("print('ran')"),
+        "volumeMounts": [{"name": "conf", "mountPath": "/etc/conf"}],
+    }
+    kube.create(pod("nokey-v", [container], restartPolicy="Never", volumes=[volume]))
+    want = 'MountVolume.SetUp failed for volume "conf" : configmap references non-existent config key: level'
+
+    def failed_mount(p: JSON) -> bool:
+        events = _events(kube, "nokey-v")
+        return _waiting(p).get("message") == want and any(
+            e["reason"] == "FailedMount" and e["message"] == want for e in events
+        )
+
+    p = kube.wait_pod("nokey-v", failed_mount, what="FailedMount event")
+    assert phase(p) == "Pending" and _waiting(p)["reason"] == "ContainerCreating"
+    kube.delete_pod("nokey-v", grace=0)

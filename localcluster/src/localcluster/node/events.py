@@ -60,7 +60,7 @@ class EventRecorder:
                     "uid": uid,
                     "apiVersion": "v1",
                     "resourceVersion": meta.get("resourceVersion", ""),
-                    "fieldPath": field_path,
+                    **({"fieldPath": field_path} if field_path else {}),
                 },
                 "reason": reason,
                 "message": message,

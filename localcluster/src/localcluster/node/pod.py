@@ -62,6 +62,7 @@ from localcluster.node.status import (
 from localcluster.node.supervisor import ContainerSupervisor, LaunchSpec
 from localcluster.node.volumes import (
     AUTO_SA_VOLUME,
+    FileContent,
     TokenKey,
     VolumeError,
     container_mounts,
@@ -361,9 +362,16 @@ class PodWorker:
     def _write_content_volumes(self) -> None:
         ctx = self._ctx()
         for v in (self.spec_pod.get("spec") or {}).get("volumes") or []:
-            files = volume_files(v, ctx, self.refs, self.tokens)
+            files = self._volume_files(v, ctx)
             if files is not None:
                 write_files(self.volume_dirs[v["name"]], files)
+
+    def _volume_files(self, volume: JSON, ctx: PodContext) -> dict[str, FileContent] | None:
+        try:
+            return volume_files(volume, ctx, self.refs, self.tokens)
+        except VolumeError as e:
+            # The kubelet's words, naming the volume (its FailedMount event says the same).
+            raise VolumeError(f'MountVolume.SetUp failed for volume "{volume["name"]}" : {e}') from e
 
     async def _setup_volumes(self) -> None:
         await self._fetch_refs()
@@ -372,7 +380,7 @@ class PodWorker:
         for v in (self.spec_pod.get("spec") or {}).get("volumes") or []:
             path = volume_dir(v, self.dir, shared, self.namespace)
             self.volume_dirs[v["name"]] = path
-            if volume_files(v, self._ctx(), self.refs, self.tokens) is None:
+            if self._volume_files(v, self._ctx()) is None:
                 prepare_dir_volume(v, path)
         self._write_content_volumes()
         if shortest != float("inf"):
@@ -433,7 +441,8 @@ class PodWorker:
                 break
             except (VolumeError, ApiError, OSError) as e:
                 attempt += 1
-                msg = f"MountVolume.SetUp failed: {e}"
+                msg = str(e) if str(e).startswith("MountVolume.") else f"MountVolume.SetUp failed: {e}"
+                await self.events.record(self.pod, "", "Warning", "FailedMount", msg)
                 for n in self.init_order[:1] or self.main_order:
                     self.containers[n].record.set_waiting("ContainerCreating", msg)
                 self.message = msg if attempt > 1 else None

@@ -113,8 +113,9 @@ def token_requests(pod: JSON) -> list[TokenKey]:
 
 
 def _items(
-    data: Mapping[str, bytes], items: list[JSON] | None, mode: int, what: str, optional: bool
+    data: Mapping[str, bytes], items: list[JSON] | None, mode: int, missing: str, optional: bool
 ) -> dict[str, FileContent]:
+    """The files of `items` (all keys without), or VolumeError `missing` + the key that is not there."""
     if not items:
         return {k: FileContent(v, mode) for k, v in data.items()}
     out: dict[str, FileContent] = {}
@@ -123,7 +124,7 @@ def _items(
         if key not in data:
             if optional:
                 continue
-            raise VolumeError(f"{what}: key {key!r} not found")
+            raise VolumeError(f"{missing}{key}")
         out[item.get("path") or key] = FileContent(data[key], int(item.get("mode", mode)))
     return out
 
@@ -137,7 +138,9 @@ def _secret_files(ns: str, src: JSON, refs: Refs, mode: int, name_key: str) -> d
             return {}
         raise VolumeError(f'secret "{name}" not found')
     raw = {k: v.encode() for k, v in data.items()}
-    return _items(raw, src.get("items"), int(src.get("defaultMode", mode)), f"secret {name}", optional)
+    # The kubelet's secret and configMap volume plugins' words for a missing key.
+    missing = "references non-existent secret key: "
+    return _items(raw, src.get("items"), int(src.get("defaultMode", mode)), missing, optional)
 
 
 def _configmap_files(ns: str, src: JSON, refs: Refs, mode: int) -> dict[str, FileContent]:
@@ -152,7 +155,8 @@ def _configmap_files(ns: str, src: JSON, refs: Refs, mode: int) -> dict[str, Fil
             return {}
         raise VolumeError(f'configmap "{name}" not found')
     raw = {k: v.encode() for k, v in data.items()}
-    return _items(raw, src.get("items"), int(src.get("defaultMode", mode)), f"configmap {name}", optional)
+    missing = "configmap references non-existent config key: "
+    return _items(raw, src.get("items"), int(src.get("defaultMode", mode)), missing, optional)
 
 
 def _downward_files(ctx: PodContext, src: JSON, mode: int) -> dict[str, FileContent]:

@@ -327,3 +327,33 @@ def test_readiness_probe_gates_ready(kube: Kube, tmp_path: Path) -> None:
     (tmp_path / "ready").write_text("")
     kube.wait_ready("probed", timeout=20)
     kube.delete_pod("probed", grace=0)
+
+
+def test_termination_message_from_file_and_from_logs(kube: Kube, tmp_path: Path) -> None:
+    """As the kubelet: the terminationMessagePath file is the message; with FallbackToLogsOnError
+    a failed container that wrote none gets the end of its log; a success never does."""
+    noisy = "import sys; [print(f'line {i}') for i in range(200)]; print('the cause'); sys.exit(2)"
+    containers = {
+        "file": {
+            "command": py("open('/out/term', 'w').write('wrote this'); raise SystemExit(1)"),
+            "terminationMessagePath": "/out/term",
+            "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+        },
+        "logs": {"command": py(noisy), "terminationMessagePolicy": "FallbackToLogsOnError"},
+        "nofallback": {"command": py(noisy)},
+        "ok": {"command": py("print('fine')"), "terminationMessagePolicy": "FallbackToLogsOnError"},
+    }
+    volumes = [out_volume(tmp_path)]
+    for name, c in containers.items():
+        kube.create(pod(f"term-{name}", [{"name": "main", **c}], restartPolicy="Never", volumes=volumes))
+    messages = {}
+    for name in containers:
+        p = kube.wait_phase(f"term-{name}", "Succeeded", "Failed")
+        messages[name] = cstatus(p, "main")["state"]["terminated"].get("message")
+    assert messages["file"] == "wrote this"
+    tail = messages["logs"]
+    assert tail is not None and tail.endswith("line 199\nthe cause\n")
+    assert len(tail.splitlines()) == 80 and tail.startswith("line 121\n"), "the last 80 lines"
+    assert messages["nofallback"] is None and messages["ok"] is None
+    described = kube.kubectl("describe", "pod", "term-logs").stdout
+    assert "the cause" in described

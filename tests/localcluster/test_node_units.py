@@ -19,7 +19,12 @@ from localcluster.node.envvars import (
     resolve_argv,
     resolve_env,
 )
-from localcluster.node.logs import tail_offset
+from localcluster.node.logs import (
+    MAX_TERMINATION_MESSAGE_LENGTH,
+    MAX_TERMINATION_MESSAGE_LOG_LENGTH,
+    tail_offset,
+    termination_message,
+)
 from localcluster.node.network import (
     IPAllocator,
     PodRecord,
@@ -510,3 +515,21 @@ def test_a_mount_that_would_hide_the_project_is_withheld() -> None:
     assert made == [token] and withheld == [tmp]
     made, withheld = split_hiding_mounts([tmp, token], keep=["/work/checkout/.venv/bin", "/work/checkout"])
     assert made == [tmp, token] and withheld == []
+
+
+def test_termination_message_bounds(tmp_path: Path) -> None:
+    """The kubelet's limits: 4 KiB from the end of the file; from the log, the last 80 lines and
+    at most their last 2 KiB; the log only when the file is missing or empty and fallback is on."""
+    message, log = tmp_path / "message", tmp_path / "0.log"
+    log.write_text("".join(f"{i:04d} {'x' * 10}\n" for i in range(100)))
+    assert termination_message(message, log, fallback_to_logs=False) == ""
+    from_log = termination_message(message, log, fallback_to_logs=True)
+    assert from_log.splitlines()[0] == f"0020 {'x' * 10}" and from_log.endswith(f"0099 {'x' * 10}\n")
+    log.write_text("y" * 5000 + "\nlast\n")
+    from_log = termination_message(message, log, fallback_to_logs=True)
+    assert len(from_log.encode()) == MAX_TERMINATION_MESSAGE_LOG_LENGTH and from_log.endswith("\nlast\n")
+    message.write_text("a" * 5000 + "END")
+    from_file = termination_message(message, log, fallback_to_logs=True)
+    assert len(from_file) == MAX_TERMINATION_MESSAGE_LENGTH and from_file.endswith("END")
+    message.write_text("")
+    assert termination_message(message, log, fallback_to_logs=True).endswith("last\n")

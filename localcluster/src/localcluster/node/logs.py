@@ -157,3 +157,42 @@ class KubeletServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+# The kubelet's bounds (pkg/kubelet/container/runtime.go): what a container may write to its
+# terminationMessagePath, and what FallbackToLogsOnError takes from the end of its log.
+MAX_TERMINATION_MESSAGE_LENGTH = 4 * 1024
+MAX_TERMINATION_MESSAGE_LOG_LENGTH = 2 * 1024
+MAX_TERMINATION_MESSAGE_LOG_LINES = 80
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+def _read_tail(path: Path, start: int, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(max(start, end - limit))
+        return f.read()
+
+
+def termination_message(message_file: Path, log_file: Path, *, fallback_to_logs: bool) -> str:
+    """`state.terminated.message` as the kubelet computes it for an instance that exited.
+
+    The end of the termination message file (at most 4 KiB); with `fallback_to_logs` (policy
+    FallbackToLogsOnError and a non-zero exit) and no file or an empty one, the end of the log:
+    its last 80 lines, at most the last 2 KiB of them.
+    """
+    try:
+        data = _read_tail(message_file, 0, MAX_TERMINATION_MESSAGE_LENGTH)
+    except FileNotFoundError:
+        data = b""
+    except OSError as e:
+        return f"Error on reading termination log {message_file}: {e}"
+    if data or not fallback_to_logs:
+        return data.decode("utf-8", "replace")
+    try:
+        start = tail_offset(log_file, MAX_TERMINATION_MESSAGE_LOG_LINES)
+        data = _read_tail(log_file, start, MAX_TERMINATION_MESSAGE_LOG_LENGTH)
+    except OSError as e:
+        return f"Error on reading termination message from logs: {e}"
+    return data.decode("utf-8", "replace")

@@ -63,6 +63,7 @@ from localcluster.node.supervisor import ContainerSupervisor, LaunchSpec
 from localcluster.node.volumes import (
     AUTO_SA_VOLUME,
     FileContent,
+    Mount,
     TokenKey,
     VolumeError,
     container_mounts,
@@ -511,6 +512,10 @@ class PodWorker:
             if self.containers[name].record.kind == "sidecar":
                 await self.containers[name].stop(grace)
 
+    def termination_file(self, name: str) -> Path:
+        """Where a container's terminationMessagePath lives on this machine."""
+        return self.dir / "termination" / name
+
     def launch_spec(self, name: str) -> LaunchSpec:
         """How to start the next instance of a container, or ConfigError."""
         spec = self.containers[name].spec
@@ -529,6 +534,11 @@ class PodWorker:
         env = resolve_env(spec, self._ctx(), self.refs, base)
         command = resolve_argv(spec, env)
         mounts = container_mounts(spec, self.volume_dirs, env)
+        message_path = spec.get("terminationMessagePath") or logfiles.DEFAULT_TERMINATION_MESSAGE_PATH
+        if message_path != logfiles.DEFAULT_TERMINATION_MESSAGE_PATH:
+            # /dev is the host's own: a file is not created there, so the default path is not
+            # mounted (README); any other path is, as a file the agent reads after the exit.
+            mounts.append(Mount(source=str(self.termination_file(name)), target=message_path))
         env.update(fallback_env(mounts, self.volume_dirs, self.hosts_file))
         workdir = spec.get("workingDir") or str(s.root_dir)
         made, withheld = split_hiding_mounts(mounts, (s.python_bin_dir, str(s.root_dir)))

@@ -25,7 +25,7 @@ from localcluster.node.events import EventRecorder, container_field_path
 from localcluster.node.images import PullBackOff, PullRules, invalid_name_message
 from localcluster.node.kube import ApiError
 from localcluster.node.sandbox import SandboxMode
-from localcluster.node.status import ContainerRecord, now_iso, terminated_state
+from localcluster.node.status import ContainerRecord, exit_code_of, now_iso, terminated_state
 
 if TYPE_CHECKING:
     from localcluster.node.pod import NodeSettings
@@ -69,6 +69,8 @@ class PodHost(Protocol):
     def pids_changed(self) -> None: ...
 
     def launch_spec(self, name: str) -> LaunchSpec: ...
+
+    def termination_file(self, name: str) -> Path: ...
 
     async def refetch_refs(self) -> None: ...
 
@@ -140,6 +142,7 @@ class ContainerSupervisor:
                 rec.restart_count += 1
             instances += 1
             started_at = now_iso()
+            _fresh_file(pod.termination_file(self.name))
             start_error = _check_executable(launch.command, launch.env)
             proc = ContainerProcess(
                 launch.argv, launch.env, launch.cwd, logfiles.log_path(pod.dir, self.name, rec.restart_count)
@@ -264,7 +267,12 @@ class ContainerSupervisor:
         if probe_task is not None:
             probe_task.cancel()
         ran_for = time.monotonic() - proc.started_monotonic
-        rec.set_terminated(terminated_state(rc, started_at, now_iso()))
+        code = exit_code_of(rc)[0]
+        fallback = self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code != 0
+        message = logfiles.termination_message(
+            pod.termination_file(self.name), proc.log_file, fallback_to_logs=fallback
+        )
+        rec.set_terminated(terminated_state(rc, started_at, now_iso(), message=message or None))
         return rc, ran_for
 
     def _mark_started(self, ready: bool) -> None:
@@ -315,6 +323,12 @@ class ContainerSupervisor:
                 rec.ready = new_ready
                 pod.changed()
             await asyncio.sleep(period)
+
+
+def _fresh_file(path: Path) -> None:
+    """An empty termination message file for the next instance (the kubelet makes a new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
 
 
 def _check_executable(command: list[str], env: dict[str, str]) -> str | None:

@@ -221,6 +221,23 @@ def test_template_is_kept_and_our_env_wins() -> None:
     assert tj.spec.template == template
 
 
+@pytest.mark.parametrize(
+    ("template_policy", "expected"),
+    [(None, "FallbackToLogsOnError"), ("File", "File"), ("FallbackToLogsOnError", "FallbackToLogsOnError")],
+)
+def test_trainer_termination_message_falls_back_to_logs_unless_the_template_says(
+    template_policy: str | None, expected: str
+) -> None:
+    trainer: dict[str, Any] = {"name": "trainer", "image": "t"}
+    if template_policy is not None:
+        trainer["terminationMessagePolicy"] = template_policy
+    spec = {"containers": [trainer, {"name": "logger", "image": "l"}]}
+    pod = worker_pod(trainjob(template={"spec": spec}), 0, 1, SETTINGS)
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert containers["trainer"]["terminationMessagePolicy"] == expected
+    assert "terminationMessagePolicy" not in containers["logger"], "only the trainer's is ours to set"
+
+
 def test_rank0_runs_the_coordinator_as_a_native_sidecar() -> None:
     pod = worker_pod(trainjob(), 4, 0, SETTINGS)
     spec = pod["spec"]

@@ -267,6 +267,59 @@ def test_restart_policy_classifies_failures(
             assert "Evicted" in decision.status_patch["message"]
 
 
+TYPO_LOG = "/work/.venv/bin/python: No module named examples.nonexistent\n"
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/app/train.py", line 3, in <module>\n'
+    "    import torchvision\n"
+    "ModuleNotFoundError: No module named 'torchvision'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "termination_message", "expected"),
+    [
+        # Failed at once (ExitCode does not retry 1): the cause is on the job.
+        (
+            "ExitCode",
+            TYPO_LOG,
+            "rank 1 (pod digits-0-1) exited with code 1 (Error): "
+            "/work/.venv/bin/python: No module named examples.nonexistent; "
+            "restartPolicy ExitCode does not retry it",
+        ),
+        # A restart says why as well; a traceback gives its last lines, the rest cut.
+        (
+            "OnFailure",
+            TRACEBACK,
+            "rank 1 (pod digits-0-1) exited with code 1 (Error): ... "
+            'File "/app/train.py", line 3, in <module> / import torchvision / '
+            "ModuleNotFoundError: No module named 'torchvision'; restart 1 of 3",
+        ),
+        # A long last line is cut from the front: the end says why.
+        (
+            "OnFailure",
+            "x" * 1000 + " the end\n",
+            "rank 1 (pod digits-0-1) exited with code 1 (Error): ... "
+            + "x" * 232
+            + " the end; restart 1 of 3",
+        ),
+        # No termination message (a File policy, nothing written): as before.
+        ("OnFailure", None, "rank 1 (pod digits-0-1) exited with code 1 (Error); restart 1 of 3"),
+        ("OnFailure", "\n\n", "rank 1 (pod digits-0-1) exited with code 1 (Error); restart 1 of 3"),
+    ],
+)
+def test_a_failed_rank_says_why_in_the_message_and_event(
+    policy: str, termination_message: str | None, expected: str
+) -> None:
+    cluster = running_cluster(failurePolicy={"maxRestarts": 3, "restartPolicy": policy, "backoffSeconds": 1})
+    cluster.set_pod(0, 1, phase="Failed", exit_code=1, message=termination_message)
+    decision = cluster.reconcile()
+    assert decision.status_patch["message"] == expected
+    [event] = decision.of_type(EmitEvent)
+    assert event.message.startswith(expected)
+    assert len(expected) < 400, "kept short"
+
+
 def test_a_non_retryable_failure_wins_over_retryable_ones() -> None:
     cluster = running_cluster(failurePolicy={"maxRestarts": 3, "restartPolicy": "ExitCode"})
     cluster.set_pod(0, 0, phase="Failed", exit_code=137, reason="OOMKilled")

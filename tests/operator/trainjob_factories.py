@@ -106,12 +106,16 @@ def pod(
     node: str | None = None,
     disruption: tuple[str, str] | None = None,
     image: str = "example/digits:1",
+    message: str | None = None,
 ) -> dict[str, Any]:
-    """A worker pod; `exit_code` makes its trainer container terminated with it; `waiting` is the
-    trainer's (reason, message) as the kubelet sets it, `unscheduled` PodScheduled=False's
-    (reason, message, since), `disruption` DisruptionTarget=True's (reason, message)."""
+    """A worker pod; `exit_code` makes its trainer container terminated with it (and `message` its
+    termination message); `waiting` is the trainer's (reason, message) as the kubelet sets it,
+    `unscheduled` PodScheduled=False's (reason, message, since), `disruption` DisruptionTarget=True's
+    (reason, message)."""
     if exit_code is not None:
         trainer_state: dict[str, Any] = {"terminated": {"exitCode": exit_code, "reason": reason or "Error"}}
+        if message is not None:
+            trainer_state["terminated"]["message"] = message
         ready = False
     elif phase == "Running":
         trainer_state = {"running": {"startedAt": timestamp(NOW)}}

@@ -356,6 +356,16 @@ def _with_env(container: dict[str, Any], env: list[dict[str, Any]]) -> dict[str,
     return {**container, "env": kept + env}
 
 
+def _trainer(container: dict[str, Any], env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trainer with our env and, unless the template chose one, terminationMessagePolicy
+    FallbackToLogsOnError: a failed rank's last log lines become its termination message, which
+    the job's failure message and event quote (the kubelet's default policy, File, leaves it empty
+    for a program that writes no message file)."""
+    out = _with_env(container, env)
+    out.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    return out
+
+
 def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSettings) -> dict[str, Any]:
     """Pod `<job>-<attempt>-<rank>`: the user's template plus the env contract, DNS identity, labels,
     owner reference; rank 0 also runs the coordinator sidecar."""
@@ -375,7 +385,7 @@ def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
 
     env = worker_env(job, attempt, rank, settings)
     pod_spec["containers"] = [
-        _with_env(c, env) if c.get("name") == constants.TRAINER_CONTAINER else c
+        _trainer(c, env) if c.get("name") == constants.TRAINER_CONTAINER else c
         for c in pod_spec.get("containers") or []
     ]
     pod_spec["hostname"] = names.pod_name(name, attempt, rank)

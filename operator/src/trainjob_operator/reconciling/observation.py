@@ -39,7 +39,8 @@ class ContainerObservation:
     exit_code: int | None = None
     reason: str | None = None
     ready: bool = False
-    # A waiting container's message as the kubelet set it (the image, the missing key...).
+    # As the kubelet set it: a waiting container's (the image, the missing key...), a terminated
+    # one's termination message (with FallbackToLogsOnError, the end of its log).
     message: str | None = None
     image: str | None = None
 
@@ -201,6 +202,12 @@ class PodObservation:
         if trainer is not None and trainer.state is ContainerState.TERMINATED and trainer.reason:
             return trainer.reason
         return self.reason or "PodFailed"
+
+    @property
+    def failure_message(self) -> str | None:
+        """The terminated trainer's termination message (the end of its log, see children.py)."""
+        trainer = self.trainer
+        return trainer.message if trainer is not None and trainer.state is ContainerState.TERMINATED else None
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> PodObservation | None:

@@ -17,6 +17,10 @@ from trainjob_operator.api.types import RestartPolicy
 # Exit codes from 128 up are "killed by signal 128+n" (SIGKILL from the OOM killer is 137).
 SIGNAL_EXIT_CODE_MIN = 128
 MAX_BACKOFF_SECONDS = 300.0
+# How much of a failed trainer's termination message (its log's last lines) the job's message
+# and event carry: enough for the exception line, short enough for `kubectl get` and describe.
+FAILURE_TAIL_CHARS = 240
+FAILURE_TAIL_LINES = 3
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,14 @@ class WorkerFailure:
     pod_name: str
     exit_code: int | None
     reason: str
+    # The trainer's state.terminated.message: with FallbackToLogsOnError, its log's last lines.
+    message: str | None = None
 
     def describe(self) -> str:
         if self.exit_code is not None:
-            return f"rank {self.rank} (pod {self.pod_name}) exited with code {self.exit_code} ({self.reason})"
+            text = f"rank {self.rank} (pod {self.pod_name}) exited with code {self.exit_code} ({self.reason})"
+            tail = last_lines(self.message or "")
+            return f"{text}: {tail}" if tail else text
         return f"rank {self.rank} (pod {self.pod_name}) failed: {self.reason}"
 
 
@@ -49,6 +57,19 @@ class Disruption:
         return f"rank {self.rank} (pod {self.pod_name}) disrupted: {self.reason}" + (
             f": {self.message}" if self.message else ""
         )
+
+
+def last_lines(text: str, lines: int = FAILURE_TAIL_LINES, chars: int = FAILURE_TAIL_CHARS) -> str:
+    """The last non-blank lines of `text` joined with " / ", at most about `chars` long; the end is
+    kept (a dying program's last line is the one that says why) and "... " marks what was cut."""
+    every = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = every[-lines:]
+    while len(kept) > 1 and len(" / ".join(kept)) > chars:
+        kept = kept[1:]
+    out = " / ".join(kept)
+    if len(out) > chars:
+        return "... " + out[-chars:]
+    return "... " + out if len(kept) < len(every) else out
 
 
 class RetryPolicy(Protocol):

@@ -403,7 +403,9 @@ class _Reconciliation:
         failures = []
         for rank, pod in sorted(pods.items()):
             if pod.outcome is PodOutcome.FAILED:
-                failures.append(WorkerFailure(rank, pod.name, pod.exit_code, pod.failure_reason))
+                failures.append(
+                    WorkerFailure(rank, pod.name, pod.exit_code, pod.failure_reason, pod.failure_message)
+                )
             elif pod.deleting and pod.outcome is not PodOutcome.SUCCEEDED:
                 failures.append(WorkerFailure(rank, pod.name, None, "PodDeleted: deleted while running"))
         if self.phase is Phase.RUNNING:

@@ -47,6 +47,30 @@ def test_exit_code_policy_fails_at_once_on_exit_3(cluster: Cluster) -> None:
     assert "exit3-0-1" in status["message"] and "3" in status["message"]
 
 
+def test_a_failed_rank_says_why_on_the_job(cluster: Cluster) -> None:
+    """The trainer's last log lines reach the job: its pod's termination message (the operator's
+    FallbackToLogsOnError, filled by the node agent), then the job's message and failure event."""
+    cluster.apply(
+        trainjob(
+            "typo",
+            ["python", "-m", "examples.nonexistent"],
+            workers=1,
+            failure_policy={"restartPolicy": "ExitCode", "maxRestarts": 3},
+        )
+    )
+
+    status = cluster.wait_for_phase("typo", "Failed")
+
+    cause = "No module named examples.nonexistent"
+    assert status["message"].startswith("rank 0 (pod typo-0-0) exited with code 1 (Error): "), status
+    assert cause in status["message"] and len(status["message"]) < 400
+    [pod] = cluster.pods("typo")
+    [trainer] = [c for c in pod["status"]["containerStatuses"] if c["name"] == "trainer"]
+    assert cause in trainer["state"]["terminated"]["message"]
+    failed = [e for e in cluster.events("typo") if e["reason"] == "WorkerFailed"]
+    assert failed and cause in failed[-1]["message"]
+
+
 def test_exit_code_policy_restarts_after_a_signal_and_then_succeeds(cluster: Cluster) -> None:
     cluster.apply(
         trainjob(

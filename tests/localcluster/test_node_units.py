@@ -517,6 +517,27 @@ def test_a_mount_that_would_hide_the_project_is_withheld() -> None:
     assert made == [tmp, token] and withheld == []
 
 
+def test_a_mount_that_would_hide_the_python_behind_a_symlink_is_withheld(tmp_path: Path) -> None:
+    """The project's `.venv` is a symlink into another directory (as with a venv under /tmp): a
+    mount at that directory would hide the Python the pods run with, though the path written
+    does not lie under it; so would one at a directory a second symlink on the way passes."""
+    from localcluster.node.sandbox import split_hiding_mounts
+    from localcluster.node.volumes import Mount
+
+    scratch, project, elsewhere = tmp_path / "scratch", tmp_path / "project", tmp_path / "elsewhere"
+    (elsewhere / "bin").mkdir(parents=True)
+    (scratch / "venv").mkdir(parents=True)
+    (scratch / "venv" / "bin").symlink_to(elsewhere / "bin")
+    project.mkdir()
+    (project / ".venv").symlink_to(scratch / "venv")
+    keep = [str(project / ".venv" / "bin"), str(project)]
+    at_scratch = Mount("/state/volumes/empty", str(scratch))
+    at_elsewhere = Mount("/state/volumes/other", str(elsewhere))
+    beside = Mount("/state/volumes/data", str(tmp_path / "data"))
+    made, withheld = split_hiding_mounts([at_scratch, at_elsewhere, beside], keep=keep)
+    assert withheld == [at_scratch, at_elsewhere] and made == [beside]
+
+
 def test_termination_message_bounds(tmp_path: Path) -> None:
     """The kubelet's limits: 4 KiB from the end of the file; from the log, the last 80 lines and
     at most their last 2 KiB; the log only when the file is missing or empty and fallback is on."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -126,11 +127,33 @@ def split_hiding_mounts(mounts: Sequence[Mount], keep: Sequence[str]) -> tuple[l
     path, e.g. a checkout under /tmp and a pod with an emptyDir at /tmp."""
     made: list[Mount] = []
     withheld: list[Mount] = []
+    # A mount hides every path the kernel passes through, not only the one written: a `.venv`
+    # that is a symlink to a directory under /tmp is hidden by an emptyDir at /tmp. A target that
+    # is a symlink is followed by the mount as well.
+    kept = {step for path in keep for step in _resolution_steps(path)}
     for mount in mounts:
-        target = Path(mount.target)
-        hides = any(Path(path).is_relative_to(target) for path in keep)
+        targets = {Path(mount.target), Path(os.path.realpath(mount.target))}
+        hides = any(path.is_relative_to(target) for path in kept for target in targets)
         (withheld if hides else made).append(mount)
     return made, withheld
+
+
+def _resolution_steps(path: str, max_links: int = 40) -> set[Path]:
+    """`path` and what it becomes after each symlink on the way is replaced by its target."""
+    current = Path(os.path.normpath(Path(path).absolute()))
+    steps = {current}
+    for _ in range(max_links):
+        parts = current.parts
+        for i in range(2, len(parts) + 1):
+            prefix = Path(*parts[:i])
+            if prefix.is_symlink():
+                target = prefix.readlink()
+                current = Path(os.path.normpath(prefix.parent / target)).joinpath(*parts[i:])
+                steps.add(current)
+                break
+        else:
+            break
+    return steps
 
 
 def _shadowing_last(mounts: Sequence[Mount]) -> list[Mount]:

@@ -17,7 +17,15 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from localcluster.cluster import ClusterError, LocalCluster, cluster_running, read_info, stop_by_info
+from localcluster.cluster import (
+    ClusterError,
+    LocalCluster,
+    cluster_running,
+    pid_alive,
+    read_info,
+    stop_by_info,
+)
+from localcluster.lifetime import Holder, holders
 
 DEFAULT_DIR = Path(".local/localcluster")
 
@@ -29,6 +37,10 @@ def _up(a: argparse.Namespace) -> int:
             f"a local cluster already runs from {a.dir} (pid {running.get('pid')}); `down` it first",
             file=sys.stderr,
         )
+        return 1
+    left = holders(a.dir)
+    if left:
+        print(_left_behind(a.dir, left), file=sys.stderr)
         return 1
     if read_info(a.dir) is not None:
         # What a crashed `up` left behind (a lone API server, orphaned pods) goes first.
@@ -85,10 +97,20 @@ def _down(a: argparse.Namespace) -> int:
     return 0
 
 
+def _left_behind(directory: Path, left: list[Holder]) -> str:
+    lines = "\n".join(f"  {h}" for h in left)
+    return (
+        f"no local cluster runs from {directory}, but an earlier `up` that was killed left processes "
+        f"that hold it:\n{lines}\nstop them with: python -m localcluster down --dir {directory}"
+    )
+
+
 def _status(a: argparse.Namespace) -> int:
     info = cluster_running(a.dir)
-    if info is None:
-        print(f"not running ({a.dir})")
+    owner = int((info or {}).get("pid") or 0)
+    if info is None or not (owner and pid_alive(owner)):
+        left = holders(a.dir)
+        print(_left_behind(a.dir, left) if left else f"not running ({a.dir})")
         return 1
     print(
         f"running: API server {info.get('url')} (pid {info.get('apiserver')}), agent pid {info.get('agent')}"

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from localcluster.lifetime import die_with_parent, stop_holders
+
 INFO_FILE = "localcluster.json"
 POD_PIDS_FILE = "pod-pids.json"  # written by the node agent into its state dir
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -265,6 +267,8 @@ class LocalCluster:
                 env=self.env,
                 cwd=self.root,
                 start_new_session=True,
+                # Killed hard, the owner must not leave these running (lifetime.py).
+                preexec_fn=die_with_parent(),
             )
 
     def _start_apiserver(self) -> None:
@@ -364,7 +368,8 @@ def stop_by_info(directory: str | Path, timeout: float = 40.0) -> bool:
     """Stop the cluster recorded in `directory` (what `down` does). Returns whether one ran."""
     info = read_info(directory)
     if info is None:
-        return False
+        # An `up` killed before it recorded anything may still have started children.
+        return bool(stop_holders(directory, timeout=timeout / 2))
     ran = False
     owner = int(info.get("pid") or 0)
     if owner and owner != os.getpid() and pid_alive(owner):
@@ -376,6 +381,7 @@ def stop_by_info(directory: str | Path, timeout: float = 40.0) -> bool:
         if pid and pid_alive(pid):
             ran = True
             terminate_pid(pid, timeout=timeout / 2, expect=expect)
+    ran = bool(stop_holders(directory, timeout=timeout / 2)) or ran
     kill_pod_leftovers(Path(directory) / "node")
     with contextlib.suppress(OSError):
         (Path(directory) / INFO_FILE).unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ def run_up(args: argparse.Namespace) -> int:
     if read_stack_info(args.dir) is not None:
         print(f"a local cluster already runs in {args.dir}: `trainjob local down --dir {args.dir}` stops it")
         return 1
+    left = _left_behind(args.dir)
+    if left:
+        print(left, file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -77,7 +82,13 @@ def run_down(args: argparse.Namespace) -> int:
 
     info = read_stack_info(args.dir)
     if info is None:
-        print(f"no local cluster runs in {args.dir}")
+        stopped = _stop_left_behind(args.dir)
+        if stopped:
+            print(f"stopped what an earlier `up` left running in {args.dir}:")
+            for line in stopped:
+                print(f"  {line}")
+        else:
+            print(f"no local cluster runs in {args.dir}")
         return 0
     owner = int(info.get("ownerPid") or 0)
     if owner:
@@ -89,8 +100,40 @@ def run_down(args: argparse.Namespace) -> int:
     if read_stack_info(args.dir) is not None:
         print(f"the local cluster in {args.dir} did not stop within 60 s", flush=True)
         return 1
+    # Its `up` is finishing (a signal now would cut its exit short); then, what it could not stop.
+    from localcluster.cluster import pid_alive
+
+    deadline = time.monotonic() + 30
+    while owner and pid_alive(owner) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _stop_left_behind(args.dir)
     print("local cluster stopped")
     return 0
+
+
+def _left_behind(directory: Path) -> str:
+    """What holds `directory` with no `up` running there, said plainly; "" when nothing does."""
+    from localcluster.lifetime import holders
+
+    left = holders(directory)
+    if not left:
+        return ""
+    lines = "\n".join(f"  {h}" for h in left)
+    return (
+        f"no local cluster runs in {directory}, but an earlier `trainjob local up` that was killed left "
+        f"processes that hold it:\n{lines}\nstop them with: trainjob local down --dir {directory}"
+    )
+
+
+def _stop_left_behind(directory: Path) -> list[str]:
+    """Stop every process that holds `directory`, and the pods of its node agent; what was stopped."""
+    from localcluster.cluster import kill_pod_leftovers
+    from localcluster.lifetime import stop_holders
+
+    stopped = [str(h) for h in stop_holders(directory)]
+    pods = kill_pod_leftovers(directory / "cluster" / "node")
+    stopped += [f"pod process group {pgid}" for pgid in pods]
+    return stopped
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -98,7 +141,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     info = read_stack_info(args.dir)
     if info is None:
-        print(f"no local cluster runs in {args.dir}")
+        print(_left_behind(args.dir) or f"no local cluster runs in {args.dir}")
         return 1
     print(f"local cluster runs in {args.dir.resolve()}")
     print(f"S3 (SeaweedFS): {info['s3Endpoint']} bucket {info['bucket']}")

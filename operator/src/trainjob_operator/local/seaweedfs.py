@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from localcluster.lifetime import die_with_parent
+
 # Ports `weed mini` opens besides S3; each gets a free one (0 disables the optional servers).
 _PORT_FLAGS = (
     "master.port",
@@ -101,7 +103,12 @@ class SeaweedFS:
         log_path = self.log_path or self.data_dir / "weed.log"
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         try:
             self._wait_ready(timeout)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from localcluster import LocalCluster
+from localcluster.lifetime import die_with_parent
 from trainjob_operator.api import constants
 from trainjob_operator.api.crd import trainjob_crd
 from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
@@ -174,6 +175,8 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
                 start_new_session=True,
+                # Killed hard, `up` must not leave its operator running (localcluster/lifetime.py).
+                preexec_fn=die_with_parent(),
             )
 
     def stop_operator(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:

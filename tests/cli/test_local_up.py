@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,10 +37,10 @@ def trainjob(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-def start_up(directory: Path) -> subprocess.Popen[str]:
+def start_up(directory: Path, *flags: str) -> subprocess.Popen[str]:
     """`trainjob local up` until it prints the kubeconfig line."""
     up = subprocess.Popen(
-        [sys.executable, "-m", "trainjob_operator", "local", "up", "--dir", str(directory)],
+        [sys.executable, "-m", "trainjob_operator", "local", "up", "--dir", str(directory), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,25 +72,31 @@ def wait_gone(pids: list[int], timeout: float = 60) -> None:
     raise AssertionError(f"still running after {timeout}s: {[p for p in pids if pid_alive(p)]}")
 
 
-def sleeper_pid(kubeconfig: str) -> int:
-    """A pod that runs until stopped; the pid of its container's process."""
+def run_pod(kubeconfig: str, name: str, image: str, until: str, accept: Callable[[str], bool]) -> str:
+    """`kubectl run` a pod that sleeps; its container's `until` JSONPath once `accept` takes it."""
     kubectl = [str(Path(sys.executable).parent / "kubectl"), "--kubeconfig", kubeconfig]
     command = ["--command", "--", "python", "-c", "import time; time.sleep(300)"]
-    run = [*kubectl, "run", "sleeper", "--image=local", "--restart=Never", *command]
+    run = [*kubectl, "run", name, f"--image={image}", "--restart=Never", *command]
     subprocess.run(run, check=True, capture_output=True, timeout=60)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         out = subprocess.run(
-            [*kubectl, "get", "pod", "sleeper", "-o", "jsonpath={.status.containerStatuses[0].containerID}"],
+            [*kubectl, "get", "pod", name, "-o", f"jsonpath={{.status.containerStatuses[0].{until}}}"],
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
-        if out.stdout.startswith("local://"):
-            return int(out.stdout.removeprefix("local://"))
+        if accept(out.stdout):
+            return out.stdout
         time.sleep(0.2)
-    raise AssertionError("the sleeper pod did not start")
+    raise AssertionError(f"pod {name}: {until} not as expected within 60s")
+
+
+def sleeper_pid(kubeconfig: str) -> int:
+    """A pod that runs until stopped; the pid of its container's process."""
+    container_id = run_pod(kubeconfig, "sleeper", "local", "containerID", lambda v: v.startswith("local://"))
+    return int(container_id.removeprefix("local://"))
 
 
 @pytest.fixture
@@ -122,8 +128,13 @@ def test_sigkilled_up_leaves_nothing_running_and_up_starts_again(state: Path) ->
         if up.poll() is None:
             up.kill()
             up.wait()
-    again = start_up(state)
+    # The next `up` starts, and passes its node flags on to the node agent.
+    again = start_up(state, "--unpullable-image", "example.com/private/*")
     try:
+        kubeconfig = json.loads((state / "stack.json").read_text())["kubeconfig"]
+        failed = ("ErrImagePull", "ImagePullBackOff")
+        image = "example.com/private/app:1"
+        run_pod(kubeconfig, "private", image, "state.waiting.reason", failed.__contains__)
         down = trainjob("local", "down", "--dir", str(state), timeout=120)
         assert down.returncode == 0 and "local cluster stopped" in down.stdout, down.stdout + down.stderr
         assert again.wait(timeout=60) == 0

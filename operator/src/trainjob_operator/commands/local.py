@@ -34,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     up.add_argument("--no-operator", action="store_true", help="do not start the operator")
     up.add_argument("--no-dashboard", action="store_true", help="do not serve `trainjob dashboard`")
+    up.add_argument(
+        "--unpullable-image",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="images matching this shell pattern fail to pull (ErrImagePull), as do those of "
+        "`.invalid` registries; repeatable",
+    )
     up.set_defaults(func=run_up)
     down = actions.add_parser("down", help="stop a local cluster started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
@@ -61,6 +69,7 @@ def run_up(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace) or ("default",),
         with_operator=not args.no_operator,
         with_dashboard=not args.no_dashboard,
+        unpullable_images=tuple(args.unpullable_image),
     )
     with stack:
         assert stack.seaweedfs is not None

@@ -48,6 +48,8 @@ class LocalStack:
     authorization: str = "AlwaysAllow"
     # The API server keeps its objects there, so it can be restarted (None: in memory only).
     state_file: Path | None = None
+    # Images the node cannot pull (shell patterns), besides those of `.invalid` registries.
+    unpullable_images: tuple[str, ...] = ()
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -78,6 +80,7 @@ class LocalStack:
                 keep=True,
                 authorization=self.authorization,
                 state_file=self.state_file,
+                unpullable_images=self.unpullable_images,
             ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()

@@ -1,7 +1,7 @@
 """`trainjob local up` killed hard leaves nothing running, and what an earlier `up` left is found.
 
 `up` is SIGKILLed (as a closed terminal or the OOM killer would): its API server, node agent and
-pods, SeaweedFS and operator stop with it, and the next `up` in the same directory starts. A
+pods, SeaweedFS, operator and dashboard stop with it, and the next `up` in the same directory starts. A
 process that still holds the directory (here one that names it, as each child does) is shown by
 `status` and by a refused `up`, and `down` stops it; `python -m localcluster` does the same.
 """
@@ -116,7 +116,8 @@ def test_sigkilled_up_leaves_nothing_running_and_up_starts_again(state: Path) ->
     try:
         info = json.loads((state / "stack.json").read_text())
         children = [int(p) for p in info["pids"].values() if p]
-        assert {"apiserver", "agent", "seaweedfs", "operator"} <= set(info["pids"]) and len(children) == 4
+        expected = {"apiserver", "agent", "seaweedfs", "operator", "dashboard"}
+        assert set(info["pids"]) == expected and len(children) == len(expected)
         children.append(sleeper_pid(info["kubeconfig"]))
         os.kill(up.pid, signal.SIGKILL)
         up.wait()

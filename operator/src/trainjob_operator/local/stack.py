@@ -206,7 +206,12 @@ class LocalStack:
         ]
         with open(self.directory / "dashboard.log", "ab") as log:
             self.dashboard = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # it stops with its owner (localcluster/lifetime.py)
             )
         deadline = time.monotonic() + timeout
         while not (ready.exists() and ready.read_text().strip()):

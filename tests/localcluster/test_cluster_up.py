@@ -98,8 +98,9 @@ def test_up_status_down_stops_every_process(tmp_path: Path) -> None:
         cluster = LocalCluster(state)
         cluster.url, cluster.token = info["url"], _token(Path(kubeconfig))
         pod_pid = run_sleeper(cluster)
-        members = group_members(pod_pid)
-        assert len(members) >= 2  # python and its sleep child
+        # Ready comes when python starts; its sleep child follows a moment later.
+        wait_for(lambda: len(group_members(pod_pid)) >= 2, timeout=30)
+        members = group_members(pod_pid)  # python and its sleep child
         pids += members
 
         down = subprocess.run(

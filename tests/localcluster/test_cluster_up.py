@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from node_fixtures import REPO_ROOT, Kube, container_pid, pid_alive, pod, py
+from node_fixtures import REPO_ROOT, Kube, container_pid, phase, pid_alive, pod, py
 
 from localcluster import LocalCluster
 from localcluster.cluster import INFO_FILE, terminate_pid
@@ -199,3 +199,34 @@ def _token(kubeconfig: Path) -> str:
 
     data = yaml.safe_load(kubeconfig.read_text())
     return str(data["users"][0]["user"]["token"])
+
+
+def test_an_emptydir_where_a_symlinked_venv_lives_does_not_hide_python(tmp_path: Path) -> None:
+    """The project's `.venv` is a symlink into a scratch directory (a venv under /tmp): a pod that
+    mounts an emptyDir there must still run with that Python (the mount is withheld), not with
+    whatever `python` comes next on PATH."""
+    scratch = tmp_path / "scratch"  # stands in for /tmp
+    (scratch / "venv").mkdir(parents=True)
+    real_venv = Path(sys.executable).parent.parent
+    for entry in ("bin", "lib", "pyvenv.cfg"):
+        (scratch / "venv" / entry).symlink_to(real_venv / entry)
+    (tmp_path / "project-venv").symlink_to(scratch / "venv")
+    python = tmp_path / "project-venv" / "bin" / "python"
+    with LocalCluster(tmp_path / "c", root=REPO_ROOT, python=str(python)) as cluster:
+        ns = "hide-test"
+        cluster.api(
+            "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        )
+        kube = Kube(cluster, ns)
+        container = {
+            "name": "main",
+            "command": py("import sys; print('ran with', sys.executable)"),
+            "volumeMounts": [{"name": "scratch", "mountPath": str(scratch)}],
+        }
+        kube.create(
+            pod("scratch", [container], restartPolicy="Never", volumes=[{"name": "scratch", "emptyDir": {}}])
+        )
+        p = kube.wait_phase("scratch", "Succeeded", "Failed")
+        logs = kube.kubectl("logs", "scratch").stdout
+        assert phase(p) == "Succeeded", (p["status"], logs)
+        assert logs.strip() == f"ran with {python}"

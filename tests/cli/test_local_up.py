@@ -129,8 +129,8 @@ def test_sigkilled_up_leaves_nothing_running_and_up_starts_again(state: Path) ->
         if up.poll() is None:
             up.kill()
             up.wait()
-    # The next `up` starts, and passes its node flags on to the node agent.
-    again = start_up(state, "--unpullable-image", "example.com/private/*")
+    # The next `up` starts (without operator and dashboard: quicker) and passes node flags on.
+    again = start_up(state, "--no-operator", "--no-dashboard", "--unpullable-image", "example.com/private/*")
     try:
         kubeconfig = json.loads((state / "stack.json").read_text())["kubeconfig"]
         failed = ("ErrImagePull", "ImagePullBackOff")

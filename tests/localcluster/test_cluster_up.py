@@ -230,3 +230,33 @@ def test_an_emptydir_where_a_symlinked_venv_lives_does_not_hide_python(tmp_path:
         logs = kube.kubectl("logs", "scratch").stdout
         assert phase(p) == "Succeeded", (p["status"], logs)
         assert logs.strip() == f"ran with {python}"
+
+
+def test_holders_are_the_processes_naming_the_directory_but_not_the_caller(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    sleep = "import time; time.sleep(60)"
+    starts = {
+        "path under it": [sys.executable, "-c", sleep, str(state / "cluster" / "kubeconfig")],
+        "flag=value": [sys.executable, "-c", sleep, f"-dir={state}"],
+        "a sibling": [sys.executable, "-c", sleep, f"{state}2"],
+    }
+    procs = {name: subprocess.Popen(argv) for name, argv in starts.items()}
+    try:
+        # Asked through `timeout`, whose own arguments name the directory too.
+        code = (
+            "import sys; from localcluster.lifetime import holders; "
+            "print([h.pid for h in holders(sys.argv[1])])"
+        )
+        out = subprocess.run(
+            ["timeout", "60", sys.executable, "-c", code, str(state)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = json.loads(out.stdout)
+        assert sorted(found) == sorted([procs["path under it"].pid, procs["flag=value"].pid]), out.stdout
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()

@@ -66,12 +66,14 @@ def _names(arg: str, directory: str) -> bool:
 
 
 def holders(directory: str | Path) -> list[Holder]:
-    """This user's live processes (not this one) with an argument naming `directory` or a path
+    """This user's live processes (not this one nor its parents) with an argument naming `directory` or a path
     under it, e.g. `--kubeconfig DIR/cluster/kubeconfig` or `-dir=DIR/seaweedfs/data`."""
     target = str(Path(directory).resolve())
     found: list[Holder] = []
+    # Not this process nor what runs it (`timeout 60 trainjob local down --dir DIR` names DIR too).
+    mine = _ancestors()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         with contextlib.suppress(OSError):
             if entry.stat().st_uid != os.getuid():
@@ -83,6 +85,19 @@ def holders(directory: str | Path) -> list[Holder]:
             if any(_names(a, target) for a in args[1:]):
                 found.append(Holder(int(entry.name), " ".join(args)))
     return sorted(found, key=lambda h: h.pid)
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents up to init."""
+    out: set[int] = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int((Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
 
 
 def _zombie(proc: Path) -> bool:

@@ -296,7 +296,8 @@ ROWS: list[Row] = [
         "cli",
         ["frobnicate"],
         "2 trainjob: error: argument COMMAND: invalid choice: 'frobnicate' (choose from 'submit', 'list', "
-        "'status', 'logs', 'metrics', 'checkpoints', 'demo', 'local', 'operator', 'coordinator', 'crd')",
+        "'status', 'logs', 'metrics', 'checkpoints', 'dashboard', 'demo', 'local', 'operator', "
+        "'coordinator', 'crd')",
     ),
     Row(
         "cli-status-unknown-job",

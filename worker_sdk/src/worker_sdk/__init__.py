@@ -20,7 +20,9 @@ for the environment and the SDK's knobs.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from types import ModuleType
 
 from worker_sdk import session as _session
 from worker_sdk.checkpoint import Checkpoint
@@ -80,3 +82,11 @@ def get_checkpoint() -> Checkpoint | None:
 def get_context() -> TrainContext:
     """This worker's rank, world size, job, attempt and config."""
     return _session.current().context
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``train.torch`` after ``import worker_sdk as train``, as after ``import ray.train as train``
+    (Ray's examples call ``train.torch.prepare_model``); imported on first use: torch is optional."""
+    if name == "torch":
+        return importlib.import_module("worker_sdk.torch")
+    raise AttributeError(f"module 'worker_sdk' has no attribute {name!r}")

@@ -81,13 +81,26 @@ def test_sharded_checkpoint_merges_every_rank_files() -> None:
     assert candidate.files == {"shard-0.pt": 100, "shard-1.pt": 101, "shard-2.pt": 102}
 
 
-def test_two_ranks_listing_one_path_is_a_conflict_and_never_ready() -> None:
+def test_two_ranks_listing_one_path_with_different_sizes_is_a_conflict_and_never_ready() -> None:
     agg = Aggregator(world_size=2, attempt=0)
     agg.add_report(report(0, 1, files={"model.pt": 10}), now=1.0)
-    agg.add_report(report(1, 1, files={"model.pt": 10}), now=1.0)
+    agg.add_report(report(1, 1, files={"model.pt": 11}), now=1.0)
     assert agg.ready_to_commit() == []
     assert len(agg.conflicts) == 1
-    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt" in agg.conflicts[0]
+    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes (10 and 11 bytes)" in (
+        agg.conflicts[0]
+    )
+
+
+def test_every_rank_saving_one_replicated_file_commits_it_once() -> None:
+    """Ray's examples save the (DDP-replicated) model as model.pt from every rank: as in Ray, one
+    upload wins; both are the same size, so the listing verifies."""
+    agg = Aggregator(world_size=2, attempt=0)
+    agg.add_report(report(0, 1, files={"model.pt": 10}), now=1.0)
+    agg.add_report(report(1, 1, files={"model.pt": 10, "rank-1.txt": 2}), now=1.0)
+    [candidate] = agg.ready_to_commit()
+    assert candidate.files == {"model.pt": 10, "rank-1.txt": 2}
+    assert agg.conflicts == []
 
 
 def test_ranks_naming_different_directories_for_one_iteration_conflict() -> None:

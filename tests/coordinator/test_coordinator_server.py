@@ -116,9 +116,9 @@ async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
     harness = await start_coordinator(world_size=2)
     upload(harness.storage, 1, {"model.pt": 3})
     await harness.report(0, 1, files={"model.pt": 3})
-    await harness.report(1, 1, files={"model.pt": 3})
+    await harness.report(1, 1, files={"model.pt": 4})
     state = await harness.state()
-    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt" in state["message"]
+    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes" in state["message"]
     await asyncio.sleep(0.5)
     assert "ranks 0 and 1 both listed" in harness.sink.status["message"]
     assert (await harness.state())["latestCheckpoint"] is None

@@ -79,10 +79,15 @@ class PendingCheckpoint:
         # A rank re-sending its part replaces what it listed before.
         self.files = {path: entry for path, entry in self.files.items() if entry[1] != rank}
         for path, size in files.items():
-            if path in self.files:
+            listed = self.files.get(path)
+            if listed is not None and listed[0] == size:
+                # Every rank saving the same replicated state under one name (Ray's own examples
+                # do): one upload wins in storage, as in Ray, and its size is the one listed.
+                continue
+            if listed is not None:
                 self._conflict(
-                    f"ranks {self.files[path][1]} and {rank} both listed {self.dir_name}/{path}: "
-                    "sharded checkpoints need a distinct file name per rank"
+                    f"ranks {listed[1]} and {rank} both listed {self.dir_name}/{path} with different sizes "
+                    f"({listed[0]} and {size} bytes): sharded checkpoints need a distinct file name per rank"
                 )
                 continue
             self.files[path] = (size, rank)

@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Tests wait on real processes most of the time, so two workers fit two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install browser lint typecheck test test-quick demo crd bench bench-venv clean
+.PHONY: install browser lint typecheck test test-quick demo crd bench bench-venv clean ray-examples
 
 $(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pyproject.toml localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ browser:
 	  else echo "the dashboard tests need Chromium: sudo apt-get install -y chromium" >&2; exit 1; fi; \
 	fi
 
+# Ray Train's own PyTorch examples, which tests/e2e/test_ray_examples.py runs with the README's
+# renames: the ray wheel is downloaded (not installed, never committed) into an ignored cache.
+RAY_VERSION := 2.60.0
+RAY_WHEEL_DIR ?= .cache/ray-wheel
+$(RAY_WHEEL_DIR)/.fetched:
+	mkdir -p $(RAY_WHEEL_DIR)
+	$(PY) -m pip download -q --no-deps ray==$(RAY_VERSION) -d $(RAY_WHEEL_DIR)
+	touch $@
+
+ray-examples: install $(RAY_WHEEL_DIR)/.fetched
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -34,10 +45,10 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: lint typecheck browser
+test: lint typecheck browser ray-examples
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test-quick: install browser
+test-quick: install browser ray-examples
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 crd: install
@@ -61,7 +72,7 @@ bench: install bench-venv
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache .cache
 
 # deploy/ (plain manifests + kustomization) from the chart's default render; the chart's copy of the CRD.
 .PHONY: manifests

@@ -128,7 +128,8 @@ class Kube:
         return sorted((as_object(item) for item in items), key=lambda job: str(job["metadata"]["name"]))
 
     def create_job(self, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
-        with self.calling(f"cannot create TrainJob {manifest['metadata']['name']!r}"):
+        metadata = manifest["metadata"]
+        with self.calling(f"cannot create TrainJob {metadata.get('name') or metadata.get('generateName')!r}"):
             created = self.custom.create_namespaced_custom_object(
                 constants.GROUP,
                 constants.VERSION,

@@ -87,8 +87,9 @@ def test_two_ranks_listing_one_path_with_different_sizes_is_a_conflict_and_never
     agg.add_report(report(1, 1, files={"model.pt": 11}), now=1.0)
     assert agg.ready_to_commit() == []
     assert len(agg.conflicts) == 1
-    assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes (10 and 11 bytes)" in (
-        agg.conflicts[0]
+    assert (
+        "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes (10 and 11 bytes)"
+        in (agg.conflicts[0])
     )
 
 

@@ -47,7 +47,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # torch's CPU build from its own index (the default index carries the CUDA build).
 RUN --mount=type=bind,from=builder,source=/wheels/worker,target=/wheels \
     pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
-    && pip install --no-cache-dir --find-links /wheels trainjob-sdk==0.1.0 scikit-learn==1.9.1 \
+    && pip install --no-cache-dir --find-links /wheels "trainjob-sdk[transformers,lightning]==0.1.0" \
+        scikit-learn==1.9.1 \
     && groupadd --system --gid 65532 trainjob \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin trainjob

@@ -1,0 +1,82 @@
+"""The Transformers and Lightning examples (worker_sdk.integrations) as 2-worker TrainJobs from
+their manifests in deploy/examples/: each is killed once after its first committed checkpoint,
+and the new attempt resumes the framework's own trainer from the latest committed checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_support import REPO_ROOT, Cluster, wait_for
+
+from trainjob_operator.local.stack import LocalStack
+from worker_sdk.checkpoint import committed_checkpoint
+
+# Tiny runs, slowed so the kill lands mid-training: (config, reports in all, checkpoint file).
+CASES: dict[str, tuple[dict[str, Any], int, str]] = {
+    "transformers": ({"max_steps": 8, "save_steps": 2, "step_sleep": 1.0}, 4, "checkpoint/model.safetensors"),
+    "lightning": ({"max_epochs": 4, "step_sleep": 0.25}, 4, "checkpoint.ckpt"),
+}
+
+
+def example_job(framework: str, name: str) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load(
+        (REPO_ROOT / "deploy" / "examples" / f"{framework}.yaml").read_text()
+    )
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["config"] = CASES[framework][0]
+    manifest["spec"]["storage"]["uri"] = f"s3://trainjob/e2e-{name}"
+    manifest["spec"]["checkpoints"]["numToKeep"] = 10
+    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
+    return manifest
+
+
+def trainer_pid(cluster: Cluster, pod: str) -> int:
+    found = next(p for p in cluster.pods(pod.rsplit("-", 2)[0]) if p["metadata"]["name"] == pod)
+    trainer = next(c for c in found["status"]["containerStatuses"] if c["name"] == "trainer")
+    return int(trainer["containerID"].removeprefix("local://"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", sorted(CASES))
+def test_killed_once_resumes_from_its_committed_checkpoint(
+    cluster: Cluster, stack: LocalStack, framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"{framework}-resume"
+    cluster.apply(example_job(framework, name))
+
+    def committed() -> int | None:
+        latest = cluster.status(name).get("latestCheckpoint") or {}
+        return int(latest["iteration"]) if latest.get("iteration") else None
+
+    wait_for(committed, 240, f"{name}'s first committed checkpoint", cluster.describe_job(name))
+    os.kill(trainer_pid(cluster, f"{name}-0-1"), signal.SIGKILL)
+    status = cluster.wait_for_phase(name, "Succeeded", "Failed", timeout=300)
+
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["restarts"] == 1 and status["attempt"] == 1
+    reports, checkpoint_file = CASES[framework][1], CASES[framework][2]
+    assert status["iteration"] == reports
+    log = cluster.kubectl("logs", f"{name}-1-0", "-c", "trainer")
+    resumed = next(line for line in log.splitlines() if line.startswith("resuming from "))
+    resumed_uri = resumed.removeprefix("resuming from ")
+    assert resumed_uri.startswith(f"s3://trainjob/e2e-{name}/{cluster.namespace}/{name}/checkpoint_")
+    resumed_iteration = int(resumed_uri.rsplit("_", 1)[1])
+    assert 1 <= resumed_iteration < reports  # not from scratch, and the rest was trained after it
+    # Iterations went on from the checkpoint: every one of them was committed once.
+    assert sorted(c["iteration"] for c in status["checkpoints"]) == list(range(1, reports + 1))
+
+    assert stack.seaweedfs is not None
+    for key, value in stack.seaweedfs.credentials_env.items():
+        monkeypatch.setenv(key, value)
+    latest = committed_checkpoint(status["latestCheckpoint"]["uri"], retry_budget_seconds=10)
+    assert latest is not None
+    metadata = latest.get_metadata()
+    assert checkpoint_file in [f["path"] for f in metadata["files"]]
+    with latest.as_directory() as directory:
+        assert (Path(directory) / checkpoint_file).stat().st_size > 0
+    assert "epoch" in metadata["metrics"] and "step" in metadata["metrics"]

@@ -5,7 +5,6 @@ Each writes what it saw to ``<config["out"]>/rank-<rank>.json`` for the test to 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +57,3 @@ def sampler_and_model(config: dict[str, Any]) -> None:
             "config": config,
         },
     )
-
-
-def no_arguments() -> None:
-    """Called without the config; says how the process group looks."""
-    config = train.get_context().get_config()
-    _write(config, {"group": dist.is_initialized() and dist.get_world_size(), "called": "no_arguments"})
-
-
-def fails(config: dict[str, Any]) -> None:
-    train.report({"step": 1})
-    raise RuntimeError(f"the loop failed on purpose (rank {os.environ.get('RANK', '0')})")
-
-
-def two_arguments(config: dict[str, Any], other: int) -> None:
-    raise AssertionError("never called")
-
-
-NOT_A_FUNCTION = 3

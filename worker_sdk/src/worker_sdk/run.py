@@ -178,11 +178,13 @@ def _chosen_backend(flag: str | None) -> str:
 def _backend(chosen: str) -> str:
     """The backend to initialise: the one asked for, else NCCL with CUDA, gloo without, none
     without torch."""
+    if chosen == "none":
+        return chosen  # no process group: torch is not imported for it
     try:
         import torch
         import torch.distributed as dist
     except ImportError:
-        if chosen and chosen != "none":
+        if chosen:
             raise TargetError(f"backend {chosen!r} needs torch: pip install 'trainjob-sdk[torch]'") from None
         return "none"
     if chosen:

@@ -16,10 +16,11 @@ from e2e_support import REPO_ROOT, Cluster, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.checkpoint import committed_checkpoint
 
-# Tiny runs, slowed so the kill lands mid-training: (config, reports in all, checkpoint file).
+# Tiny runs, slowed so the kill lands mid-training: at least 8 s of training remain after the
+# first commit, for the status to show it and the test to kill. (config, reports, checkpoint file)
 CASES: dict[str, tuple[dict[str, Any], int, str]] = {
-    "transformers": ({"max_steps": 8, "save_steps": 2, "step_sleep": 1.0}, 4, "checkpoint/model.safetensors"),
-    "lightning": ({"max_epochs": 4, "step_sleep": 0.25}, 4, "checkpoint.ckpt"),
+    "transformers": ({"max_steps": 10, "save_steps": 2, "step_sleep": 1}, 5, "checkpoint/model.safetensors"),
+    "lightning": ({"max_epochs": 4, "step_sleep": 0.35}, 4, "checkpoint.ckpt"),
 }
 
 

@@ -20,7 +20,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--kubeconfig", required=True, help="where to write the admin kubeconfig")
     p.add_argument("--state-file", default=None, help="keep objects here across restarts")
-    p.add_argument("--node-name", default="localnode", help="the one node every pod is bound to")
+    p.add_argument(
+        "--node-name", default="localnode", help=argparse.SUPPRESS
+    )  # accepted, unused: a scheduler binds
+    p.add_argument(
+        "--node-monitor-grace-seconds",
+        type=float,
+        default=50.0,
+        help="a node without heartbeat this long becomes Unknown and unreachable (default: %(default)s)",
+    )
+    p.add_argument(
+        "--default-toleration-seconds",
+        type=int,
+        default=300,
+        help="tolerationSeconds of the not-ready/unreachable tolerations of new pods (default: %(default)s)",
+    )
     p.add_argument(
         "--token", default=None, help="the admin bearer token (default: random, or the state file's)"
     )
@@ -45,6 +59,8 @@ async def _run(args: argparse.Namespace) -> None:
         admin_token=args.token,
         history=args.watch_history,
         authorization=args.authorization,
+        node_monitor_grace_seconds=args.node_monitor_grace_seconds,
+        default_toleration_seconds=args.default_toleration_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

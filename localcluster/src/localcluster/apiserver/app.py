@@ -11,12 +11,15 @@ from typing import Any
 from aiohttp import web
 
 from . import persistence, rbac
+from .admission import DEFAULT_TOLERATION_SECONDS, PodAdmission
 from .auth import Authenticator, Authorizer, authorizer_for
 from .garbage import Controllers
 from .handlers import Handlers
 from .kubeconfig import write_kubeconfig
+from .nodelifecycle import DEFAULT_NODE_MONITOR_GRACE_SECONDS, NodeLifecycleController
 from .objects import ObjectAPI
 from .resources import Registry
+from .scheduler import Scheduler
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class APIServer:
         bookmark_interval: float = 10.0,
         authorizer: Authorizer | None = None,
         authorization: str = "AlwaysAllow",
+        node_monitor_grace_seconds: float = DEFAULT_NODE_MONITOR_GRACE_SECONDS,
+        default_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS,
     ) -> None:
         self.host = host
         self.port = port
@@ -53,6 +58,8 @@ class APIServer:
         self.store = Store(history=history)
         self.registry = Registry()
         self.api = ObjectAPI(self.store, self.registry, node_name)
+        self.api.hooks.pod_admission = PodAdmission(self.store, default_toleration_seconds)
+        self.node_monitor_grace_seconds = node_monitor_grace_seconds
         signing_key = Authenticator.new_key()
         token = admin_token or secrets.token_urlsafe(32)
         state = persistence.load(self.state_file) if self.state_file else None
@@ -65,6 +72,8 @@ class APIServer:
         self.authenticator = Authenticator(token, signing_key, self._sa_uid)
         self.authorizer = authorizer or authorizer_for(authorization, self.store)
         self.controllers: Controllers | None = None
+        self.scheduler: Scheduler | None = None
+        self.node_lifecycle: NodeLifecycleController | None = None
         self.saver: persistence.Saver | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -128,10 +137,18 @@ class APIServer:
             )
         self.controllers = Controllers(self.api)
         self.controllers.start()
+        self.scheduler = Scheduler(self.api)
+        self.scheduler.start()
+        self.node_lifecycle = NodeLifecycleController(self.api, self.node_monitor_grace_seconds)
+        self.node_lifecycle.start()
         if self.kubeconfig_path is not None:
             write_kubeconfig(self.kubeconfig_path, self.url, self.admin_token)
 
     async def stop(self) -> None:
+        for part in (self.scheduler, self.node_lifecycle):
+            if part is not None:
+                await part.stop()
+        self.scheduler = self.node_lifecycle = None
         if self.controllers is not None:
             await self.controllers.stop()
             self.controllers = None

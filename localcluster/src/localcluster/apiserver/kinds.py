@@ -7,6 +7,7 @@ import base64
 import copy
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .errors import invalid
@@ -292,10 +293,12 @@ def validate_service(obj: Obj) -> list[dict[str, str]]:
 
 
 class KindHooks:
-    """Per-kind preparation for create and update; the single node's name and a ClusterIP allocator."""
+    """Per-kind preparation for create and update, and a ClusterIP allocator. `pod_admission`
+    (set by the server: priority and default tolerations, see admission.py) runs on every new pod."""
 
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
+        self.pod_admission: Callable[[Obj], None] | None = None
         self._cluster_ips = ipaddress.ip_network("10.96.0.0/12")
         self._next_ip = 10
 
@@ -316,12 +319,13 @@ class KindHooks:
                         }
                     ],
                 )
+            if self.pod_admission is not None:
+                self.pod_admission(obj)
             _pod_defaults(spec)
             causes = validate_pod_spec(spec)
             if causes:
                 raise invalid("Pod", "", obj["metadata"].get("name", ""), causes)
-            # One node and no scheduler: every pod is bound to it at creation.
-            spec.setdefault("nodeName", self.node_name)
+            # spec.nodeName stays as given: the scheduler binds the pod (scheduler.py).
             status = obj.setdefault("status", {})
             status.setdefault("phase", "Pending")
             status.setdefault("qosClass", qos_class(spec))

@@ -149,19 +149,38 @@ def test_label_and_field_selectors_and_paging(k8s: Any, namespace: str) -> None:
     assert [(c.metadata.namespace, c.metadata.name) for c in everywhere.items] == [(namespace, "c2")]
 
 
-def test_pod_bound_to_node_and_pending(k8s: Any, namespace: str) -> None:
+def test_pod_without_a_node_is_pending_and_unschedulable(k8s: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     pod = core.create_namespaced_pod(
         namespace,
         client.V1Pod(
             metadata=client.V1ObjectMeta(name="p"),
-            spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
+            spec=client.V1PodSpec(
+                containers=[client.V1Container(name="main", image="busybox")],
+                node_selector={"example.dev/none": namespace},  # no node of any test has it
+            ),
         ),
     )
-    assert pod.spec.node_name == "localnode"
+    assert pod.spec.node_name is None  # the scheduler binds, not the API server
     assert pod.status.phase == "Pending"
     assert pod.spec.restart_policy == "Always" and pod.spec.termination_grace_period_seconds == 30
-    pods = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=localnode,status.phase=Pending")
+    assert pod.spec.priority == 0 and {
+        (t.key, t.effect, t.toleration_seconds) for t in pod.spec.tolerations
+    } == {
+        ("node.kubernetes.io/not-ready", "NoExecute", 300),
+        ("node.kubernetes.io/unreachable", "NoExecute", 300),
+    }
+    deadline = time.monotonic() + 10
+    cond = None
+    while time.monotonic() < deadline and cond is None:
+        conds = core.read_namespaced_pod("p", namespace).status.conditions or []
+        cond = next((c for c in conds if c.type == "PodScheduled"), None)
+        time.sleep(0.05)
+    assert cond is not None and cond.status == "False" and cond.reason == "Unschedulable"
+    assert cond.message == "no nodes available to schedule pods" or (
+        cond.message.startswith("0/") and "didn't match Pod's node affinity/selector" in cond.message
+    )
+    pods = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=,status.phase=Pending")
     assert [p.metadata.name for p in pods.items] == ["p"]
     # no Node object is registered here: nothing would stop its containers, so delete is immediate
     core.delete_namespaced_pod("p", namespace)

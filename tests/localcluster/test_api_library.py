@@ -26,9 +26,17 @@ async def test_in_process_server(tmp_path: Path) -> None:
             pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
             async with s.post(f"{server.url}/api/v1/namespaces/default/pods", json=pod) as r:
                 assert r.status == 201
-                assert (await r.json())["spec"]["nodeName"] == "n1"
-            async with s.get(f"{server.url}/api/v1/namespaces/default/pods/p") as r:
-                assert (await r.json())["status"]["phase"] == "Pending"
+                assert "nodeName" not in (await r.json())["spec"]  # no node yet: nothing to bind to
+            node = {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "1", "pods": "10"}}}
+            async with s.post(f"{server.url}/api/v1/nodes", json=node) as r:
+                assert r.status == 201
+            for _ in range(100):  # the in-process scheduler binds it
+                async with s.get(f"{server.url}/api/v1/namespaces/default/pods/p") as r:
+                    pod = await r.json()
+                if pod["spec"].get("nodeName"):
+                    break
+                await asyncio.sleep(0.02)
+            assert pod["spec"]["nodeName"] == "n1" and pod["status"]["phase"] == "Pending"
     finally:
         await server.stop()
     state = json.loads((tmp_path / "state.json").read_text())

@@ -3,6 +3,8 @@
     python -m localcluster up [--dir DIR] [--kubeconfig PATH] [--state-file PATH] [--root DIR]
     python -m localcluster down [--dir DIR]
     python -m localcluster status [--dir DIR]
+    python -m localcluster node stop NAME [--keep-processes] [--dir DIR]
+    python -m localcluster node start NAME [--dir DIR]
 
 `up` starts the API server and the node agent, prints the kubeconfig path and an
 `export KUBECONFIG=...` line, and runs until SIGINT/SIGTERM, then stops everything it started.
@@ -26,11 +28,17 @@ from localcluster.cluster import (
     stop_by_info,
 )
 from localcluster.lifetime import Holder, holders
+from localcluster.nodeflags import add_node_command, add_node_flags, node_options, run_node_command
 
 DEFAULT_DIR = Path(".local/localcluster")
 
 
 def _up(a: argparse.Namespace) -> int:
+    try:
+        nodes = node_options(a)
+    except ClusterError as e:
+        print(f"localcluster up: {e}", file=sys.stderr)
+        return 2
     running = cluster_running(a.dir)
     if running is not None:
         print(
@@ -62,6 +70,7 @@ def _up(a: argparse.Namespace) -> int:
         isolation=a.isolation,
         pass_env=a.pass_env,
         unpullable_images=a.unpullable_image,
+        **nodes,
     )
     try:
         cluster.start()
@@ -72,7 +81,7 @@ def _up(a: argparse.Namespace) -> int:
         pids = cluster.pids
         print(f"localcluster: API server {cluster.url} (pid {pids['apiserver']})", flush=True)
         print(
-            f"localcluster: node {cluster.node_name} (agent pid {pids['agent']}), "
+            f"localcluster: nodes {', '.join(cluster.node_names)} (agent pid {pids['agent']}), "
             f"state in {cluster.directory}"
         )
         print(f"kubeconfig: {cluster.kubeconfig}")
@@ -148,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         help="images matching this shell pattern fail to pull (ErrImagePull), as do those of "
         "`.invalid` registries; repeatable",
     )
+    add_node_flags(up)
     for name in ("down", "status"):
         s = sub.add_parser(name)
         s.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    add_node_command(sub, DEFAULT_DIR, lambda d: d)
     a = p.parse_args(argv)
     a.dir = a.dir.resolve()
-    handlers = {"up": _up, "down": _down, "status": _status}
+    handlers = {"up": _up, "down": _down, "status": _status, "node": run_node_command}
     return handlers[a.command](a)
 
 

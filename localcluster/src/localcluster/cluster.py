@@ -7,6 +7,11 @@ Every process is started in its own session and stopped by its pid: the node age
 stops every pod process it started; pods it could not stop are killed from its pid file), then
 the API server. The directory holds `kubeconfig`, `apiserver.log`, `node.log`, the agent's
 state (`node/`) and `localcluster.json` (pids, URL), which `python -m localcluster down` reads.
+
+Nodes: `nodes=N` (names `<node_name>-1..N`; one node keeps `node_name`), `node_capacity`
+({"cpu": "4", "nvidia.com/gpu": "1"}, over what the machine has) or `node_specs` (from a nodes
+file: name, capacity, labels, taints per node). One agent process serves them all (see
+node/__main__.py); `stop_node` / `start_node` lose and restore one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +43,78 @@ _LISTENING = re.compile(r"listening on (http://\S+)")
 
 class ClusterError(RuntimeError):
     pass
+
+
+def parse_capacity(text: str) -> dict[str, str]:
+    """`cpu=4,memory=8Gi,nvidia.com/gpu=1` -> {"cpu": "4", ...}; every value a quantity."""
+    from localcluster.node.quantity import parse_quantity
+
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ClusterError(f"node capacity {part!r}: expected RESOURCE=QUANTITY (e.g. cpu=4,memory=8Gi)")
+        try:
+            parse_quantity(value.strip())
+        except ValueError:
+            raise ClusterError(f"node capacity {part!r}: {value.strip()!r} is not a quantity") from None
+        out[name.strip()] = value.strip()
+    return out
+
+
+def load_nodes_file(path: str | Path) -> list[dict[str, Any]]:
+    """A YAML/JSON nodes file: `nodes: [{name, capacity, labels, taints}]` (or the bare list)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ClusterError(f"nodes file {path}: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("nodes")
+    if not isinstance(data, list) or not data:
+        raise ClusterError(f"nodes file {path}: expected a non-empty list under `nodes:`")
+    nodes: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(data):
+        where = f"nodes file {path}, node {i + 1}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ClusterError(f"{where}: needs a name")
+        if entry["name"] in seen:
+            raise ClusterError(f"{where}: the name {entry['name']!r} is given twice")
+        unknown = set(entry) - {"name", "capacity", "labels", "taints"}
+        if unknown:
+            raise ClusterError(f"{where}: unknown fields {sorted(unknown)} (name, capacity, labels, taints)")
+        seen.add(entry["name"])
+        capacity = entry.get("capacity") or {}
+        if not isinstance(capacity, dict):
+            raise ClusterError(f"{where}: capacity must be a mapping")
+        cap = parse_capacity(",".join(f"{k}={v}" for k, v in capacity.items()))
+        labels = entry.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise ClusterError(f"{where}: labels must be a mapping")
+        taints = entry.get("taints") or []
+        if not isinstance(taints, list) or not all(
+            isinstance(t, dict)
+            and t.get("key")
+            and t.get("effect") in ("NoSchedule", "PreferNoSchedule", "NoExecute")
+            for t in taints
+        ):
+            raise ClusterError(
+                f"{where}: taints must be a list of {{key, value, effect}} with effect NoSchedule, "
+                "PreferNoSchedule or NoExecute"
+            )
+        nodes.append(
+            {
+                "name": entry["name"],
+                "capacity": cap,
+                "labels": {str(k): str(v) for k, v in labels.items()},
+                "taints": [
+                    {k: str(v) for k, v in t.items() if k in ("key", "value", "effect")} for t in taints
+                ],
+            }
+        )
+    return nodes
 
 
 def pid_alive(pid: int) -> bool:
@@ -130,6 +208,11 @@ class LocalCluster:
         startup_timeout: float = 60.0,
         keep: bool = False,
         authorization: str = "AlwaysAllow",
+        nodes: int = 1,
+        node_capacity: Mapping[str, str] | None = None,
+        node_specs: Sequence[Mapping[str, Any]] | None = None,
+        node_monitor_grace_seconds: float | None = None,
+        default_toleration_seconds: int | None = None,
     ) -> None:
         self._temporary = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="localcluster-")).resolve()
@@ -147,6 +230,20 @@ class LocalCluster:
         self.startup_timeout = startup_timeout
         self.keep = keep or not self._temporary
         self.authorization = authorization
+        if node_specs:
+            self.node_specs = [
+                {**dict(spec), "capacity": {**(node_capacity or {}), **(spec.get("capacity") or {})}}
+                for spec in node_specs
+            ]
+        else:
+            if nodes < 1:
+                raise ClusterError(f"--nodes must be at least 1 (got {nodes})")
+            names = [node_name] if nodes == 1 else [f"{node_name}-{i}" for i in range(1, nodes + 1)]
+            self.node_specs = [{"name": n, "capacity": dict(node_capacity or {})} for n in names]
+        self.node_names = [str(spec["name"]) for spec in self.node_specs]
+        self.node_name = self.node_names[0]
+        self.node_monitor_grace_seconds = node_monitor_grace_seconds
+        self.default_toleration_seconds = default_toleration_seconds
         self.url = ""
         self.token = ""
         self.apiserver: subprocess.Popen[bytes] | None = None
@@ -231,6 +328,15 @@ class LocalCluster:
         self._start_apiserver()
         self._write_info()
 
+    def stop_node(self, name: str, *, keep_processes: bool = False) -> None:
+        """Lose a node: its heartbeats stop; its pods' processes die, or keep running with
+        keep_processes (a network partition)."""
+        node_control(self.directory, name, "stop", keep_processes=keep_processes)
+
+    def start_node(self, name: str) -> None:
+        """Bring a stopped node back (heartbeats, watches, status updates resume)."""
+        node_control(self.directory, name, "start")
+
     def check_alive(self) -> None:
         for name, proc in (("apiserver", self.apiserver), ("node agent", self.agent)):
             if proc is not None and proc.poll() is not None:
@@ -277,6 +383,10 @@ class LocalCluster:
         args = ["-m", "localcluster.apiserver", "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--kubeconfig", str(self.kubeconfig), "--node-name", self.node_name]
         args += ["--authorization", self.authorization]
+        if self.node_monitor_grace_seconds is not None:
+            args += ["--node-monitor-grace-seconds", str(self.node_monitor_grace_seconds)]
+        if self.default_toleration_seconds is not None:
+            args += ["--default-toleration-seconds", str(self.default_toleration_seconds)]
         if self.state_file is not None:
             args += ["--state-file", str(self.state_file)]
         self.apiserver = self._spawn(args, "apiserver.log")
@@ -314,20 +424,32 @@ class LocalCluster:
             args += ["--pass-env", name]
         for pattern in self.unpullable_images:
             args += ["--unpullable-image", pattern]
+        if self.node_monitor_grace_seconds is not None:
+            # The kubelet renews its Lease every 10 s against a 40-50 s grace: keep that ratio.
+            args += ["--heartbeat-seconds", str(min(10.0, max(0.2, self.node_monitor_grace_seconds / 5)))]
+        if len(self.node_specs) > 1 or any(
+            s.get("capacity") or s.get("labels") or s.get("taints") for s in self.node_specs
+        ):
+            for spec in self.node_specs:
+                args += ["--node", json.dumps(spec)]
         self.agent = self._spawn(args, "node.log")
         deadline = time.monotonic() + self.startup_timeout
+        waiting = set(self.node_names)
         while time.monotonic() < deadline:
             self.check_alive()
-            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
-                node = self.api("GET", f"/api/v1/nodes/{self.node_name}")
-                status = node.get("status") or {}
-                ready = any(
-                    c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or []
-                )
-                port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-                if ready and port:
-                    return
+            for name in sorted(waiting):
+                with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                    node = self.api("GET", f"/api/v1/nodes/{name}")
+                    status = node.get("status") or {}
+                    ready = any(
+                        c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or []
+                    )
+                    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+                    if ready and port:
+                        waiting.discard(name)
+            if not waiting:
+                return
             time.sleep(0.1)
         raise ClusterError(
             f"node agent did not register in {self.startup_timeout}s:\n{self.log_tail('node')}"
@@ -341,6 +463,7 @@ class LocalCluster:
             "url": self.url,
             "kubeconfig": str(self.kubeconfig),
             "node": self.node_name,
+            "nodes": self.node_names,
         }
         (self.directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -354,6 +477,34 @@ def _kubeconfig_token(path: Path) -> str:
         if token:
             return str(token)
     return ""
+
+
+def node_control(
+    directory: str | Path, name: str, action: str, *, keep_processes: bool = False
+) -> dict[str, Any]:
+    """Ask the node agents of the cluster in `directory` to stop or start node `name`."""
+    path = Path(directory) / "node" / "control.json"
+    try:
+        control = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ClusterError(f"no node agent runs from {directory} (no {path})") from None
+    url = f"{control['url']}/nodes/{urllib.parse.quote(name, safe='')}/{action}"
+    if keep_processes:
+        url += "?keepProcesses=true"
+    req = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - 127.0.0.1
+    req.add_header("Authorization", f"Bearer {control['token']}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+            answer: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error") or str(e)
+        except ValueError:
+            message = str(e)
+        raise ClusterError(message) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ClusterError(f"the node agents of {directory} do not answer: {e}") from None
+    return answer
 
 
 def read_info(directory: str | Path) -> dict[str, Any] | None:

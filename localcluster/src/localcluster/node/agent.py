@@ -8,6 +8,11 @@
   server may restart; running pods keep running meanwhile).
 - Services: list + watch, for the per-pod hosts files (see network.py).
 - On SIGTERM (`stop`) every process the agent started is stopped (SIGTERM, a short grace, SIGKILL).
+- Several nodes in one process (`peers`): each has its own API client, registration, heartbeat,
+  pod watch and kubelet endpoint; they share the pod-IP allocator, the state directory and the
+  hosts files' view of every pod (cluster DNS covers the whole cluster). `stop_node` cuts one
+  node off the API server (its heartbeats stop; its processes die, or keep running with
+  `keep_processes`: a partition) and `start_node` brings it back.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from localcluster.cluster import POD_PIDS_FILE, kill_pod_leftovers
-from localcluster.node.kube import ApiError, Gone, KubeClient, KubeConfig, backoff_sleep
+from localcluster.node.kube import ApiError, Gone, KubeClient, KubeConfig
 from localcluster.node.logs import KubeletServer, LogTarget
 from localcluster.node.network import (
     DEFAULT_LEASE_DIR,
@@ -63,6 +68,9 @@ class AgentConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 20.0
     unpullable_images: tuple[str, ...] = ()
+    capacity: dict[str, str] | None = None  # over the machine's (cpu, memory, pods, ephemeral-storage)
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[JSON] = field(default_factory=list)
 
 
 def machine_capacity(path: Path) -> dict[str, str]:
@@ -81,8 +89,11 @@ def machine_capacity(path: Path) -> dict[str, str]:
 
 
 class NodeAgent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, peers: list[NodeAgent] | None = None) -> None:
         self.config = config
+        # Every node agent of this process, this one included (shared by all of them).
+        self.peers: list[NodeAgent] = peers if peers is not None else []
+        self.peers.append(self)
         kube = KubeConfig.load(config.kubeconfig)
         self.client = KubeClient(kube)
         api = urlsplit(kube.server)
@@ -95,12 +106,14 @@ class NodeAgent:
             api_port=str(api.port or (443 if api.scheme == "https" else 80)),
             api_url=kube.server,
             pass_env=config.pass_env,
-            capacity=machine_capacity(config.state_dir),
+            capacity={**machine_capacity(config.state_dir), **(config.capacity or {})},
             backoff_initial=config.backoff_initial,
             backoff_max=config.backoff_max,
             unpullable_images=config.unpullable_images,
         )
-        self.allocator = IPAllocator(config.lease_dir)
+        self.allocator: IPAllocator = (
+            self.peers[0].allocator if len(self.peers) > 1 else IPAllocator(config.lease_dir)
+        )
         self.sandbox: SandboxMode = detect_isolation(config.isolation)
         self._started_at = now_iso()
         self.workers: dict[str, PodWorker] = {}
@@ -108,18 +121,22 @@ class NodeAgent:
         self.server = KubeletServer(self, port=config.kubelet_port)
         self._network_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._watches: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self.registered = asyncio.Event()
+        self.node_stopped = False
+        self._resumed = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # A previous agent with this state directory that died without stopping its pods left
-        # their process groups behind: they are orphans now (their pods restart afresh).
-        left = kill_pod_leftovers(self.settings.state_dir)
-        if left:
-            log.warning("killed %d process groups left by a previous node agent", len(left))
-        shutil.rmtree(self.settings.state_dir / "pods", ignore_errors=True)
+        if self.peers[0] is self:
+            # A previous agent with this state directory that died without stopping its pods left
+            # their process groups behind: they are orphans now (their pods restart afresh).
+            left = kill_pod_leftovers(self.settings.state_dir)
+            if left:
+                log.warning("killed %d process groups left by a previous node agent", len(left))
+            shutil.rmtree(self.settings.state_dir / "pods", ignore_errors=True)
         port = await self.server.start()
         log.info(
             "node agent %s: kubelet endpoint 127.0.0.1:%d, isolation %s, root %s",
@@ -130,9 +147,14 @@ class NodeAgent:
         )
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._hosts_loop(), name="hosts"),
+        ]
+        self._start_watches()
+
+    def _start_watches(self) -> None:
+        self._watches = [
             asyncio.create_task(self._watch_pods(), name="watch pods"),
             asyncio.create_task(self._watch_services(), name="watch services"),
-            asyncio.create_task(self._hosts_loop(), name="hosts"),
         ]
 
     async def run_forever(self) -> None:
@@ -141,7 +163,7 @@ class NodeAgent:
 
     async def stop(self) -> None:
         """Stop every process this agent started, then the agent itself."""
-        for t in self._tasks:
+        for t in self._tasks + self._watches:
             t.cancel()
         workers = list(self.workers.values())
         stops = [
@@ -158,11 +180,53 @@ class NodeAgent:
             await asyncio.gather(*stops, return_exceptions=True)
         for w in workers:
             w.cleanup()
-        self.allocator.release_all()
+        if self.peers[0] is self:
+            self.allocator.release_all()
         self.pids_changed()
         await self.server.stop()
         await self.client.close()
         self._stopped.set()
+
+    async def stop_node(self, *, keep_processes: bool) -> None:
+        """The node is lost: no more heartbeats, no more API calls. Its pods' processes die (a
+        crash) or, with keep_processes, go on running unseen (a network partition)."""
+        if self.node_stopped:
+            return
+        self.node_stopped = True
+        self.client.disconnect()
+        for t in self._watches:
+            t.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
+        log.warning("node %s stopped (%s)", self.config.node_name, "partition" if keep_processes else "crash")
+        if not keep_processes:
+            workers = list(self.workers.values())
+            if workers:
+                await asyncio.gather(
+                    *(w.terminate(0.0, delete=False) for w in workers), return_exceptions=True
+                )
+            for w in workers:
+                w.cleanup()
+            self.pids_changed()
+
+    def start_node(self) -> None:
+        """The node is back: heartbeats resume at once, the pod watch re-lists (what was deleted
+        meanwhile is stopped) and every pod's status is patched again."""
+        if not self.node_stopped:
+            return
+        self.node_stopped = False
+        self._started_at = now_iso()
+        self.client.reconnect()
+        self._start_watches()  # a fresh list: what was deleted meanwhile is stopped
+        for w in self.workers.values():
+            w.republish()
+        self._resumed.set()
+        self._resumed = asyncio.Event()
+        log.warning("node %s started again", self.config.node_name)
+
+    async def _backoff(self, attempt: int) -> None:
+        """backoff_sleep, cut short when the node comes back."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._resumed.wait(), timeout=min(5.0, 0.2 * (2 ** min(attempt, 10))))
 
     # ---- node registration and heartbeat -------------------------------------------------------
 
@@ -232,9 +296,11 @@ class NodeAgent:
                         "kubernetes.io/hostname": name,
                         "kubernetes.io/os": "linux",
                         "kubernetes.io/arch": self._node_status()["nodeInfo"]["architecture"],
+                        **self.config.labels,
                     },
                 },
-                "spec": {},
+                # --register-with-taints
+                "spec": {"taints": list(self.config.taints)} if self.config.taints else {},
             }
             try:
                 await self.client.request("POST", "/api/v1/nodes", body=body)
@@ -285,6 +351,10 @@ class NodeAgent:
         leases = True
         beats = 0
         while True:
+            if self.node_stopped:
+                beats = 0  # the first beat after the return posts the node status
+                await self._backoff(10)
+                continue
             try:
                 if not self.registered.is_set():
                     await self._register()
@@ -309,7 +379,7 @@ class NodeAgent:
             except NETWORK_ERRORS as e:
                 attempt += 1
                 log.info("heartbeat: API server not reachable (%s); retrying", e)
-                await backoff_sleep(attempt)
+                await self._backoff(attempt)
 
     # ---- pods ----------------------------------------------------------------------------------
 
@@ -346,8 +416,9 @@ class NodeAgent:
                 log.info("watch %s: resourceVersion too old, re-listing", path)
             except (*NETWORK_ERRORS, ValueError) as e:
                 attempt += 1
-                log.info("watch %s failed (%s); re-listing after backoff", path, e)
-                await backoff_sleep(attempt)
+                if not self.node_stopped:
+                    log.info("watch %s failed (%s); re-listing after backoff", path, e)
+                await self._backoff(attempt)
 
     async def _sync_pods(self, pods: list[JSON]) -> None:
         seen: set[str] = set()
@@ -398,7 +469,9 @@ class NodeAgent:
     def pids_changed(self) -> None:
         """Record the running containers' process groups, so `LocalCluster.stop` can kill what a
         crashed agent left behind."""
-        pgids = sorted(p.pid for w in self.workers.values() for p in w.procs.values() if p.alive)
+        pgids = sorted(
+            p.pid for peer in self.peers for w in peer.workers.values() for p in w.procs.values() if p.alive
+        )
         tmp = self.settings.state_dir / (POD_PIDS_FILE + ".tmp")
         tmp.write_text(json.dumps(pgids))
         tmp.replace(self.settings.state_dir / POD_PIDS_FILE)
@@ -425,13 +498,15 @@ class NodeAgent:
         self.network_changed()
 
     def network_changed(self) -> None:
-        self._network_dirty.set()
+        for peer in self.peers:
+            peer._network_dirty.set()
 
     def render_hosts(self, worker: PodWorker) -> str:
         # A terminating pod is no longer an endpoint, as with the endpoints controller.
         records = [
             pod_record(w.pod, w.ip, w.ready and not w.stopping.is_set())
-            for w in self.workers.values()
+            for peer in self.peers
+            for w in peer.workers.values()
             if w.ip and w.phase not in TERMINAL
         ]
         me = pod_record(worker.pod, worker.ip, worker.ready)

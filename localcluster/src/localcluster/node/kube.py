@@ -75,6 +75,19 @@ class KubeClient:
         self.config = config
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self.cut = False
+
+    def disconnect(self) -> None:
+        """Cut this client off the API server (a stopped node): every request fails as a
+        refused connection would, until `reconnect()` (the caller ends its open watches)."""
+        self.cut = True
+
+    def reconnect(self) -> None:
+        self.cut = False
+
+    def _check_cut(self) -> None:
+        if self.cut:
+            raise aiohttp.ClientConnectionError("node stopped: no connection to the API server")
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -99,6 +112,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> JSON:
+        self._check_cut()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         timeout = aiohttp.ClientTimeout(total=self._timeout)
@@ -127,6 +141,7 @@ class KubeClient:
 
     async def watch(self, path: str, params: Mapping[str, str]) -> AsyncIterator[JSON]:
         """Yield watch events until the server closes the stream; raise Gone on 410."""
+        self._check_cut()
         query = dict(params)
         query["watch"] = "true"
         query.setdefault("allowWatchBookmarks", "true")

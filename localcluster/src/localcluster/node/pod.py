@@ -260,9 +260,15 @@ class PodWorker:
             containers_ready=containers_ready,
             now=now,
         )
+        # Conditions the control plane set (DisruptionTarget) stay, as the kubelet keeps them.
+        foreign = [
+            c
+            for c in (self.pod.get("status") or {}).get("conditions") or []
+            if c.get("type") not in {own.get("type") for own in self.conditions}
+        ]
         return pod_status(
             phase=self.phase,
-            conditions=self.conditions,
+            conditions=self.conditions + foreign,
             pod_ip=self.ip,
             host_ip=self.settings.host_ip,
             start_time=self.start_time,
@@ -291,6 +297,12 @@ class PodWorker:
                     return
                 raise
             self._last_status = status
+
+    def republish(self) -> None:
+        """Patch the whole status again even if it did not change here (the node lifecycle
+        controller may have changed it while this node was away)."""
+        self._last_status = None
+        self._dirty.set()
 
     async def _publisher(self) -> None:
         failures = 0

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from localcluster.nodeflags import add_node_command, add_node_flags, run_node_command
+
 DEFAULT_DIRECTORY = Path(".local/trainjob")
 
 
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="images matching this shell pattern fail to pull (ErrImagePull), as do those of "
         "`.invalid` registries; repeatable",
     )
+    add_node_flags(up)
     up.set_defaults(func=run_up)
     down = actions.add_parser("down", help="stop a local cluster started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
@@ -49,11 +52,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     status = actions.add_parser("status", help="say whether a local cluster runs, and how to reach it")
     status.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
     status.set_defaults(func=run_status)
+    add_node_command(actions, DEFAULT_DIRECTORY, lambda d: d / "cluster")
+    actions.choices["node"].set_defaults(func=run_node_command)
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from localcluster.cluster import ClusterError
+    from localcluster.nodeflags import node_options
     from trainjob_operator.local.stack import LocalStack, read_stack_info
 
+    try:
+        nodes = node_options(args)
+    except ClusterError as e:
+        print(f"trainjob local up: {e}")
+        return 2
     if read_stack_info(args.dir) is not None:
         print(f"a local cluster already runs in {args.dir}: `trainjob local down --dir {args.dir}` stops it")
         return 1
@@ -70,6 +82,7 @@ def run_up(args: argparse.Namespace) -> int:
         with_operator=not args.no_operator,
         with_dashboard=not args.no_dashboard,
         unpullable_images=tuple(args.unpullable_image),
+        cluster_options=nodes,
     )
     with stack:
         assert stack.seaweedfs is not None

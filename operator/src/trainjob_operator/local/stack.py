@@ -50,6 +50,8 @@ class LocalStack:
     state_file: Path | None = None
     # Images the node cannot pull (shell patterns), besides those of `.invalid` registries.
     unpullable_images: tuple[str, ...] = ()
+    # More LocalCluster arguments (nodes, node_capacity, node_specs, node_monitor_grace_seconds, ...).
+    cluster_options: dict[str, Any] = field(default_factory=dict)
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -81,6 +83,7 @@ class LocalStack:
                 authorization=self.authorization,
                 state_file=self.state_file,
                 unpullable_images=self.unpullable_images,
+                **self.cluster_options,
             ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()

@@ -149,6 +149,11 @@ def _pod_row(p: Obj) -> list[Any]:
     ready = sum(1 for s in statuses if s.get("ready"))
     restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
     reason = status.get("reason") or status.get("phase") or "Pending"
+    if any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "SchedulingGated"
+        for c in status.get("conditions") or []
+    ):
+        reason = "SchedulingGated"  # as kubectl's pod printer shows a gated pod
     for s in statuses:
         state = s.get("state") or {}
         if state.get("waiting", {}).get("reason"):

@@ -1,0 +1,251 @@
+"""Several nodes, the scheduler, and lost nodes, with kubectl and the kubernetes client as the
+clients: what a real cluster shows (reasons, messages, taints, conditions) is asserted exactly."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from node_fixtures import REPO_ROOT, Kube, container_pid, pid_alive
+
+from localcluster import LocalCluster
+
+JSON = dict[str, Any]
+SLEEP = ["python", "-c", "import time; time.sleep(600)"]
+NODES = [
+    {
+        "name": "gpu-a",
+        "capacity": {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        "labels": {"zone": "a"},
+    },
+    {
+        "name": "infra-b",
+        "capacity": {"cpu": "4", "memory": "8Gi"},
+        "labels": {"zone": "b"},
+        "taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}],
+    },
+    {"name": "small-c", "capacity": {"cpu": "1", "memory": "1Gi"}, "labels": {"zone": "c"}},
+]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def cond(obj: Any, ctype: str) -> Any:
+    return next((c for c in (obj.status.conditions or []) if c.type == ctype), None)
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    from localcluster.cluster import load_nodes_file
+
+    d = tmp_path_factory.mktemp("nodes")
+    (d / "nodes.yaml").write_text(yaml.safe_dump({"nodes": NODES}))
+    c = LocalCluster(
+        d / "cluster", root=REPO_ROOT, node_specs=load_nodes_file(d / "nodes.yaml"), startup_timeout=90
+    )
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def k8s(three_nodes: LocalCluster) -> Iterator[client.CoreV1Api]:
+    api = config.new_client_from_config(config_file=str(three_nodes.kubeconfig))
+    try:
+        yield client.CoreV1Api(api)
+    finally:
+        api.close()
+
+
+def sleeper(name: str, *, requests: JSON | None = None, **spec: Any) -> JSON:
+    container: JSON = {"name": "main", "image": "busybox", "command": SLEEP}
+    if requests:
+        container["resources"] = {"requests": requests, "limits": requests}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1, **spec},
+    }
+
+
+def zone(op: str, *values: str) -> JSON:
+    term = {"matchExpressions": [{"key": "zone", "operator": op, "values": list(values)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+INFRA = {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}
+TAINT_B = "node(s) had untolerated taint {dedicated: infra}"
+AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+NOT_HELPFUL = "Preemption is not helpful for scheduling"
+NO_VICTIMS = "No preemption victims found for incoming pod"
+
+# name, spec, the node it lands on or the exact FailedScheduling message
+TABLE: list[tuple[str, JSON, str]] = [
+    ("gpu", sleeper("gpu", requests={"nvidia.com/gpu": "1"}), "gpu-a"),
+    (
+        "gpu-more",
+        sleeper("gpu-more", requests={"nvidia.com/gpu": "1"}),
+        f"0/3 nodes are available: 1 {TAINT_B}, 2 Insufficient nvidia.com/gpu. "
+        f"preemption: 0/3 nodes are available: 1 {NOT_HELPFUL}, 2 {NO_VICTIMS}..",
+    ),
+    (
+        "selector-b",
+        sleeper("selector-b", nodeSelector={"zone": "b"}),
+        f"0/3 nodes are available: 1 {TAINT_B}, 2 {AFFINITY}. "
+        f"preemption: 0/3 nodes are available: 3 {NOT_HELPFUL}..",
+    ),
+    ("tolerating-b", sleeper("tolerating-b", nodeSelector={"zone": "b"}, tolerations=[INFRA]), "infra-b"),
+    (
+        "affinity-c",
+        sleeper("affinity-c", affinity=zone("NotIn", "a", "b"), requests={"cpu": "500m"}),
+        "small-c",
+    ),
+    (
+        "too-big",
+        sleeper("too-big", affinity=zone("In", "c"), requests={"cpu": "1"}),
+        f"0/3 nodes are available: 1 Insufficient cpu, 1 {AFFINITY}, 1 {TAINT_B}. "
+        f"preemption: 0/3 nodes are available: 1 {NO_VICTIMS}, 2 {NOT_HELPFUL}..",
+    ),
+]
+
+
+def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> None:
+    ns = "sched-" + uuid.uuid4().hex[:6]
+    k8s.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    kube = Kube(three_nodes, ns)
+    nodes = k8s.list_node().items
+    assert sorted(n.metadata.name for n in nodes) == ["gpu-a", "infra-b", "small-c"]
+    gpu_a = k8s.read_node("gpu-a")
+    assert gpu_a.status.capacity["nvidia.com/gpu"] == "1" and gpu_a.status.allocatable["cpu"] == "4"
+    assert gpu_a.metadata.labels["zone"] == "a"
+    assert [(t.key, t.value, t.effect) for t in k8s.read_node("infra-b").spec.taints] == [
+        ("dedicated", "infra", "NoSchedule")
+    ]
+    for name, body, expected in TABLE:
+        k8s.create_namespaced_pod(ns, body)
+        if not expected.startswith("0/"):
+            pod = wait_for(
+                f"{name} bound", lambda n=name: (p := k8s.read_namespaced_pod(n, ns)).spec.node_name and p
+            )
+            assert pod.spec.node_name == expected, name
+            scheduled = wait_for(
+                f"{name} PodScheduled", lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled")
+            )
+            assert scheduled.status == "True"
+            continue
+        c = wait_for(
+            f"{name} unschedulable", lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled")
+        )
+        assert (c.status, c.reason, c.message) == ("False", "Unschedulable", expected), name
+        assert k8s.read_namespaced_pod(name, ns).spec.node_name is None
+    events = k8s.list_namespaced_event(ns).items
+    assert {(e.reason, e.message, e.source.component) for e in events if e.involved_object.name == "gpu"} == {
+        ("Scheduled", f"Successfully assigned {ns}/gpu to gpu-a", "default-scheduler")
+    }
+    failed = [e for e in events if e.involved_object.name == "too-big"]
+    assert failed and all(e.type == "Warning" and e.reason == "FailedScheduling" for e in failed)
+    # kubectl describe shows it as on a real cluster
+    described = kube.kubectl("describe", "pod", "gpu-more").stdout
+    assert "FailedScheduling" in described and "2 Insufficient nvidia.com/gpu." in described
+    assert "node.kubernetes.io/unreachable:NoExecute op=Exists for 300s" in described
+
+    # scheduling gates: not tried until the last gate goes
+    gated = sleeper("gated", schedulingGates=[{"name": "example.dev/wait"}])
+    k8s.create_namespaced_pod(ns, gated)
+    c = wait_for("gated condition", lambda: cond(k8s.read_namespaced_pod("gated", ns), "PodScheduled"))
+    assert (c.status, c.reason, c.message) == (
+        "False",
+        "SchedulingGated",
+        "Scheduling is blocked due to non-empty scheduling gates",
+    )
+    assert kube.kubectl("get", "pod", "gated").stdout.split()[7] == "SchedulingGated"
+    k8s.patch_namespaced_pod("gated", ns, {"spec": {"schedulingGates": None}})
+    assert wait_for("gated bound", lambda: k8s.read_namespaced_pod("gated", ns).spec.node_name)
+
+    # cordon: the node is skipped until uncordoned, and the waiting pod is retried then
+    assert "node/small-c cordoned" in kube.kubectl("cordon", "small-c").stdout
+    try:
+        k8s.create_namespaced_pod(ns, sleeper("cordoned", affinity=zone("In", "c")))
+        c = wait_for(
+            "cordoned unschedulable", lambda: cond(k8s.read_namespaced_pod("cordoned", ns), "PodScheduled")
+        )
+        assert c.message == (
+            f"0/3 nodes are available: 1 {AFFINITY}, 1 {TAINT_B}, 1 node(s) were unschedulable. "
+            f"preemption: 0/3 nodes are available: 3 {NOT_HELPFUL}.."
+        )
+    finally:
+        assert "node/small-c uncordoned" in kube.kubectl("uncordon", "small-c").stdout
+    assert (
+        wait_for(
+            "cordoned bound after uncordon", lambda: k8s.read_namespaced_pod("cordoned", ns).spec.node_name
+        )
+        == "small-c"
+    )
+
+    # priority: an unknown class is refused; a higher one preempts the gpu pod of gpu-a
+    with pytest.raises(client.ApiException) as err:
+        k8s.create_namespaced_pod(ns, sleeper("nope", priorityClassName="nope"))
+    assert err.value.status == 403
+    assert (
+        json.loads(err.value.body)["message"]
+        == 'pods "nope" is forbidden: no PriorityClass with name nope was found'
+    )
+    sched = client.SchedulingV1Api(k8s.api_client)
+    pc = f"high-{ns}"
+    sched.create_priority_class(client.V1PriorityClass(metadata=client.V1ObjectMeta(name=pc), value=1000))
+    try:
+        victim = k8s.read_namespaced_pod("gpu", ns)
+        victim_pid = container_pid(kube.wait_ready("gpu"), "main")
+        k8s.create_namespaced_pod(
+            ns, sleeper("urgent", requests={"nvidia.com/gpu": "1"}, priorityClassName=pc)
+        )
+        assert k8s.read_namespaced_pod("urgent", ns).spec.priority == 1000
+        disrupted = wait_for(
+            "victim DisruptionTarget",
+            lambda: next(
+                (
+                    c
+                    for c in ((kube.pod("gpu") or {}).get("status") or {}).get("conditions") or []
+                    if c["type"] == "DisruptionTarget"
+                ),
+                None,
+            ),
+        )
+        assert (disrupted["status"], disrupted["reason"], disrupted["message"]) == (
+            "True",
+            "PreemptionByScheduler",
+            "default-scheduler: preempting to accommodate a higher priority pod",
+        )
+        preempted = [e for e in k8s.list_namespaced_event(ns).items if e.reason == "Preempted"]
+        assert [e.message for e in preempted] == [
+            f"Preempted by pod {k8s.read_namespaced_pod('urgent', ns).metadata.uid} on node gpu-a"
+        ]
+        assert (
+            wait_for("urgent bound", lambda: k8s.read_namespaced_pod("urgent", ns).spec.node_name) == "gpu-a"
+        )
+        kube.wait_gone("gpu", timeout=30)
+        assert not pid_alive(victim_pid)
+        assert victim.metadata.uid  # it was there, and is gone
+        # the lower-priority gpu-more still waits
+        assert k8s.read_namespaced_pod("gpu-more", ns).spec.node_name is None
+    finally:
+        sched.delete_priority_class(pc)
+        k8s.delete_namespace(ns)

@@ -4,15 +4,17 @@ clients: what a real cluster shows (reasons, messages, taints, conditions) is as
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client, config
-from node_fixtures import REPO_ROOT, Kube, container_pid, pid_alive
+from node_fixtures import PY, REPO_ROOT, Kube, container_pid, pid_alive
 
 from localcluster import LocalCluster
 
@@ -249,3 +251,131 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
     finally:
         sched.delete_priority_class(pc)
         k8s.delete_namespace(ns)
+
+
+def localcluster_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "localcluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Path) -> None:
+    grace, toleration = 2.0, 3
+    c = LocalCluster(
+        tmp_path / "cluster",
+        root=REPO_ROOT,
+        nodes=2,
+        node_monitor_grace_seconds=grace,
+        default_toleration_seconds=toleration,
+        startup_timeout=90,
+    )
+    c.start()
+    api = config.new_client_from_config(config_file=str(c.kubeconfig))
+    try:
+        k8s = client.CoreV1Api(api)
+        kube = Kube(c, "default")
+        assert c.node_names == ["localnode-1", "localnode-2"]
+        assert {
+            lease.metadata.name
+            for lease in client.CoordinationV1Api(api).list_namespaced_lease("kube-node-lease").items
+        } >= set(c.node_names)
+        on = {"p1": "localnode-1", "p2": "localnode-2", "p3": "localnode-2"}
+        for name, node in on.items():
+            k8s.create_namespaced_pod("default", sleeper(name, nodeSelector={"kubernetes.io/hostname": node}))
+        pids = {name: container_pid(kube.wait_ready(name), "main") for name in on}
+        assert [
+            (t.key, t.toleration_seconds) for t in k8s.read_namespaced_pod("p1", "default").spec.tolerations
+        ] == [
+            ("node.kubernetes.io/not-ready", toleration),
+            ("node.kubernetes.io/unreachable", toleration),
+        ]
+
+        # a partition: heartbeats stop, the processes go on
+        r = localcluster_cli("node", "stop", "localnode-1", "--keep-processes", "--dir", str(c.directory))
+        assert r.returncode == 0 and "node localnode-1 stopped (processes keep running)" in r.stdout, r.stderr
+        ready = wait_for(
+            "localnode-1 Unknown",
+            lambda: (x := cond(k8s.read_node("localnode-1"), "Ready")).status == "Unknown" and x,
+        )
+        assert (ready.reason, ready.message) == ("NodeStatusUnknown", "Kubelet stopped posting node status.")
+        taints = {(t.key, t.effect): t for t in k8s.read_node("localnode-1").spec.taints}
+        assert set(taints) == {
+            ("node.kubernetes.io/unreachable", "NoSchedule"),
+            ("node.kubernetes.io/unreachable", "NoExecute"),
+        }
+        assert taints["node.kubernetes.io/unreachable", "NoExecute"].time_added is not None
+        assert "NotReady" in Kube(c, "default").kubectl("get", "node", "localnode-1").stdout
+        assert wait_for(
+            "p1 not Ready", lambda: cond(k8s.read_namespaced_pod("p1", "default"), "Ready").status == "False"
+        )
+        # after its tolerationSeconds the taint manager deletes it, gracefully
+        p1 = wait_for(
+            "p1 deleted",
+            lambda: (p := k8s.read_namespaced_pod("p1", "default")).metadata.deletion_timestamp and p,
+            timeout=toleration + 10,
+        )
+        target = cond(p1, "DisruptionTarget")
+        assert (target.status, target.reason, target.message) == (
+            "True",
+            "DeletionByTaintManager",
+            "Taint manager: deleting due to NoExecute taint",
+        )
+        time.sleep(2)  # nobody on the node to finish the deletion: it stays Terminating, its process runs
+        assert k8s.read_namespaced_pod("p1", "default").metadata.deletion_timestamp and pid_alive(pids["p1"])
+        assert "Terminating" in kube.kubectl("get", "pod", "p1").stdout
+        # the node returns: it kills what was deleted while it was away, and is Ready again
+        r = localcluster_cli("node", "start", "localnode-1", "--dir", str(c.directory))
+        assert r.returncode == 0 and "node localnode-1 started" in r.stdout, r.stderr
+        kube.wait_gone("p1", timeout=30)
+        wait_for("p1's process killed", lambda: not pid_alive(pids["p1"]), timeout=15)
+        wait_for(
+            "localnode-1 Ready, untainted",
+            lambda: (
+                (n := k8s.read_node("localnode-1"))
+                and cond(n, "Ready").status == "True"
+                and not n.spec.taints
+            ),
+        )
+
+        # a crash: the processes die at once; the pods stay Terminating after the eviction
+        r = localcluster_cli("node", "stop", "localnode-2", "--dir", str(c.directory))
+        assert r.returncode == 0 and "its pods' processes were killed" in r.stdout, r.stderr
+        wait_for(
+            "p2, p3 processes dead",
+            lambda: not pid_alive(pids["p2"]) and not pid_alive(pids["p3"]),
+            timeout=15,
+        )
+        for name in ("p2", "p3"):
+            wait_for(
+                f"{name} deleted",
+                lambda n=name: k8s.read_namespaced_pod(n, "default").metadata.deletion_timestamp,
+                timeout=grace + toleration + 15,
+            )
+        # someone force-deletes one
+        out = kube.kubectl("delete", "pod", "p2", "--force", "--grace-period=0")
+        assert out.returncode == 0 and 'pod "p2" force deleted' in out.stdout, out.stderr
+        kube.wait_gone("p2", timeout=10)
+        # the out-of-service taint makes the pod garbage collector force-delete the rest
+        assert k8s.read_namespaced_pod("p3", "default").metadata.deletion_timestamp
+        out = kube.kubectl(
+            "taint", "node", "localnode-2", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
+        )
+        assert out.returncode == 0, out.stderr
+        kube.wait_gone("p3", timeout=15)
+        r = localcluster_cli("node", "start", "localnode-2", "--dir", str(c.directory))
+        assert r.returncode == 0
+        assert (
+            kube.kubectl("taint", "node", "localnode-2", "node.kubernetes.io/out-of-service-").returncode == 0
+        )
+        wait_for("localnode-2 Ready", lambda: cond(k8s.read_node("localnode-2"), "Ready").status == "True")
+        # bad input: a node that does not exist
+        r = localcluster_cli("node", "stop", "nope", "--dir", str(c.directory))
+        assert r.returncode == 1 and 'no node "nope" runs here (nodes: localnode-1, localnode-2)' in r.stderr
+    finally:
+        api.close()
+        c.stop()

@@ -364,7 +364,9 @@ class Scheduler:
         except APIError as e:
             log.info("binding %s/%s to %s failed: %s", meta["namespace"], meta["name"], node, e)
             return False
-        self.recorder.event(
+        # The event once the bound pod has gone out to the watches (the node agent's first).
+        asyncio.get_running_loop().call_soon(
+            self.recorder.event,
             bound,
             "Normal",
             "Scheduled",

@@ -73,6 +73,14 @@ class AgentConfig:
     taints: list[JSON] = field(default_factory=list)
 
 
+# A node's cpu and memory when `--node-capacity` does not say: this machine's, but never less
+# than these. Pods are processes sharing this machine (nothing enforces a request), and manifests
+# written for real nodes (a worker asking for a whole cpu) must still be scheduled on a 2-core
+# laptop or CI runner; `--node-capacity` schedules against exact numbers.
+DEFAULT_MIN_CPU = 32
+DEFAULT_MIN_MEMORY_KIB = 64 * 1024 * 1024
+
+
 def machine_capacity(path: Path) -> dict[str, str]:
     mem_kib = 0
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
@@ -81,8 +89,8 @@ def machine_capacity(path: Path) -> dict[str, str]:
                 mem_kib = int(line.split()[1])
     disk = shutil.disk_usage(path).total if path.exists() else 0
     return {
-        "cpu": str(os.cpu_count() or 1),
-        "memory": f"{mem_kib}Ki",
+        "cpu": str(max(os.cpu_count() or 1, DEFAULT_MIN_CPU)),
+        "memory": f"{max(mem_kib, DEFAULT_MIN_MEMORY_KIB)}Ki",
         "pods": "110",
         "ephemeral-storage": str(disk),
     }

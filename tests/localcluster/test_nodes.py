@@ -280,10 +280,14 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         k8s = client.CoreV1Api(api)
         kube = Kube(c, "default")
         assert c.node_names == ["localnode-1", "localnode-2"]
-        assert {
-            lease.metadata.name
-            for lease in client.CoordinationV1Api(api).list_namespaced_lease("kube-node-lease").items
-        } >= set(c.node_names)
+        leases = client.CoordinationV1Api(api)
+        wait_for(
+            "a Lease per node",
+            lambda: (
+                {x.metadata.name for x in leases.list_namespaced_lease("kube-node-lease").items}
+                >= set(c.node_names)
+            ),
+        )
         on = {"p1": "localnode-1", "p2": "localnode-2", "p3": "localnode-2"}
         for name, node in on.items():
             k8s.create_namespaced_pod("default", sleeper(name, nodeSelector={"kubernetes.io/hostname": node}))
@@ -379,3 +383,57 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
     finally:
         api.close()
         c.stop()
+
+
+def test_binding_subresource_for_another_scheduler(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> None:
+    k8s.create_namespaced_pod("default", sleeper("custom", schedulerName="my-scheduler"))
+    time.sleep(0.5)  # the default scheduler leaves it alone
+    pod = k8s.read_namespaced_pod("custom", "default")
+    assert pod.spec.node_name is None and cond(pod, "PodScheduled") is None
+    binding = client.V1Binding(
+        metadata=client.V1ObjectMeta(name="custom"),
+        target=client.V1ObjectReference(kind="Node", name="small-c"),
+    )
+    resp = k8s.create_namespaced_pod_binding("custom", "default", binding, _preload_content=False)
+    assert resp.status == 201
+    pod = k8s.read_namespaced_pod("custom", "default")
+    assert pod.spec.node_name == "small-c" and cond(pod, "PodScheduled").status == "True"
+    with pytest.raises(client.ApiException) as err:
+        k8s.create_namespaced_pod_binding("custom", "default", binding, _preload_content=False)
+    assert err.value.status == 409
+    assert json.loads(err.value.body)["message"] == (
+        'Operation cannot be fulfilled on pods/binding "custom": '
+        'pod custom is already assigned to node "small-c"'
+    )
+    k8s.delete_namespaced_pod("custom", "default", grace_period_seconds=0)
+
+
+def test_bad_node_flags_are_refused_with_the_reason(tmp_path: Path) -> None:
+    bad_file = tmp_path / "nodes.yaml"
+    bad_file.write_text("nodes:\n  - capacity: {cpu: '2'}\n")
+    cases = [
+        (["--node-capacity", "cpu=lots"], "node capacity 'cpu=lots': 'lots' is not a quantity"),
+        (
+            ["--node-capacity", "gpu"],
+            "node capacity 'gpu': expected RESOURCE=QUANTITY (e.g. cpu=4,memory=8Gi)",
+        ),
+        (["--nodes", "0"], "--nodes must be at least 1 (got 0)"),
+        (["--nodes-file", str(bad_file)], f"nodes file {bad_file}, node 1: needs a name"),
+        (["--node-monitor-grace-seconds", "0"], "--node-monitor-grace-seconds must be positive"),
+    ]
+    for flags, message in cases:
+        r = localcluster_cli("up", "--dir", str(tmp_path / "lc"), *flags)
+        assert r.returncode == 2 and f"localcluster up: {message}" in r.stderr, (flags, r.stderr)
+        assert not (tmp_path / "lc").exists()  # nothing was started
+    r = subprocess.run(
+        [str(Path(PY).parent / "trainjob"), "local", "up", "--dir", str(tmp_path / "tj"), "--nodes", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (
+        r.returncode == 2 and "trainjob local up: --nodes must be at least 1 (got 0)" in r.stdout + r.stderr
+    )
+    r = localcluster_cli("node", "stop", "localnode", "--dir", str(tmp_path / "none"))
+    assert r.returncode == 1 and f"no node agent runs from {tmp_path / 'none'}" in r.stderr

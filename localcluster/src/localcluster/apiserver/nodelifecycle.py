@@ -27,8 +27,9 @@ import time
 from datetime import datetime
 from typing import Any
 
+from .deletion import DeleteOptions, delete
 from .errors import APIError
-from .objects import NODE_STORAGE, POD_STORAGE, DeleteOptions, ObjectAPI, now_rfc3339
+from .objects import NODE_STORAGE, POD_STORAGE, ObjectAPI, now_rfc3339
 from .recorder import Recorder, condition, set_condition
 from .scheduler import toleration_matches
 from .store import WatchEvent
@@ -257,8 +258,12 @@ class NodeLifecycleController:
         info = self.api.registry.for_storage(POD_STORAGE)
         if info is not None:
             with contextlib.suppress(APIError):
-                self.api.delete(
-                    info, meta["namespace"], meta["name"], DeleteOptions(precondition_uid=meta["uid"])
+                delete(
+                    self.api,
+                    info,
+                    meta["namespace"],
+                    meta["name"],
+                    DeleteOptions(precondition_uid=meta["uid"]),
                 )
 
     # ---- pod GC: out-of-service nodes ------------------------------------------------------------
@@ -282,7 +287,8 @@ class NodeLifecycleController:
                 meta = pod["metadata"]
                 if info is not None:
                     with contextlib.suppress(APIError):
-                        self.api.delete(
+                        delete(
+                            self.api,
                             info,
                             meta["namespace"],
                             meta["name"],

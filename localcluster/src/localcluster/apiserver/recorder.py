@@ -40,7 +40,7 @@ class Recorder:
                 new = copy.deepcopy(current)
                 new["count"] = int(current.get("count") or 1) + 1
                 new["lastTimestamp"] = now
-                self.api._commit(
+                self.api.commit(
                     info, current, new, WriteOptions(field_manager=self.component), self.component, ""
                 )
                 return
@@ -81,7 +81,7 @@ class Recorder:
         new = copy.deepcopy(current)
         change(new)
         try:
-            return self.api._commit(
+            return self.api.commit(
                 info, current, new, WriteOptions(field_manager=self.component), self.component, subresource
             )
         except APIError as e:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,8 +31,9 @@ from fractions import Fraction
 from typing import Any
 
 from ..node.quantity import parse_quantity
+from .deletion import DeleteOptions, delete
 from .errors import APIError
-from .objects import NODE_STORAGE, POD_STORAGE, DeleteOptions, ObjectAPI, now_rfc3339
+from .objects import NODE_STORAGE, POD_STORAGE, ObjectAPI, now_rfc3339
 from .recorder import Recorder, condition, set_condition
 from .store import WatchEvent
 
@@ -478,8 +478,12 @@ class Scheduler:
         meta = victim["metadata"]
         if info is not None:
             with contextlib.suppress(APIError):
-                self.api.delete(
-                    info, meta["namespace"], meta["name"], DeleteOptions(precondition_uid=meta["uid"])
+                delete(
+                    self.api,
+                    info,
+                    meta["namespace"],
+                    meta["name"],
+                    DeleteOptions(precondition_uid=meta["uid"]),
                 )
         self.recorder.event(
             victim,
@@ -511,7 +515,6 @@ def bind_pod(api: ObjectAPI, namespace: str, name: str, node: str, *, uid: str |
             "cannot be assigned to a host",
             {"name": name, "kind": "pods/binding"},
         )
-    old = copy.deepcopy(current)
     current.setdefault("spec", {})["nodeName"] = node
     set_condition(
         current,
@@ -527,7 +530,6 @@ def bind_pod(api: ObjectAPI, namespace: str, name: str, node: str, *, uid: str |
             c.pop("reason", None)
             c.pop("message", None)
     current["status"].pop("nominatedNodeName", None)
-    stored = api.store.put(POD_STORAGE, current)
-    api._after_write(POD_STORAGE, old, stored)
+    stored = api.put(POD_STORAGE, current)
     info = api.registry.for_storage(POD_STORAGE)
     return api.output(info, stored) if info is not None else stored

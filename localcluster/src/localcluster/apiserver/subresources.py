@@ -15,8 +15,9 @@ from . import deletion, patching
 from .auth import Attributes, UserInfo
 from .deletion import DeleteOptions
 from .errors import APIError, method_not_allowed
-from .objects import WriteOptions, now_rfc3339
+from .objects import now_rfc3339
 from .resources import ResourceInfo
+from .scheduler import bind_pod
 from .store import Obj
 from .wire import json_response, read_body, write_options
 
@@ -80,17 +81,8 @@ class Subresources:
                 201,
             )
         if subresource == "binding":
-            pod = self.api.get(info, ns, name)
             node = (body.get("target") or {}).get("name", "")
-            if pod.get("spec", {}).get("nodeName"):
-                raise APIError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already '
-                    f'assigned to node "{pod["spec"]["nodeName"]}"',
-                )
-            pod["spec"]["nodeName"] = node
-            self.api.commit(info, self.api.get(info, ns, name), pod, WriteOptions(), "binding", "")
+            bind_pod(self.api, ns, name, node, uid=(body.get("metadata") or {}).get("uid"))
             return json_response(
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
             )

@@ -367,6 +367,7 @@ class NodeAgent:
                 if not self.registered.is_set():
                     await self._register()
                     log.info("node %s registered", self.config.node_name)
+                    continue  # its Lease at once, as the kubelet's
                 else:
                     if leases:
                         leases = await self._renew_lease()

@@ -18,7 +18,8 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
         "--node-capacity",
         default=None,
         metavar="LIST",
-        help="every node's capacity, e.g. cpu=4,memory=8Gi,nvidia.com/gpu=1 (default: this machine's)",
+        help="every node's capacity, e.g. cpu=4,memory=8Gi,nvidia.com/gpu=1 "
+        "(default: this machine's, at least 32 cpu and 64Gi)",
     )
     g.add_argument(
         "--nodes-file",

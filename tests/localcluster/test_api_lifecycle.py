@@ -161,7 +161,9 @@ def test_strategic_merge_patch_of_builtins(http: HTTP, namespace: str) -> None:
     http.patch(f"{base}/t", {"metadata": {"finalizers": None}})
     # conditions merge by type on a pod's status
     pods = f"/api/v1/namespaces/{namespace}/pods"
-    http.post(pods, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    # bound by name, so the scheduler adds no PodScheduled condition of its own
+    spec = {"nodeName": "nowhere", "containers": [{"name": "c", "image": "i"}]}
+    http.post(pods, {"metadata": {"name": "p"}, "spec": spec})
     http.patch(
         f"{pods}/p/status",
         {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},

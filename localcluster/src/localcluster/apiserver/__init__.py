@@ -29,8 +29,11 @@ the default discovery/basic-user/public-info roles; the kubeconfig's admin token
 ``system:masters``). Go clients (kubectl, Helm) send no bearer token over plain HTTP, so under
 RBAC they are ``system:anonymous``: use them with ``AlwaysAllow``, or Python clients.
 
-Single node, no scheduler: a pod created without ``spec.nodeName`` is bound to ``--node-name``.
-Graceful pod deletion waits for the node agent only while the pod's Node object exists; pods
+In the server's process, as kube-scheduler and kube-controller-manager would run beside it: the
+scheduler (``scheduler.py``; the ``pods/binding`` subresource too), the node lifecycle controller
+with taint eviction and the out-of-service pod GC (``nodelifecycle.py``), and the Priority and
+DefaultTolerationSeconds admission of new pods (``admission.py``). Graceful pod deletion waits
+for the node agent only while the pod's Node object exists; pods
 bound to a node that has no Node object are removed at once (as the pod garbage collector does
 for a vanished node). Not done: CEL rules (``x-kubernetes-validations``), conversion webhooks
 (all served versions of a CRD share one storage), admission webhooks, field validation of

@@ -1,8 +1,9 @@
 """The node agent: registers the Node, watches the pods bound to it and runs them.
 
 - Node object: addresses (InternalIP 127.0.0.1), the kubelet endpoint port (for logs), capacity
-  from this machine, a Ready condition whose lastHeartbeatTime is renewed, and a Lease in
-  kube-node-lease when the server serves coordination.k8s.io.
+  (configured, else this machine's with a floor: see machine_capacity), labels and taints at
+  registration, a Ready condition whose lastHeartbeatTime is renewed, and a Lease in
+  kube-node-lease (renewed every heartbeat) when the server serves coordination.k8s.io.
 - Pods: list + watch with `fieldSelector=spec.nodeName=<node>`, resumed from the last
   resourceVersion, re-listed on 410 Gone; on a connection error it retries with backoff (the API
   server may restart; running pods keep running meanwhile).

@@ -197,6 +197,11 @@ class _NodeState:
         return total
 
 
+def _terminating_by_preemption(pod: Obj) -> bool:
+    target = condition(pod, "DisruptionTarget") or {}
+    return bool(pod["metadata"].get("deletionTimestamp")) and target.get("reason") == "PreemptionByScheduler"
+
+
 def _resource_order(name: str) -> tuple[int, str]:
     return ({"cpu": 0, "memory": 1, "ephemeral-storage": 2}.get(name, 3), name)
 
@@ -408,8 +413,7 @@ class Scheduler:
             return "preemption: not eligible due to preemptionPolicy=Never."
         nominated = (pod.get("status") or {}).get("nominatedNodeName")
         if nominated in states and any(
-            p["metadata"].get("deletionTimestamp") and priority(p) < priority(pod)
-            for p in states[nominated].pods
+            priority(p) < priority(pod) and _terminating_by_preemption(p) for p in states[nominated].pods
         ):
             return "preemption: not eligible due to a terminating pod on the nominated node."
         candidates: list[tuple[tuple[int, int, int, str], str, list[Obj]]] = []

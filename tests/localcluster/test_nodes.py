@@ -437,3 +437,29 @@ def test_bad_node_flags_are_refused_with_the_reason(tmp_path: Path) -> None:
     )
     r = localcluster_cli("node", "stop", "localnode", "--dir", str(tmp_path / "none"))
     assert r.returncode == 1 and f"no node agent runs from {tmp_path / 'none'}" in r.stderr
+
+
+def test_pods_on_different_nodes_resolve_each_other(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> None:
+    """Cluster DNS spans the cluster: a pod's hosts file names the pods of the other nodes."""
+    ns = "dns-" + uuid.uuid4().hex[:6]
+    k8s.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    kube = Kube(three_nodes, ns)
+    try:
+        k8s.create_namespaced_service(
+            ns,
+            {
+                "metadata": {"name": "ranks"},
+                "spec": {"clusterIP": "None", "selector": {"app": "r"}, "publishNotReadyAddresses": True},
+            },
+        )
+        for name, node_zone in (("r0", "a"), ("r1", "c")):
+            body = sleeper(name, nodeSelector={"zone": node_zone}, hostname=name, subdomain="ranks")
+            body["metadata"]["labels"] = {"app": "r"}
+            k8s.create_namespaced_pod(ns, body)
+        r0, r1 = kube.wait_ready("r0"), kube.wait_ready("r1")
+        assert (r0["spec"]["nodeName"], r1["spec"]["nodeName"]) == ("gpu-a", "small-c")
+        hosts = three_nodes.node_state_dir / "pods" / r0["metadata"]["uid"] / "etc-hosts"
+        wanted = f"{r1['status']['podIP']}\tr1.ranks.{ns}.svc.cluster.local"
+        wait_for("r1 in r0's hosts file", lambda: wanted in hosts.read_text())
+    finally:
+        k8s.delete_namespace(ns)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -49,6 +50,29 @@ NO_VICTIMS = "No preemption victims found for incoming pod"
 
 
 # ---- pod and node helpers (shared with the node lifecycle controller) -------------------------
+
+
+_REQUESTS: dict[str, dict[str, int]] = {}  # by pod uid: a pod's requests never change
+
+
+def _milli(q: Fraction) -> int:
+    return math.ceil(q * 1000)
+
+
+def cached_requests(pod: Obj) -> dict[str, int]:
+    """pod_requests in milli-units (integers: a pass over hundreds of bound pods stays cheap),
+    parsed once per pod."""
+    uid = pod["metadata"].get("uid")
+    found = _REQUESTS.get(uid) if uid else None
+    if found is None:
+        found = {k: _milli(v) for k, v in pod_requests(pod).items()}
+        if uid:
+            _REQUESTS[uid] = found
+    return found
+
+
+def forget_requests(uid: str) -> None:
+    _REQUESTS.pop(uid, None)
 
 
 def pod_requests(pod: Obj) -> dict[str, Fraction]:
@@ -156,8 +180,8 @@ def priority(pod: Obj) -> int:
 @dataclass
 class _NodeState:
     node: Obj
-    allocatable: dict[str, Fraction]
-    requested: dict[str, Fraction] = field(default_factory=dict)
+    allocatable: dict[str, int]  # milli-units, as every quantity here
+    requested: dict[str, int] = field(default_factory=dict)
     pods: list[Obj] = field(default_factory=list)
 
     @property
@@ -165,9 +189,9 @@ class _NodeState:
         return str(self.node["metadata"]["name"])
 
     def add(self, pod: Obj, sign: int = 1) -> None:
-        for k, v in pod_requests(pod).items():
-            self.requested[k] = self.requested.get(k, Fraction(0)) + sign * v
-        self.requested["pods"] = self.requested.get("pods", Fraction(0)) + sign
+        for k, v in cached_requests(pod).items():
+            self.requested[k] = self.requested.get(k, 0) + sign * v
+        self.requested["pods"] = self.requested.get("pods", 0) + sign * 1000
         if sign > 0:
             self.pods.append(pod)
         else:
@@ -177,23 +201,23 @@ class _NodeState:
         """NodeResourcesFit's reasons: one per resource the node lacks."""
         reasons = []
         pods_cap = self.allocatable.get("pods")
-        if pods_cap is not None and self.requested.get("pods", Fraction(0)) + 1 > pods_cap:
+        if pods_cap is not None and self.requested.get("pods", 0) + 1000 > pods_cap:
             reasons.append("Too many pods")
-        for k, v in sorted(pod_requests(pod).items(), key=lambda kv: _resource_order(kv[0])):
+        for k, v in sorted(cached_requests(pod).items(), key=lambda kv: _resource_order(kv[0])):
             if v <= 0 or k == "pods":
                 continue
-            free = self.allocatable.get(k, Fraction(0)) - self.requested.get(k, Fraction(0))
+            free = self.allocatable.get(k, 0) - self.requested.get(k, 0)
             if v > free:
                 reasons.append(f"Insufficient {k}")
         return reasons
 
-    def score(self, pod: Obj) -> Fraction:
-        req = pod_requests(pod)
-        total = Fraction(0)
+    def score(self, pod: Obj) -> float:
+        req = cached_requests(pod)
+        total = 0.0
         for k in ("cpu", "memory"):
-            cap = self.allocatable.get(k, Fraction(0))
+            cap = self.allocatable.get(k, 0)
             if cap > 0:
-                total += (cap - self.requested.get(k, Fraction(0)) - req.get(k, Fraction(0))) / cap
+                total += (cap - self.requested.get(k, 0) - req.get(k, 0)) / cap
         return total
 
 
@@ -236,12 +260,12 @@ def _histogram(reasons: Iterable[str]) -> str:
     return ", ".join(sorted(f"{n} {r}" for r, n in counts.items()))
 
 
-def _allocatable(node: Obj) -> dict[str, Fraction]:
+def _allocatable(node: Obj) -> dict[str, int]:
     status = node.get("status") or {}
-    out: dict[str, Fraction] = {}
+    out: dict[str, int] = {}
     for k, v in (status.get("allocatable") or status.get("capacity") or {}).items():
         with contextlib.suppress(ValueError, TypeError):
-            out[k] = parse_quantity(v)
+            out[k] = _milli(parse_quantity(v))
     return out
 
 
@@ -272,6 +296,8 @@ class Scheduler:
 
     def _on_event(self, ev: WatchEvent) -> None:
         if ev.storage == POD_STORAGE:
+            if ev.type == "DELETED":
+                forget_requests(ev.obj["metadata"].get("uid", ""))
             spec = ev.obj.get("spec") or {}
             if not spec.get("nodeName"):
                 if ev.type != "DELETED":

@@ -76,7 +76,7 @@ def test_pull_backoff_doubles_to_the_kubelets_cap_per_image() -> None:
 
 
 def test_node_agent_takes_unpullable_patterns() -> None:
-    config = parse_args(["--kubeconfig", "k", "--unpullable-image", "a/*", "--unpullable-image", "b:1"])
+    [config] = parse_args(["--kubeconfig", "k", "--unpullable-image", "a/*", "--unpullable-image", "b:1"])
     assert config.unpullable_images == ("a/*", "b:1")
 
 
@@ -119,6 +119,9 @@ def test_unpullable_image_backs_off_and_stays_pending(kube: Kube) -> None:
     assert ("Normal", "BackOff", f'Back-off pulling image "{image}"') in events
     assert ("Warning", "Failed", "Error: ErrImagePull") in events
     for e in _events(kube, "nopull"):
+        if e["reason"] == "Scheduled":  # the scheduler's, before the kubelet's
+            assert e["source"] == {"component": "default-scheduler"}
+            continue
         assert e["source"] == {"component": "kubelet", "host": "localnode"}
         assert e["involvedObject"]["fieldPath"] == "spec.containers{main}"
     logs = kube.kubectl("logs", "nopull")

@@ -193,7 +193,10 @@ def main() -> None:
             "accuracy": accuracy,
             "epoch": epoch,
         }
-        saves = (epoch + 1) % int(config["checkpoint_every"]) == 0 or epoch == epochs - 1
+        # A disruption notice (drain, preemption, suspend): checkpoint this epoch and stop, so the
+        # next attempt resumes from here. Every rank gets the same answer at the same epoch.
+        stopping = train.should_stop()
+        saves = (epoch + 1) % int(config["checkpoint_every"]) == 0 or epoch == epochs - 1 or stopping
         with tempfile.TemporaryDirectory() as directory:
             reported = None
             if saves and (config["sharded"] or rank == 0):
@@ -206,6 +209,10 @@ def main() -> None:
                 f"epoch {epoch}: loss {metrics['loss']:.4f} val_loss {val_loss:.4f} accuracy {accuracy:.3f}",
                 flush=True,
             )
+        if stopping:
+            if rank == 0:
+                print(f"stopping after epoch {epoch}: {train.get_preemption_info()}", flush=True)
+            break
     if dist.is_initialized():
         dist.destroy_process_group()
 

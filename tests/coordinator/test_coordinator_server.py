@@ -69,8 +69,10 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         "checkpoints",
         "slowestRank",
         "storage",
+        "lastCommitTime",
     }
     assert status["storage"]["available"] is True
+    assert status["lastCommitTime"] == status["latestCheckpoint"]["committedAt"]
     assert status["iteration"] == 4
     assert status["latestCheckpoint"] == state["latestCheckpoint"]
     assert status["checkpoints"] == state["checkpoints"]

@@ -61,6 +61,7 @@ def test_round_trip_uses_camel_case_and_leaves_unset_fields_out() -> None:
             "nodeLossSeconds": 30,
             "maxDisruptions": 5,
         },
+        "preemption": {"gracePeriodSeconds": 45},
         "startupPolicy": {
             "podsReadyTimeoutSeconds": 600,
             "unschedulableTimeoutSeconds": 300,
@@ -151,6 +152,8 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "checkpoints",
         "slowestRank",
         "storage",
+        "stopAt",
+        "lastCommitTime",
     }
 
 

@@ -150,7 +150,12 @@ def test_a_gang_not_running_by_podsReadyTimeoutSeconds_restarts() -> None:
 
 
 def running_on_nodes() -> Cluster:
-    cluster = pending(failurePolicy={"maxRestarts": 0, "nodeLossSeconds": 60, "backoffSeconds": 30})
+    # No notice first (preemption.gracePeriodSeconds 0): the disruption itself is what is tested
+    # here; test_notices covers the notice in between.
+    cluster = pending(
+        failurePolicy={"maxRestarts": 0, "nodeLossSeconds": 60, "backoffSeconds": 30},
+        preemption={"gracePeriodSeconds": 0},
+    )
     cluster.nodes = {"node-a": node("node-a"), "node-b": node("node-b")}
     cluster.set_pod(0, 0, node="node-a")
     cluster.set_pod(0, 1, node="node-b")
@@ -219,7 +224,7 @@ def test_an_eviction_or_preemption_is_a_disruption_not_a_failure(reason: str, me
 
 
 def test_maxDisruptions_bounds_them() -> None:
-    cluster = pending(failurePolicy={"maxDisruptions": 0})
+    cluster = pending(failurePolicy={"maxDisruptions": 0}, preemption={"gracePeriodSeconds": 0})
     cluster.run_all(0)
     cluster.reconcile(later(1))
     cluster.set_pod(0, 0, disruption=("EvictionByEvictionAPI", "Eviction API: evicting"))

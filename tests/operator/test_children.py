@@ -139,6 +139,7 @@ def test_env_contract() -> None:
         "AWS_ENDPOINT_URL_S3": "http://s3.example:8333",
         "AWS_ACCESS_KEY_ID": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}},
         "AWS_SECRET_ACCESS_KEY": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}},
+        "TRAINJOB_TERMINATION_GRACE_SECONDS": "30",
         "TRAINJOB_CONFIG": json.dumps({"epochs": 2, "lr": 0.1}, sort_keys=True),
     }
     assert not any(name.startswith("PET_") for name in env)

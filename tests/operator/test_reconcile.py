@@ -92,6 +92,7 @@ def test_new_job_creates_every_child_and_is_pending() -> None:
         "storage",
         "checkpoints",
         "failurePolicy",
+        "preemption",
         "startupPolicy",
     }
     assert patch["acceptedSpec"]["failurePolicy"] == {
@@ -340,7 +341,9 @@ def test_failure_while_pending_restarts_too() -> None:
     ("disturbance", "reason"),
     [("deleted", "PodDeleted"), ("missing", "PodMissing")],
 )
-def test_a_running_pod_deleted_or_gone_is_a_failure(disturbance: str, reason: str) -> None:
+def test_a_running_pod_deleted_by_someone_else_is_a_disruption_and_a_gone_one_a_failure(
+    disturbance: str, reason: str
+) -> None:
     cluster = running_cluster()
     if disturbance == "deleted":
         cluster.pods["digits-0-1"]["metadata"]["deletionTimestamp"] = timestamp(NOW)
@@ -350,6 +353,8 @@ def test_a_running_pod_deleted_or_gone_is_a_failure(disturbance: str, reason: st
     assert decision.status_patch["phase"] == "Restarting"
     assert reason in decision.status_patch["message"]
     assert deleted(decision) == ["digits-0-0"]
+    counts = (cluster.status.get("disruptions", 0), cluster.status["restarts"])
+    assert counts == ((1, 0) if disturbance == "deleted" else (0, 1))
 
 
 def test_restarting_waits_for_the_old_pods_then_the_backoff_then_starts_the_next_attempt() -> None:

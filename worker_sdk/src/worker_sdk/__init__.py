@@ -28,6 +28,7 @@ from worker_sdk import session as _session
 from worker_sdk.checkpoint import Checkpoint
 from worker_sdk.context import TrainContext
 from worker_sdk.errors import CheckpointUploadError, CoordinatorError, JobEnvironmentError
+from worker_sdk.preemption import PreemptionInfo
 from worker_sdk.session import UploadMode
 
 __all__ = [
@@ -35,10 +36,13 @@ __all__ = [
     "CheckpointUploadError",
     "CoordinatorError",
     "JobEnvironmentError",
+    "PreemptionInfo",
     "TrainContext",
     "get_checkpoint",
     "get_context",
+    "get_preemption_info",
     "report",
+    "should_stop",
 ]
 
 
@@ -82,6 +86,20 @@ def get_checkpoint() -> Checkpoint | None:
 def get_context() -> TrainContext:
     """This worker's rank, world size, job, attempt and config."""
     return _session.current().context
+
+
+def should_stop() -> bool:
+    """True when the gang should leave its training loop now: a disruption notice (an eviction,
+    a drain, a preemption, a suspend, a SIGTERM of a trainer) is out, and this rank has reached
+    the iteration from which every rank stops. Call it after each ``report()``, at the same point
+    on every rank; a checkpoint reported before returning True is committed before the pods go,
+    and the next attempt resumes from it. Not a barrier: one small request to the coordinator."""
+    return _session.current().should_stop()
+
+
+def get_preemption_info() -> PreemptionInfo | None:
+    """The disruption notice in Ray Train's shape (deadline, ranks affected), or None."""
+    return _session.current().preemption_info()
 
 
 def __getattr__(name: str) -> ModuleType:

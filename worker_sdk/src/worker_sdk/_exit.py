@@ -26,19 +26,23 @@ SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 # Closes the process's session: wait_settled -> the failures not raised yet.
 CloseSession = Callable[[bool], list[Exception]]
+# On SIGTERM: raise the disruption notice; True when the program acts on notices (should_stop()).
+OnSigterm = Callable[[], bool]
 
 _installed = False
+_on_sigterm_hook: OnSigterm | None = None
 _uncaught_exception = False
 _terminating = False
 _signalled = False
 
 
-def install(close_session: CloseSession) -> None:
+def install(close_session: CloseSession, on_sigterm: OnSigterm | None = None) -> None:
     """Install the hooks once per process; later calls do nothing."""
-    global _installed
+    global _installed, _on_sigterm_hook
     if _installed:
         return
     _installed = True
+    _on_sigterm_hook = on_sigterm
 
     def exit_hook() -> None:
         _on_exit(close_session)
@@ -69,10 +73,32 @@ def install(close_session: CloseSession) -> None:
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     global _terminating, _signalled
-    if _terminating:
-        return  # already unwinding or flushing: let that finish
-    _terminating = _signalled = True
+    if _terminating or _signalled:
+        return  # already unwinding, flushing, or waiting for the program's own stop
+    _signalled = True
+    if _on_sigterm_hook is not None and _on_sigterm_hook():
+        # The program acts on notices: it stops after its next report (and checkpoint). If it has
+        # not exited when only the flush margin is left of the pod's grace, flush and exit anyway.
+        from worker_sdk.preemption import FLUSH_MARGIN_SECONDS, termination_grace_seconds
+
+        delay = max(1.0, termination_grace_seconds() - FLUSH_MARGIN_SECONDS)
+        log.warning(
+            "SIGTERM: the gang stops at its next report (should_stop()); exit in %.0fs at the latest", delay
+        )
+        signal.signal(signal.SIGALRM, _on_deadline)
+        signal.setitimer(signal.ITIMER_REAL, delay)
+        return
+    _terminating = True
     log.warning("SIGTERM: flushing checkpoints and reports before exiting")
+    raise SystemExit(SIGTERM_EXIT_CODE)
+
+
+def _on_deadline(_signum: int, _frame: FrameType | None) -> None:
+    global _terminating
+    if _terminating:
+        return
+    _terminating = True
+    log.warning("SIGTERM grace nearly over: flushing checkpoints and reports before exiting")
     raise SystemExit(SIGTERM_EXIT_CODE)
 
 

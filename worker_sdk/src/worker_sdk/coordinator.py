@@ -154,6 +154,29 @@ class CoordinatorLink:
                 time.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
 
+    def ask_should_stop(self, rank: int, iteration: int) -> dict[str, Any]:
+        """``POST /v1/should-stop``, tried once: the loop asks again at its next report."""
+        try:
+            return self._request("POST", "/should-stop", {"rank": rank, "iteration": iteration})
+        except _Retryable as exc:
+            raise CoordinatorError(
+                f"the coordinator at {self.url} did not answer should-stop: {exc}"
+            ) from None
+
+    def announce_sigterm(self, rank: int, deadline: float) -> None:
+        """``POST /v1/notice``: this rank's trainer got SIGTERM. A few quick tries; never raises
+        (the pod is going away either way)."""
+        from datetime import UTC, datetime
+
+        stamp = datetime.fromtimestamp(deadline, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for _ in range(3):
+            try:
+                self._request("POST", "/notice", {"rank": rank, "deadline": stamp})
+                return
+            except (_Retryable, CoordinatorError) as exc:
+                log.info("notice of rank %d's SIGTERM not delivered: %s", rank, exc)
+                time.sleep(0.5)
+
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(  # noqa: S310 - the URL comes from the operator's env contract

@@ -51,6 +51,7 @@ from worker_sdk.checkpoint import (
 from worker_sdk.context import JobEnvironment, TrainContext
 from worker_sdk.coordinator import CoordinatorLink
 from worker_sdk.errors import CheckpointUploadError, CoordinatorError
+from worker_sdk.preemption import PreemptionInfo, StopSignal, termination_grace_seconds
 from worker_sdk.protocol import (
     MANIFEST_NAME,
     CheckpointManifest,
@@ -117,6 +118,7 @@ class Session:
         self._outbox: queue.Queue[_Outgoing | _Finish] = queue.Queue(maxsize=settings.report_buffer)
         self._upload_slots = threading.BoundedSemaphore(settings.upload_queue)
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainjob-upload")
+        self.stop_signal = StopSignal()
         self._sender = threading.Thread(target=self._send_loop, name="trainjob-reports", daemon=True)
         self._sender.start()
 
@@ -178,6 +180,46 @@ class Session:
                     ready = self._upload_in_background(files, number, checkpoint_dir_name, given_up)
             self._reports = number
         self._put(_Outgoing(number, checked, called_at, ready))
+
+    # -- disruption notices (worker_sdk.preemption) ------------------------------------------
+    def should_stop(self) -> bool:
+        """True from the iteration the coordinator picked for every rank, once there is a notice."""
+        if self.stop_signal.stop:
+            return True
+        if self._link is None:
+            return self.stop_signal.sigterm  # standalone: a SIGTERM is the only notice
+        answer = self._ask_should_stop()
+        return self.stop_signal.answered(answer) if answer is not None else self.stop_signal.sigterm
+
+    def preemption_info(self) -> PreemptionInfo | None:
+        if self.stop_signal.info is None and self._link is not None:
+            answer = self._ask_should_stop()
+            if answer is not None:
+                self.stop_signal.answered(answer)
+        return self.stop_signal.info
+
+    def _ask_should_stop(self) -> dict[str, Any] | None:
+        assert self._link is not None
+        iteration = self.resume_point().iteration + self._reports
+        try:
+            return self._link.ask_should_stop(self.context.get_world_rank(), iteration)
+        except CoordinatorError as exc:
+            # Training goes on: a coordinator that cannot answer now is asked again next time.
+            log.info("should_stop(): %s", exc)
+            return None
+
+    def sigterm(self) -> bool:
+        """This trainer got SIGTERM (its pod is being deleted): tell the coordinator, which tells
+        every rank. True when the program has asked should_stop() before (it acts on notices)."""
+        self.stop_signal.sigterm = True
+        if self._link is not None:
+            deadline = time.time() + termination_grace_seconds()
+            rank = self.context.get_world_rank()
+            link = self._link
+            threading.Thread(
+                target=link.announce_sigterm, args=(rank, deadline), name="trainjob-notice", daemon=True
+            ).start()
+        return self.stop_signal.asked
 
     # -- checkpoints ------------------------------------------------------------------------
     def resume_point(self) -> ResumePoint:
@@ -461,7 +503,7 @@ def current() -> Session:
     with _current_lock:
         if _current is None:
             _current = Session(JobEnvironment.from_env())
-            _exit.install(_close_at_exit)
+            _exit.install(_close_at_exit, _sigterm_at)
         return _current
 
 
@@ -475,3 +517,11 @@ def shutdown(*, wait_settled: bool = True) -> list[Exception]:
 
 def _close_at_exit(wait_settled: bool) -> list[Exception]:
     return shutdown(wait_settled=wait_settled)
+
+
+def _sigterm_at() -> bool:
+    """SIGTERM: raise the notice for the gang; True when the program acts on notices (so the
+    exit can wait for its next report and checkpoint)."""
+    with _current_lock:
+        session = _current
+    return session is not None and session.sigterm()

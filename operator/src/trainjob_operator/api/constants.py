@@ -67,6 +67,7 @@ ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL_S3"
 ENV_RESUME_CHECKPOINT: Final = "TRAINJOB_RESUME_CHECKPOINT"
 ENV_CONFIG: Final = "TRAINJOB_CONFIG"
 ENV_STORAGE_RETRY_SECONDS: Final = "TRAINJOB_STORAGE_RETRY_SECONDS"
+ENV_TERMINATION_GRACE_SECONDS: Final = "TRAINJOB_TERMINATION_GRACE_SECONDS"
 # The SDK's retry budget when spec.storage.retryBudgetSeconds is unset (worker_sdk.context.Settings).
 DEFAULT_STORAGE_RETRY_SECONDS: Final = 120
 # torchrun reads PET_<OPTION> for each of its command-line options.

@@ -238,6 +238,20 @@ class StartupPolicySpec(WireModel):
     )
 
 
+class PreemptionSpec(WireModel):
+    """What a disruption notice buys the job: time to commit a checkpoint before its pods go."""
+
+    grace_period_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="After a disruption notice (an eviction, a drain, a preemption, a pod deleted by "
+        "someone else, suspend) the gang keeps running this long for a checkpoint at or after the "
+        "notice's iteration to commit (worker_sdk.should_stop() tells the program); then its pods go "
+        "and the next attempt resumes from that commit. 0: stop at once. Keep it within the pods' "
+        "terminationGracePeriodSeconds.",
+    )
+
+
 class TrainJobSpec(WireModel):
     """A gang of worker pods running one distributed training program."""
 
@@ -263,6 +277,11 @@ class TrainJobSpec(WireModel):
         default_factory=FailurePolicySpec,
         json_schema_extra={"default": {}},
         description="Restarts after failures.",
+    )
+    preemption: PreemptionSpec = Field(
+        default_factory=PreemptionSpec,
+        json_schema_extra={"default": {}},
+        description="Disruption notices: time to checkpoint before the gang is stopped.",
     )
     startup_policy: StartupPolicySpec = Field(
         default_factory=StartupPolicySpec,
@@ -355,6 +374,28 @@ class StorageState(WireModel):
     message: str | None = Field(default=None, description="The last storage error, or that it is reachable.")
 
 
+class Notice(WireModel):
+    """A disruption notice to the gang: the coordinator tells every rank (should_stop()) and the
+    operator waits until `deadline` for a commit at or after the coordinator's stopIteration."""
+
+    reason: str = Field(description="EvictionByEvictionAPI, PreemptionByScheduler, PodDeleted, Suspended...")
+    message: str | None = None
+    ranks: list[int] | None = Field(default=None, description="The ranks whose pods are being taken.")
+    nodes: dict[str, list[int]] | None = Field(
+        default=None, description="Their nodes, with the ranks on each."
+    )
+    attempt: int = Field(description="The attempt the notice is for.")
+    since: datetime
+    deadline: datetime = Field(description="When the gang is stopped whether or not a checkpoint committed.")
+
+
+class StopAt(WireModel):
+    """The coordinator's answer to a notice: every rank of `attempt` stops after `iteration`."""
+
+    attempt: int
+    iteration: int
+
+
 class StartupState(WireModel):
     """Why the current attempt's pods are not all running yet, and since when that has been so."""
 
@@ -405,6 +446,10 @@ class TrainJobStatus(WireModel):
     startup: StartupState | None = Field(
         default=None, description="Why the current attempt's pods are not all running, since when."
     )
+    notice: Notice | None = Field(
+        default=None,
+        description="The disruption notice the gang is acting on (should_stop()), until its pods stop.",
+    )
     accepted_spec: FreeObject | None = Field(
         default=None,
         description="The spec fields fixed when the first attempt started (all but suspend, "
@@ -432,6 +477,15 @@ class TrainJobStatus(WireModel):
     storage: StorageState | None = Field(
         default=None,
         description="Whether the coordinator reaches checkpoint storage (condition StorageUnavailable).",
+    )
+    stop_at: StopAt | None = Field(
+        default=None,
+        description="Under a notice: the iteration from which every rank's should_stop() is True.",
+    )
+    last_commit_time: datetime | None = Field(
+        default=None,
+        description="When the latest checkpoint was committed (a preemption victim that just saved "
+        "loses least).",
     )
 
     @classmethod
@@ -470,6 +524,7 @@ OPERATOR_STATUS_FIELDS: tuple[str, ...] = (
     "reason",
     "disruptions",
     "startup",
+    "notice",
     "accepted_spec",
 )
 COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
@@ -481,6 +536,8 @@ COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "checkpoints",
     "slowest_rank",
     "storage",
+    "stop_at",
+    "last_commit_time",
 )
 
 

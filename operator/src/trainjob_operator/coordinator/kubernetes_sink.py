@@ -62,7 +62,17 @@ class KubernetesStatusSink(StatusSink):
     def _token(self) -> str:
         return (self.credentials_dir / "token").read_text().strip()
 
-    async def publish(self, patch: dict[str, Any]) -> None:
+    async def read(self) -> dict[str, Any] | None:
+        """GET of this job's status (the Role allows get on trainjobs/status for it)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        async with self._session.get(self.url, headers=headers, ssl=self._ssl) as response:
+            if response.status >= 300:
+                return None
+            return _status_of(await response.json(content_type=None))
+
+    async def publish(self, patch: dict[str, Any]) -> dict[str, Any] | None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         headers = {
@@ -75,17 +85,26 @@ class KubernetesStatusSink(StatusSink):
             if response.status == 404:
                 # The job is gone (deleted while its pods stop): nothing left to update.
                 logger.info("TrainJob %s/%s is gone; status patch dropped", self.namespace, self.job)
-                return
+                return None
             if response.status >= 300:
                 text = (await response.text())[:500]
                 raise StatusPatchError(
                     f"status patch of {self.namespace}/{self.job}: {response.status} {text}"
                 )
+            try:
+                return _status_of(await response.json(content_type=None))
+            except ValueError:
+                return None
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _status_of(job: Any) -> dict[str, Any] | None:
+    status = job.get("status") if isinstance(job, dict) else None
+    return status if isinstance(status, dict) else None
 
 
 def _in_cluster_server(*, tls: bool) -> str:

@@ -48,9 +48,13 @@ class StatusPublisher:
         *,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.sink = sink
         self.build_status = build_status
+        # Given the job's whole status as a publish's answer brought it (the operator's notice).
+        self.observe = observe
+        self.last_seen_at = float("-inf")
         self.interval = interval
         self.clock = clock
         self.published: dict[str, Any] = {}
@@ -109,7 +113,7 @@ class StatusPublisher:
             if not patch:
                 return
             try:
-                await self.sink.publish(patch)
+                seen = await self.sink.publish(patch)
             except Exception as exc:
                 # Kept dirty: retried after the interval, with whatever changed meanwhile.
                 self.last_error = f"publishing the status failed: {exc}"
@@ -119,3 +123,6 @@ class StatusPublisher:
             self.last_error = None
             self.published = status
             self.publishes += 1
+            if seen is not None and self.observe is not None:
+                self.last_seen_at = self.clock()
+                self.observe(seen)

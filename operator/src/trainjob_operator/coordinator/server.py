@@ -147,6 +147,44 @@ async def _post_finalize(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _int_field(body: Any, name: str) -> int:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+async def _post_should_stop(request: web.Request) -> web.StreamResponse:
+    """``{"rank", "iteration"}`` -> ``{"stop", "stopIteration"?, "notice"?}``."""
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        body = await _read_json(request)
+        answer = coordinator.should_stop(_int_field(body, "rank"), _int_field(body, "iteration"))
+    except _BodyRefused as exc:
+        return _refuse(request, exc.status, exc.reason, exc.message)
+    except ProtocolError as exc:
+        return _refuse(request, 400, "invalid", str(exc))
+    except ReportRejected as exc:
+        return _refuse(request, exc.status, "rejected", str(exc))
+    return web.json_response(answer)
+
+
+async def _post_notice(request: web.Request) -> web.StreamResponse:
+    """``{"rank", "deadline"?}``: that rank's trainer got SIGTERM; the gang is told to stop."""
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        body = await _read_json(request)
+        deadline = body.get("deadline") if isinstance(body, dict) else None
+        coordinator.rank_signalled(_int_field(body, "rank"), deadline if isinstance(deadline, str) else None)
+    except _BodyRefused as exc:
+        return _refuse(request, exc.status, exc.reason, exc.message)
+    except ProtocolError as exc:
+        return _refuse(request, 400, "invalid", str(exc))
+    except ReportRejected as exc:
+        return _refuse(request, exc.status, "rejected", str(exc))
+    return web.json_response({"accepted": True, "notice": coordinator.notices.notice})
+
+
 async def _get_state(request: web.Request) -> web.StreamResponse:
     return web.json_response(request.app[COORDINATOR_KEY].state())
 
@@ -174,6 +212,8 @@ def create_app(
     app.router.add_post(f"{API_PREFIX}/reports", _post_report)
     app.router.add_post(f"{API_PREFIX}/finalize", _post_finalize)
     app.router.add_get(f"{API_PREFIX}/state", _get_state)
+    app.router.add_post(f"{API_PREFIX}/should-stop", _post_should_stop)
+    app.router.add_post(f"{API_PREFIX}/notice", _post_notice)
     app.router.add_get("/metrics", _get_metrics)
     app.router.add_get("/healthz", _get_healthz)
 

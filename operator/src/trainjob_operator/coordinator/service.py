@@ -34,6 +34,7 @@ from trainjob_operator.coordinator.committing import (
 )
 from trainjob_operator.coordinator.history import MetricHistory, write_part
 from trainjob_operator.coordinator.metrics import CoordinatorMetrics
+from trainjob_operator.coordinator.notice import NoticeState
 from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
@@ -59,6 +60,10 @@ class CoordinatorConfig:
     max_pending_checkpoints: int = 64
     # Probe storage when no operation succeeded for this long (see the module docstring).
     storage_probe_seconds: float = 3.0
+    # Read the job's status for the operator's notice this often when no publish brought it (a
+    # publish's answer is the status too, so a job that reports sees a notice within about one
+    # status interval).
+    notice_poll_seconds: float = 5.0
 
 
 class Coordinator:
@@ -73,7 +78,9 @@ class Coordinator:
         )
         self.checkpoints: list[CommittedCheckpoint] = []  # committed and retained, oldest first
         self.metrics = CoordinatorMetrics(lambda: self.aggregator.last_report_time)
-        self.publisher = StatusPublisher(sink, self.status, interval=config.status_interval)
+        self.publisher = StatusPublisher(
+            sink, self.status, interval=config.status_interval, observe=self.observe_job_status
+        )
         self.recovered = False
         self.storage_error: str | None = None
         # When storage was last seen to become (un)available (wall clock); None: not known yet.
@@ -95,6 +102,7 @@ class Coordinator:
         self._history_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rank_gauges: dict[int, Any] = {}
+        self.notices = NoticeState()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,6 +111,7 @@ class Coordinator:
             asyncio.create_task(self._history_loop(), name="coordinator-history"),
             asyncio.create_task(self._probe_loop(), name="coordinator-storage-probe"),
             asyncio.create_task(self.publisher.run(), name="coordinator-status"),
+            asyncio.create_task(self._notice_loop(), name="coordinator-notices"),
         ]
 
     async def stop(self) -> None:
@@ -240,6 +249,55 @@ class Coordinator:
             listed.append(entry)
         return listed
 
+    # -- disruption notices ------------------------------------------------------------------
+    def should_stop(self, rank: int, iteration: int) -> dict[str, Any]:
+        """``POST /v1/should-stop``: whether `rank`, having reported `iteration`, stops now."""
+        if not 0 <= rank < self.config.world_size:
+            raise ReportRejected(
+                400, "bad_rank", f"rank {rank} is not in the world of {self.config.world_size}"
+            )
+        before = self.notices.stop_iteration
+        answer = self.notices.should_stop(iteration)
+        if self.notices.stop_iteration != before:
+            log.info(
+                "notice %s: every rank stops after iteration %d",
+                self.notices.notice,
+                self.notices.stop_iteration,
+            )
+            self.publisher.changed(urgent=True)
+        return answer
+
+    def rank_signalled(self, rank: int, deadline: str | None) -> None:
+        """``POST /v1/notice``: a rank's trainer got SIGTERM; the whole gang is told to stop."""
+        if not 0 <= rank < self.config.world_size:
+            raise ReportRejected(
+                400, "bad_rank", f"rank {rank} is not in the world of {self.config.world_size}"
+            )
+        if self.notices.rank_signalled(rank, deadline):
+            log.warning("rank %d got SIGTERM: telling every rank to stop", rank)
+
+    def observe_job_status(self, status: dict[str, Any] | None) -> None:
+        """The job's status as the API server has it: take the operator's notice for this attempt."""
+        notice = (status or {}).get("notice")
+        fresh = isinstance(notice, dict) and notice.get("attempt") == self.config.attempt
+        if fresh and isinstance(notice, dict) and self.notices.raise_notice(notice):
+            log.warning(
+                "disruption notice from the operator: %s", notice.get("message") or notice.get("reason")
+            )
+
+    async def _notice_loop(self) -> None:
+        sink = self.publisher.sink
+        while True:
+            await asyncio.sleep(self.config.notice_poll_seconds)
+            if self.notices.notice is not None:
+                continue
+            if time.monotonic() - self.publisher.last_seen_at < self.config.notice_poll_seconds:
+                continue
+            try:
+                self.observe_job_status(await sink.read())
+            except Exception as exc:  # the next poll tries again; reports go on meanwhile
+                log.info("cannot read the job's status for notices: %s", exc)
+
     def status(self) -> dict[str, Any]:
         """The coordinator-owned TrainJob status fields (None: absent)."""
         slowest = self.aggregator.slowest_rank()
@@ -261,6 +319,10 @@ class Coordinator:
                 "lastReportTime": rfc3339(slowest[1].last_report_time),
             },
             "storage": self._storage_status(),
+            "stopAt": None
+            if self.notices.stop_iteration is None
+            else {"attempt": self.config.attempt, "iteration": self.notices.stop_iteration},
+            "lastCommitTime": latest.to_status().get("committedAt") if latest else None,
             "message": self.message,
         }
 
@@ -280,6 +342,8 @@ class Coordinator:
         best = self.best_checkpoint
         last_report = self.aggregator.last_report_time
         return {
+            "notice": self.notices.notice,
+            "stopIteration": self.notices.stop_iteration,
             "coordinatorId": self.id,
             "job": self.config.job,
             "namespace": self.config.namespace,

@@ -19,9 +19,15 @@ from typing import Any
 
 class StatusSink(ABC):
     @abstractmethod
-    async def publish(self, patch: dict[str, Any]) -> None:
-        """Apply ``patch`` (a merge patch: ``None`` deletes a field). Raise to have it retried:
-        the publisher keeps the change and tries again after its interval."""
+    async def publish(self, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply ``patch`` (a merge patch: ``None`` deletes a field) and return the whole status
+        afterwards when the sink knows it (the operator's fields too: its disruption notice), else
+        None. Raise to have it retried: the publisher keeps the change and tries again after its
+        interval."""
+
+    async def read(self) -> dict[str, Any] | None:
+        """The job's whole status, for a coordinator that has published nothing for a while."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most sinks hold nothing
         """Release what the sink holds; called once at shutdown after the last publish."""
@@ -55,9 +61,21 @@ class FileStatusSink(StatusSink):
                 loaded = {}
             self.status = loaded if isinstance(loaded, dict) else {}
 
-    async def publish(self, patch: dict[str, Any]) -> None:
-        self.status = apply_merge_patch(self.status, patch)
+    async def publish(self, patch: dict[str, Any]) -> dict[str, Any] | None:
+        self.status = apply_merge_patch(self._read_file() or self.status, patch)
         await asyncio.to_thread(self._write, json.dumps(self.status, indent=1, sort_keys=True))
+        return dict(self.status)
+
+    async def read(self) -> dict[str, Any] | None:
+        """The file as it is now (a test plays the operator by writing its fields into it)."""
+        return await asyncio.to_thread(self._read_file)
+
+    def _read_file(self) -> dict[str, Any] | None:
+        try:
+            loaded = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
 
     def _write(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

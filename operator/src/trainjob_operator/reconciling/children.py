@@ -221,6 +221,10 @@ def worker_env(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
         env.append(_env(constants.ENV_RESUME_CHECKPOINT, resume))
     if job.spec.storage.retry_budget_seconds is not None:
         env.append(_env(constants.ENV_STORAGE_RETRY_SECONDS, job.spec.storage.retry_budget_seconds))
+    # How long the trainer may run on after SIGTERM (its pod's grace): a notice-aware program
+    # stops at its next checkpoint within it (worker_sdk.preemption).
+    grace = (job.spec.template.get("spec") or {}).get("terminationGracePeriodSeconds")
+    env.append(_env(constants.ENV_TERMINATION_GRACE_SECONDS, grace if isinstance(grace, int) else 30))
     env.append(_env(constants.ENV_CONFIG, json.dumps(job.spec.config or {}, sort_keys=True)))
     return env
 

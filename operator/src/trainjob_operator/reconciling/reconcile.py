@@ -34,6 +34,7 @@ from trainjob_operator.api.types import (
     ConditionStatus,
     ConditionType,
     JobMetadata,
+    Notice,
     Phase,
     StartupState,
     StartupTimeoutAction,
@@ -263,6 +264,7 @@ class _Reconciliation:
             restart_after=None,
             workers=WorkerCounts(),
             startup=None,
+            notice=None,
         )
         self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {spec.workers} workers")
         self._event(reason, f"{event_message}: starting attempt {attempt}")
@@ -352,9 +354,7 @@ class _Reconciliation:
         self._delete_pods(older)
         self._count_workers(pods)
 
-        disruptions = self._disruptions(pods)
-        if disruptions:
-            self._after_disruption(disruptions)
+        if self._noticed(pods):
             return
         failures = self._failures(pods)
         if failures:
@@ -406,8 +406,6 @@ class _Reconciliation:
                 failures.append(
                     WorkerFailure(rank, pod.name, pod.exit_code, pod.failure_reason, pod.failure_message)
                 )
-            elif pod.deleting and pod.outcome is not PodOutcome.SUCCEEDED:
-                failures.append(WorkerFailure(rank, pod.name, None, "PodDeleted: deleted while running"))
         if self.phase is Phase.RUNNING:
             attempt = self.status.attempt or 0
             for rank in range(self.spec_or_fail.workers):
@@ -436,6 +434,9 @@ class _Reconciliation:
             lost_for = self._node_lost_for(pod)
             if pod.disruption is not None:
                 found.append(Disruption(rank, pod.name, pod.disruption.reason, pod.disruption.message))
+            elif pod.deleting:
+                # The operator deletes a current attempt's pods only after it left Running/Pending.
+                found.append(Disruption(rank, pod.name, "PodDeleted", "deleted by someone else"))
             elif lost_for is not None and lost_for >= grace:
                 node = self.observed.node_of(pod)
                 assert node is not None
@@ -452,6 +453,112 @@ class _Reconciliation:
                 self._requeue_in(grace - lost_for)
         return found
 
+    def _current_notice(self) -> Notice | None:
+        notice = self.status.notice
+        return notice if notice is not None and notice.attempt == (self.status.attempt or 0) else None
+
+    def _raise_notice(
+        self, reason: str, message: str, pods: Mapping[int, PodObservation], ranks: list[int]
+    ) -> None:
+        """Tell the gang (through the coordinator, which reads status.notice) to stop at its next
+        report and checkpoint; the pods keep running until `_notice_settled`."""
+        grace = self.spec_or_fail.preemption.grace_period_seconds
+        nodes: dict[str, list[int]] = {}
+        for rank in ranks:
+            pod = pods.get(rank)
+            if pod is not None and pod.node:
+                nodes.setdefault(pod.node, []).append(rank)
+        notice = Notice(
+            reason=reason,
+            message=message,
+            ranks=sorted(ranks),
+            nodes=nodes or None,
+            attempt=self.status.attempt or 0,
+            since=self.now,
+            deadline=self.now + timedelta(seconds=grace),
+        )
+        self._update(notice=notice, message=f"{message}: stopping at the next checkpoint (within {grace}s)")
+        self._event(
+            "PreemptionNotice",
+            f"{message}; every rank stops at its next checkpoint, within {grace}s "
+            "(preemption.gracePeriodSeconds)",
+            EventType.WARNING,
+        )
+        self._requeue_in(min(POLL_SECONDS, grace))
+
+    def _notice_settled(self, notice: Notice, pods: Mapping[int, PodObservation]) -> bool:
+        """The gang may go: a checkpoint at or after the stop iteration committed after the
+        notice, every pod has left, or the grace ran out. Else look again soon."""
+        stop = self.status.stop_at
+        latest = self.status.latest_checkpoint
+        committed = (
+            stop is not None
+            and stop.attempt == notice.attempt
+            and latest is not None
+            and latest.iteration is not None
+            and latest.iteration >= stop.iteration
+            and (latest.committed_at is None or latest.committed_at >= notice.since - timedelta(seconds=1))
+        )
+        left = all(
+            p.outcome in (PodOutcome.SUCCEEDED, PodOutcome.FAILED) or p.deleting for p in pods.values()
+        )
+        remaining = self._seconds_until(notice.deadline)
+        if committed or left or remaining <= 0:
+            return True
+        self._requeue_in(min(POLL_SECONDS, remaining))
+        return False
+
+    def _noticed(self, pods: Mapping[int, PodObservation]) -> bool:
+        """Disruptions of a running gang become a notice first (when preemption.gracePeriodSeconds
+        allows one); once it settles, the attempt ends as a disruption. True when this pass is
+        done with the attempt (noticed, waiting, or ended)."""
+        notice = self._current_notice()
+        disruptions = self._disruptions(pods)
+        if notice is None:
+            if not disruptions:
+                return False
+            grace = self.spec_or_fail.preemption.grace_period_seconds
+            coordinator = pods.get(0)
+            can_tell = (
+                coordinator is not None
+                and coordinator.outcome is PodOutcome.RUNNING
+                and not coordinator.deleting
+            )
+            if (
+                grace == 0
+                or self.phase is not Phase.RUNNING
+                or not can_tell
+                or disruptions[0].reason == "NodeLost"
+            ):
+                # Nobody to tell (the coordinator's own pod is going, or a node is already gone).
+                self._after_disruption(disruptions)
+                return True
+            message = "; ".join(d.describe() for d in disruptions)
+            self._raise_notice(disruptions[0].reason, message, pods, [d.rank for d in disruptions])
+            return True
+        stop = self.status.stop_at
+        stopped_for_it = (
+            stop is not None
+            and stop.attempt == notice.attempt
+            and (self.status.iteration or 0) >= stop.iteration
+        )
+        if (
+            all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values())
+            and len(pods) == self.spec_or_fail.workers
+            and not stopped_for_it
+        ):
+            return False  # the program finished before the stop iteration: a success
+        if not self._notice_settled(notice, pods):
+            return True
+        self._after_disruption(
+            disruptions
+            or [
+                Disruption(rank, pods[rank].name if rank in pods else "", notice.reason, notice.message or "")
+                for rank in notice.ranks or [0]
+            ]
+        )
+        return True
+
     def _after_disruption(self, disruptions: list[Disruption]) -> None:
         """End the attempt without blaming the program: a new one starts at once (no backoff) from
         the latest committed checkpoint, counted in status.disruptions, not restarts."""
@@ -466,7 +573,7 @@ class _Reconciliation:
             )
             return
         self._delete_pods(self.observed.pods, grace_period_seconds=FAILED_GANG_GRACE_SECONDS)
-        self._update(disruptions=count + 1, restart_after=None, startup=None)
+        self._update(disruptions=count + 1, restart_after=None, startup=None, notice=None)
         self._transition(Phase.RESTARTING, disruptions[0].reason, message)
         self._event(
             "Disrupted",
@@ -654,6 +761,17 @@ class _Reconciliation:
         self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
 
     def _suspend(self) -> None:
+        """Suspend: a running gang gets a notice first, so it commits a checkpoint before its
+        pods go (resume then loses nothing); then the pods are deleted."""
+        if self.phase is Phase.RUNNING and self.spec_or_fail.preemption.grace_period_seconds > 0:
+            pods = self.observed.pods_of(self.status.attempt or 0)
+            notice = self._current_notice()
+            if notice is None:
+                self._raise_notice("Suspended", "spec.suspend is set", pods, sorted(pods))
+                return
+            if not self._notice_settled(notice, pods):
+                return
+        self._update(notice=None)
         self._delete_pods(self.observed.pods)
         self._count_workers(self.observed.pods_of(self.status.attempt or 0))
         self._update(restart_after=None)

@@ -264,3 +264,32 @@ def test_pods_are_gated_until_the_whole_gang_exists() -> None:
         RemoveSchedulingGate("digits-0-0", ("kueue.x-k8s.io/admission", "trainjob.dev/gang")),
         RemoveSchedulingGate("digits-0-1", ("kueue.x-k8s.io/admission", "trainjob.dev/gang")),
     ]
+
+
+def test_a_failure_that_followed_a_node_crash_is_recounted_as_a_disruption() -> None:
+    cluster = running_on_nodes()
+    cluster.update_spec(failurePolicy={"maxRestarts": 2, "nodeLossSeconds": 60, "backoffSeconds": 30})
+    # node-b crashed at 95 (its last heartbeat 90); rank 0's collective failed at 100.
+    cluster.pods["digits-0-1"]["spec"]["nodeName"] = "node-b"
+    cluster.set_pod(0, 0, node="node-a", exit_code=1, reason="Error")
+    cluster.reconcile(later(100))
+    assert (cluster.status["phase"], cluster.status["restarts"]) == ("Restarting", 1)
+    # The node monitor's grace later, node-b is Unknown; its heartbeat predates the failure.
+    lost = node("node-b", "Unknown", later(140))
+    lost["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T12:01:30Z"
+    cluster.nodes["node-b"] = lost
+    cluster.reconcile(later(141))
+    status = cluster.status
+    assert (status["restarts"], status["disruptions"], status["reason"]) == (0, 1, "NodeLost")
+    assert "followed the loss of node node-b" in status["message"]
+    assert "restartAfter" not in status, "a disruption restarts without the backoff"
+    # A node that heartbeated after the failure does not take the blame.
+    healthy_later = running_on_nodes()
+    healthy_later.update_spec(failurePolicy={"maxRestarts": 2, "nodeLossSeconds": 60, "backoffSeconds": 30})
+    healthy_later.set_pod(0, 0, node="node-a", exit_code=1, reason="Error")
+    healthy_later.reconcile(later(100))
+    late = node("node-b", "Unknown", later(200))
+    late["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T12:02:30Z"
+    healthy_later.nodes["node-b"] = late
+    healthy_later.reconcile(later(201))
+    assert (healthy_later.status["restarts"], healthy_later.status.get("disruptions")) == (1, None)

@@ -107,6 +107,8 @@ class NodeObservation:
     name: str
     ready: NodeReadiness = NodeReadiness.TRUE
     since: datetime | None = None
+    # The kubelet's last heartbeat on the Ready condition (kept when the node turns Unknown).
+    last_heartbeat: datetime | None = None
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> NodeObservation:
@@ -120,7 +122,12 @@ class NodeObservation:
             readiness = NodeReadiness(str(ready.get("status")))
         except ValueError:
             readiness = NodeReadiness.UNKNOWN
-        return cls(str(metadata.get("name", "")), readiness, parse_time(ready.get("lastTransitionTime")))
+        return cls(
+            str(metadata.get("name", "")),
+            readiness,
+            parse_time(ready.get("lastTransitionTime")),
+            parse_time(ready.get("lastHeartbeatTime")),
+        )
 
 
 def parse_time(text: Any) -> datetime | None:

@@ -739,6 +739,7 @@ class _Reconciliation:
 
     def _restarting(self) -> None:
         """Wait until the failed attempt's pods are gone and the backoff has passed, then go on."""
+        self._attribute_failure_to_a_lost_node()
         spec = self.spec_or_fail
         restarts = self.status.restarts or 0
         if restarts > spec.failure_policy.max_restarts:
@@ -759,6 +760,43 @@ class _Reconciliation:
             self._requeue_in(min(waits))
             return
         self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
+
+    def _attribute_failure_to_a_lost_node(self) -> None:
+        """A node that crashes takes its ranks down, and the others' collectives fail at once,
+        before the node is seen lost (the node monitor's grace): the attempt ended as a
+        WorkerFailed restart. When a pod of that attempt turns out to sit on a node that is not
+        Ready and has not heartbeated since before the failure, the restart is the node's doing:
+        it is counted as a disruption instead, and the backoff is dropped."""
+        if self.status.reason != "WorkerFailed":
+            return
+        restarting = lifecycle.condition_is_true(self.conditions, ConditionType.RESTARTING)
+        failed_at = restarting.last_transition_time if restarting is not None else None
+        if failed_at is None:
+            return
+        attempt = self.status.attempt or 0
+        for pod in self.observed.pods:
+            node = self.observed.node_of(pod)
+            if (
+                pod.attempt == attempt
+                and node is not None
+                and node.ready is not NodeReadiness.TRUE
+                and node.last_heartbeat is not None
+                and node.last_heartbeat <= failed_at
+            ):
+                message = (
+                    f"the failure of attempt {attempt} followed the loss of node {node.name} (its last "
+                    f"heartbeat {_rfc3339(node.last_heartbeat)}, rank {pod.rank} on it): a disruption, "
+                    "not a restart"
+                )
+                self._update(
+                    restarts=max(0, (self.status.restarts or 0) - 1),
+                    disruptions=(self.status.disruptions or 0) + 1,
+                    restart_after=None,
+                    reason="NodeLost",
+                    message=message,
+                )
+                self._event("Disrupted", message, EventType.WARNING)
+                return
 
     def _suspend(self) -> None:
         """Suspend: a running gang gets a notice first, so it commits a checkpoint before its

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 from chaos_support import BackgroundSampler, check_committed_checkpoints, digits_job, dump
-from e2e_support import REPO_ROOT, Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.storage import join_key, open_storage
 

@@ -19,7 +19,9 @@ from chaos_support import (
     resumed_from,
     resumed_iteration,
 )
-from e2e_support import Cluster, wait_for
+
+from tests.support.kube import Cluster
+from tests.support.processes import wait_for
 
 SEED = 1
 EPOCHS = 20

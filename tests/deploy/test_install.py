@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,10 +20,11 @@ from typing import Any
 
 import helm_python
 import pytest
-from chart_support import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
-from pod_security import assert_restricted
 
 from localcluster import LocalCluster
+from tests.support.chart import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
+from tests.support.pod_security import assert_restricted
+from tests.support.processes import free_port, wait_until
 from trainjob_operator.local.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.slow
@@ -35,23 +34,16 @@ CREDENTIALS = "s3-creds"
 TRAINER = "import os; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, OSError, KeyError, ValueError):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.5)
-    pytest.fail(f"{what} not within {timeout}s (last: {last!r})\n{diagnose()}")
+    """Every half second; an API server or pod not answering yet is not a failure."""
+    return wait_until(
+        what,
+        check,
+        timeout,
+        diagnose,
+        interval=0.5,
+        ignore=(urllib.error.URLError, OSError, KeyError, ValueError),
+    )
 
 
 def get(cluster: LocalCluster, path: str) -> JSON | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import urllib.request
 
-from e2e_support import Cluster, python, trainjob, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.kube import Cluster
+from tests.support.manifests import python, trainjob
+from tests.support.processes import wait_for
 from trainjob_operator.local.stack import LocalStack
 
 

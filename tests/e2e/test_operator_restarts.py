@@ -9,7 +9,9 @@ import signal
 import time
 
 import pytest
-from e2e_support import Cluster, python, trainjob
+
+from tests.support.kube import Cluster
+from tests.support.manifests import python, trainjob
 
 # Rank 1 of attempt 0 dies by SIGKILL after a second: one restart, then success.
 RESTART_ONCE = python(

@@ -50,6 +50,8 @@ class LocalStack:
     state_file: Path | None = None
     # Images the node cannot pull (shell patterns), besides those of `.invalid` registries.
     unpullable_images: tuple[str, ...] = ()
+    # The API server's --log-level; "DEBUG" logs every request (the benchmarks count them there).
+    apiserver_log_level: str | None = None
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -81,6 +83,7 @@ class LocalStack:
                 authorization=self.authorization,
                 state_file=self.state_file,
                 unpullable_images=self.unpullable_images,
+                apiserver_log_level=self.apiserver_log_level,
             ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()

@@ -1,14 +1,12 @@
-"""Run a job the way the operator's pods do, without Kubernetes: a `trainjob coordinator` process
-and one process per rank with the env contract (DESIGN §4), on 127.0.0.1 and free ports.
-
-Every process is started through :class:`JobRunner`; the ``job_runner`` fixture stops them all
-(by pid) at the end of the test, whether it passed or not.
+"""A job as the operator's pods run it, without Kubernetes: a ``trainjob coordinator`` process and
+the environment each rank gets (the contract in README.md, "The in-pod environment"), on
+127.0.0.1 and free ports. The integration tests' ``JobRunner`` and the benchmarks' ``Job`` start
+their processes through this module.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,39 +16,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from trainjob_operator.local.seaweedfs import free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # examples/ is a directory of programs, not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-CONTRACT_VARIABLES = (
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
-    """``probe()``'s first truthy result; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from tests.support.processes import REPO_ROOT, clean_env, free_port, wait_until
 
 
 @dataclass
 class CoordinatorProcess:
+    """A running ``trainjob coordinator``: its URL, token, file status sink and log."""
+
     process: subprocess.Popen[bytes]
     url: str
     port: int
@@ -101,9 +75,89 @@ class CoordinatorProcess:
         self.process.wait()
 
 
+def start_coordinator(
+    *,
+    job: str,
+    namespace: str,
+    world_size: int,
+    attempt: int,
+    storage_uri: str,
+    token: str,
+    token_file: Path,
+    status_path: Path,
+    log_path: Path,
+    env: dict[str, str],
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> CoordinatorProcess:
+    """Start ``trainjob coordinator`` with a file status sink, its output appended to ``log_path``;
+    return once it listens (an AssertionError with its log if it exits or does not listen within
+    60 s). The caller stops it (by pid) when done."""
+    port = port or free_port()
+    token_file.write_text(token)
+    args = [
+        sys.executable, "-m", "trainjob_operator.cli", "coordinator",
+        "--job", job, "--namespace", namespace,
+        "--world-size", str(world_size), "--attempt", str(attempt),
+        "--storage", storage_uri, "--host", "127.0.0.1", "--port", str(port),
+        "--token-file", str(token_file), "--status-sink", f"file:{status_path}", *extra_args,
+    ]  # fmt: skip
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            tail = log_path.read_text()[-3000:]
+            raise AssertionError(f"coordinator exited with {process.returncode}: {tail}")
+        return "coordinator listening on http://" in log_path.read_text()
+
+    try:
+        wait_until("the coordinator to listen", listening, timeout=60, interval=0.05)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return CoordinatorProcess(process, f"http://127.0.0.1:{port}", port, token, status_path, log_path)
+
+
+def rank_env(
+    *,
+    job: str,
+    namespace: str,
+    attempt: int,
+    world_size: int,
+    rank: int,
+    master_port: int,
+    coordinator_url: str,
+    token: str,
+    storage_uri: str,
+    final_wait_seconds: float,
+) -> dict[str, str]:
+    """The variables the operator gives rank ``rank`` of a single-node job (one process per rank,
+    gloo over loopback)."""
+    return {
+        "TRAINJOB_NAME": job,
+        "TRAINJOB_NAMESPACE": namespace,
+        "TRAINJOB_ATTEMPT": str(attempt),
+        "WORLD_SIZE": str(world_size),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(world_size),
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(master_port),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "TRAINJOB_COORDINATOR_URL": coordinator_url,
+        "TRAINJOB_REPORT_TOKEN": token,
+        "TRAINJOB_STORAGE_URI": storage_uri,
+        "TRAINJOB_FINAL_WAIT_SECONDS": f"{final_wait_seconds:g}",
+    }
+
+
 @dataclass
 class JobRunner:
-    """One job (name, namespace, storage) whose coordinators and ranks a test starts and stops."""
+    """One job (name, namespace, storage) whose coordinators and ranks a test starts; the
+    ``job_runner`` fixture kills every process it started (by pid) when the test ends."""
 
     tmp_path: Path
     storage_uri: str
@@ -127,15 +181,7 @@ class JobRunner:
         return process
 
     def base_env(self) -> dict[str, str]:
-        return {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith("TRAINJOB_") and k not in CONTRACT_VARIABLES
-            },
-            "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1",
-        }
+        return clean_env()
 
     def start_coordinator(
         self,
@@ -146,56 +192,47 @@ class JobRunner:
         score_attribute: str | None = None,
         score_order: str = "min",
     ) -> CoordinatorProcess:
-        port = port or free_port()
-        token_file = self.tmp_path / "token"
-        token_file.write_text(self.token)
-        status_path = self.tmp_path / "status.json"
         name = f"coordinator-{attempt}-{len(self.processes)}"
-        args = [
-            sys.executable, "-m", "trainjob_operator.cli", "coordinator",
-            "--job", self.job, "--namespace", self.namespace,
-            "--world-size", str(self.world_size), "--attempt", str(attempt),
-            "--storage", self.storage_uri, "--host", "127.0.0.1", "--port", str(port),
-            "--token-file", str(token_file), "--status-sink", f"file:{status_path}",
-            "--status-interval", "0.2",
-        ]  # fmt: skip
+        args = ["--status-interval", "0.2"]
         if num_to_keep is not None:
             args += ["--num-to-keep", str(num_to_keep)]
         if score_attribute is not None:
             args += ["--score-attribute", score_attribute, "--score-order", score_order]
-        process = self._spawn(name, args, self.base_env())
-        log_path = self.logs[name]
-
-        def listening() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"coordinator exited with {process.returncode}: {log_path.read_text()}")
-            return "coordinator listening on http://" in log_path.read_text()
-
-        wait_until("the coordinator to listen", listening, timeout=60)
-        return CoordinatorProcess(
-            process, f"http://127.0.0.1:{port}", port, self.token, status_path, log_path
+        self.logs[name] = self.tmp_path / f"{name}.log"
+        coordinator = start_coordinator(
+            job=self.job,
+            namespace=self.namespace,
+            world_size=self.world_size,
+            attempt=attempt,
+            storage_uri=self.storage_uri,
+            token=self.token,
+            token_file=self.tmp_path / "token",
+            status_path=self.tmp_path / "status.json",
+            log_path=self.logs[name],
+            env=self.base_env(),
+            port=port,
+            extra_args=args,
         )
+        self.processes.append(coordinator.process)
+        return coordinator
 
     def worker_env(
         self, rank: int, attempt: int, coordinator: CoordinatorProcess, master_port: int
     ) -> dict[str, str]:
         return {
             **self.base_env(),
-            "TRAINJOB_NAME": self.job,
-            "TRAINJOB_NAMESPACE": self.namespace,
-            "TRAINJOB_ATTEMPT": str(attempt),
-            "WORLD_SIZE": str(self.world_size),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(self.world_size),
-            "NODE_RANK": "0",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(master_port),
-            "GLOO_SOCKET_IFNAME": "lo",
-            "TRAINJOB_COORDINATOR_URL": coordinator.url,
-            "TRAINJOB_REPORT_TOKEN": self.token,
-            "TRAINJOB_STORAGE_URI": self.storage_uri,
-            "TRAINJOB_FINAL_WAIT_SECONDS": "60",
+            **rank_env(
+                job=self.job,
+                namespace=self.namespace,
+                attempt=attempt,
+                world_size=self.world_size,
+                rank=rank,
+                master_port=master_port,
+                coordinator_url=coordinator.url,
+                token=self.token,
+                storage_uri=self.storage_uri,
+                final_wait_seconds=60,
+            ),
             "TRAINJOB_HTTP_TIMEOUT_SECONDS": "3",
         }
 

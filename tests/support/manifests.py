@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
+
+import jsonschema
+
+from trainjob_operator.api.crd import trainjob_openapi_schema
 
 
 def trainjob(
@@ -34,3 +39,24 @@ def trainjob(
 def python(code: str) -> list[str]:
     """A container command that runs ``code`` with the pod's Python."""
     return ["python", "-c", code]
+
+
+def _without_kubernetes_extensions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _without_kubernetes_extensions(v) for k, v in node.items() if not k.startswith("x-kubernetes-")
+        }
+    if isinstance(node, list):
+        return [_without_kubernetes_extensions(item) for item in node]
+    return node
+
+
+@cache
+def _validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(_without_kubernetes_extensions(trainjob_openapi_schema()))
+
+
+def schema_errors(manifest: dict[str, Any]) -> list[str]:
+    """Every error of the generated CRD schema (checked locally, without an API server) as
+    '<json path>: <message>'."""
+    return [f"{error.json_path}: {error.message}" for error in _validator().iter_errors(manifest)]

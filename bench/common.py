@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.job import CoordinatorProcess, rank_env, start_coordinator
+from tests.support.job import CoordinatorProcess, LocalJob
 from tests.support.processes import REPO_ROOT, clean_env, free_port, stop_process
 
 
@@ -173,54 +173,24 @@ def workdir(prefix: str) -> Iterator[Path]:
 
 
 @dataclass
-class Job:
+class Job(LocalJob):
     """One job's coordinator and ranks, as the operator's pods run them, on 127.0.0.1."""
 
-    directory: Path
-    storage_uri: str
-    world_size: int
-    extra_env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     namespace: str = "bench"
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    final_wait_seconds: float = 120
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def base_env(self) -> dict[str, str]:
+        return {**base_env(), **self.extra_env}
 
     def start_coordinator(self, attempt: int = 0, *extra_args: str) -> CoordinatorProcess:
-        coordinator = start_coordinator(
-            job=self.name,
-            namespace=self.namespace,
-            world_size=self.world_size,
-            attempt=attempt,
-            storage_uri=self.storage_uri,
-            token=self.token,
-            token_file=self.directory / "token",
+        return self.coordinator_process(
+            attempt,
             status_path=self.directory / f"status-{attempt}.json",
             log_path=self.directory / f"coordinator-{attempt}.log",
-            env={**base_env(), **self.extra_env},
             extra_args=extra_args,
         )
-        self.processes.append(coordinator.process)
-        return coordinator
-
-    def rank_env(
-        self, rank: int, attempt: int, coordinator: CoordinatorProcess, master_port: int
-    ) -> dict[str, str]:
-        return {
-            **base_env(),
-            **self.extra_env,
-            **rank_env(
-                job=self.name,
-                namespace=self.namespace,
-                attempt=attempt,
-                world_size=self.world_size,
-                rank=rank,
-                master_port=master_port,
-                coordinator_url=coordinator.url,
-                token=self.token,
-                storage_uri=self.storage_uri,
-                final_wait_seconds=120,
-            ),
-        }
 
     def start_ranks(
         self, coordinator: CoordinatorProcess, args: Sequence[str], attempt: int = 0

@@ -14,9 +14,8 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import helm_python
 import pytest
@@ -24,7 +23,8 @@ import pytest
 from localcluster import LocalCluster
 from tests.support.chart import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
 from tests.support.pod_security import assert_restricted
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import free_port
+from tests.support.processes import wait_for_server as wait_for
 from trainjob_operator.local.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.slow
@@ -32,18 +32,6 @@ pytestmark = pytest.mark.slow
 JOB_NAMESPACE = "ml"
 CREDENTIALS = "s3-creds"
 TRAINER = "import os; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
-    """Every half second; an API server or pod not answering yet is not a failure."""
-    return wait_until(
-        what,
-        check,
-        timeout,
-        diagnose,
-        interval=0.5,
-        ignore=(urllib.error.URLError, OSError, KeyError, ValueError),
-    )
 
 
 def get(cluster: LocalCluster, path: str) -> JSON | None:

@@ -14,7 +14,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ import pytest
 
 from localcluster import LocalCluster
 from tests.support.chart import CHART, NAMESPACE, RELEASE, ROOT, crds, objects, pod_from_template
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import free_port
+from tests.support.processes import wait_for_server as wait_for
 from trainjob_operator.local.seaweedfs import SeaweedFS
 
 JSON = dict[str, Any]
@@ -140,18 +141,6 @@ class Secure:
                 log = self.text(f"/api/v1/namespaces/{JOB_NAMESPACE}/pods/{name}/log?container=trainer")
                 parts.append(f"trainer of {name}:\n{log[-2000:]}")
         return "\n".join(parts)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
-    """Every half second; an API server or pod not answering yet is not a failure."""
-    return wait_until(
-        what,
-        check,
-        timeout,
-        diagnose,
-        interval=0.5,
-        ignore=(urllib.error.URLError, OSError, KeyError, ValueError, TypeError),
-    )
 
 
 def chart_values(seaweedfs: SeaweedFS) -> JSON:

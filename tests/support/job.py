@@ -1,7 +1,7 @@
 """A job as the operator's pods run it, without Kubernetes: a ``trainjob coordinator`` process and
-the environment each rank gets (the contract in README.md, "The in-pod environment"), on
-127.0.0.1 and free ports. The integration tests' ``JobRunner`` and the benchmarks' ``Job`` start
-their processes through this module.
+the environment each rank gets (the contract in README.md, "The worker SDK"), on 127.0.0.1 and
+free ports. :class:`LocalJob` is that job; the integration tests' :class:`JobRunner` and the
+benchmarks' ``bench.common.Job`` are kinds of it.
 """
 
 from __future__ import annotations
@@ -120,58 +120,95 @@ def start_coordinator(
     return CoordinatorProcess(process, f"http://127.0.0.1:{port}", port, token, status_path, log_path)
 
 
-def rank_env(
-    *,
-    job: str,
-    namespace: str,
-    attempt: int,
-    world_size: int,
-    rank: int,
-    master_port: int,
-    coordinator_url: str,
-    token: str,
-    storage_uri: str,
-    final_wait_seconds: float,
-) -> dict[str, str]:
-    """The variables the operator gives rank ``rank`` of a single-node job (one process per rank,
-    gloo over loopback)."""
-    return {
-        "TRAINJOB_NAME": job,
-        "TRAINJOB_NAMESPACE": namespace,
-        "TRAINJOB_ATTEMPT": str(attempt),
-        "WORLD_SIZE": str(world_size),
-        "RANK": str(rank),
-        "LOCAL_RANK": str(rank),
-        "LOCAL_WORLD_SIZE": str(world_size),
-        "NODE_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(master_port),
-        "GLOO_SOCKET_IFNAME": "lo",
-        "TRAINJOB_COORDINATOR_URL": coordinator_url,
-        "TRAINJOB_REPORT_TOKEN": token,
-        "TRAINJOB_STORAGE_URI": storage_uri,
-        "TRAINJOB_FINAL_WAIT_SECONDS": f"{final_wait_seconds:g}",
-    }
-
-
 @dataclass
-class JobRunner:
-    """One job (name, namespace, storage) whose coordinators and ranks a test starts; the
-    ``job_runner`` fixture kills every process it started (by pid) when the test ends."""
+class LocalJob:
+    """One job's identity (name, namespace, token, storage) and the processes started for it on
+    127.0.0.1: its coordinator, and the environment the operator would give each of its ranks.
+    Whoever uses it stops ``processes`` (by pid) at the end, also on failure."""
 
-    tmp_path: Path
+    directory: Path
     storage_uri: str
     world_size: int
-    job: str = field(default_factory=lambda: f"job-{uuid.uuid4().hex[:8]}")
+    name: str = field(default_factory=lambda: f"job-{uuid.uuid4().hex[:8]}")
     namespace: str = "ml"
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # TRAINJOB_FINAL_WAIT_SECONDS: how long a rank's last call waits for the attempt to settle.
+    final_wait_seconds: float = 60
+
+    def base_env(self) -> dict[str, str]:
+        return clean_env()
+
+    def coordinator_process(
+        self,
+        attempt: int,
+        *,
+        status_path: Path,
+        log_path: Path,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> CoordinatorProcess:
+        coordinator = start_coordinator(
+            job=self.name,
+            namespace=self.namespace,
+            world_size=self.world_size,
+            attempt=attempt,
+            storage_uri=self.storage_uri,
+            token=self.token,
+            token_file=self.directory / "token",
+            status_path=status_path,
+            log_path=log_path,
+            env=self.base_env(),
+            port=port,
+            extra_args=extra_args,
+        )
+        self.processes.append(coordinator.process)
+        return coordinator
+
+    def rank_env(
+        self, rank: int, attempt: int, coordinator: CoordinatorProcess, master_port: int
+    ) -> dict[str, str]:
+        """The variables the operator gives rank ``rank`` of a single-node job (one process per
+        rank, gloo over loopback), on top of :meth:`base_env`."""
+        return {
+            **self.base_env(),
+            "TRAINJOB_NAME": self.name,
+            "TRAINJOB_NAMESPACE": self.namespace,
+            "TRAINJOB_ATTEMPT": str(attempt),
+            "WORLD_SIZE": str(self.world_size),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(self.world_size),
+            "NODE_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(master_port),
+            "GLOO_SOCKET_IFNAME": "lo",
+            "TRAINJOB_COORDINATOR_URL": coordinator.url,
+            "TRAINJOB_REPORT_TOKEN": self.token,
+            "TRAINJOB_STORAGE_URI": self.storage_uri,
+            "TRAINJOB_FINAL_WAIT_SECONDS": f"{self.final_wait_seconds:g}",
+        }
+
+
+@dataclass
+class JobRunner(LocalJob):
+    """A job whose coordinators and ranks an integration test starts, each logging to a file of
+    its own; the ``job_runner`` fixture kills every process it started when the test ends."""
+
     logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def tmp_path(self) -> Path:
+        return self.directory
+
+    @property
+    def job(self) -> str:
+        return self.name
 
     def _spawn(
         self, name: str, args: Sequence[str], env: dict[str, str], **kwargs: Any
     ) -> subprocess.Popen[bytes]:
-        log_path = self.tmp_path / f"{name}.log"
+        log_path = self.directory / f"{name}.log"
         self.logs[name] = log_path
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
@@ -179,9 +216,6 @@ class JobRunner:
             )
         self.processes.append(process)
         return process
-
-    def base_env(self) -> dict[str, str]:
-        return clean_env()
 
     def start_coordinator(
         self,
@@ -198,41 +232,20 @@ class JobRunner:
             args += ["--num-to-keep", str(num_to_keep)]
         if score_attribute is not None:
             args += ["--score-attribute", score_attribute, "--score-order", score_order]
-        self.logs[name] = self.tmp_path / f"{name}.log"
-        coordinator = start_coordinator(
-            job=self.job,
-            namespace=self.namespace,
-            world_size=self.world_size,
-            attempt=attempt,
-            storage_uri=self.storage_uri,
-            token=self.token,
-            token_file=self.tmp_path / "token",
-            status_path=self.tmp_path / "status.json",
+        self.logs[name] = self.directory / f"{name}.log"
+        return self.coordinator_process(
+            attempt,
+            status_path=self.directory / "status.json",
             log_path=self.logs[name],
-            env=self.base_env(),
             port=port,
             extra_args=args,
         )
-        self.processes.append(coordinator.process)
-        return coordinator
 
     def worker_env(
         self, rank: int, attempt: int, coordinator: CoordinatorProcess, master_port: int
     ) -> dict[str, str]:
         return {
-            **self.base_env(),
-            **rank_env(
-                job=self.job,
-                namespace=self.namespace,
-                attempt=attempt,
-                world_size=self.world_size,
-                rank=rank,
-                master_port=master_port,
-                coordinator_url=coordinator.url,
-                token=self.token,
-                storage_uri=self.storage_uri,
-                final_wait_seconds=60,
-            ),
+            **self.rank_env(rank, attempt, coordinator, master_port),
             "TRAINJOB_HTTP_TIMEOUT_SECONDS": "3",
         }
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +29,14 @@ CONTRACT_VARIABLES = (
     "MASTER_ADDR",
     "MASTER_PORT",
 )
+# What probing a server that is starting or restarting may raise: refused or reset connections,
+# half-formed answers.
+NOT_READY = (urllib.error.URLError, OSError, KeyError, ValueError, TypeError)
 T = TypeVar("T")
 
 __all__ = [
     "CONTRACT_VARIABLES",
+    "NOT_READY",
     "REPO_ROOT",
     "clean_env",
     "free_port",
@@ -99,3 +104,9 @@ def wait_for(
     """:func:`wait_until` in the end-to-end tests' argument order, polling every 0.25 s (each probe
     there is a kubectl call)."""
     return wait_until(what, probe, timeout, explain, interval=0.25)
+
+
+def wait_for_server(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
+    """:func:`wait_until` every half second, where a server not answering yet is not a failure
+    (installing the chart, starting pods)."""
+    return wait_until(what, check, timeout, diagnose, interval=0.5, ignore=NOT_READY)

@@ -1,5 +1,5 @@
 """SeaweedFS stopped for 15 s mid-run, then started again on the same port and data, under two
-digits jobs with async uploads (DESIGN §5, §6):
+digits jobs with async uploads (docs/architecture.md):
 
 - `ride`, with the default retry budget (120 s): uploads retry with backoff, the trainer goes on
   training through the outage, the status says storage is unavailable while it is down (the

@@ -1,6 +1,6 @@
 """Five SIGKILLs of trainer processes, at seeded random steps and ranks, in one digits run: the
 gang restarts each time from a committed checkpoint and the job still ends where the trainer
-asked, with every committed checkpoint whole and loadable (DESIGN §6, §7)."""
+asked, with every committed checkpoint whole and loadable."""
 
 from __future__ import annotations
 

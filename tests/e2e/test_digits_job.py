@@ -1,6 +1,6 @@
 """The digits DDP example as a user runs it: `kubectl apply` the example, watch `kubectl get tj`,
 find committed checkpoints in SeaweedFS that load with torch; kill a worker and see the gang
-resume from the latest committed checkpoint (DESIGN §6, §7)."""
+resume from the latest committed checkpoint."""
 
 from __future__ import annotations
 

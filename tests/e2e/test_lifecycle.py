@@ -1,5 +1,5 @@
 """A TrainJob's life on the local cluster, through kubectl: success, failures and the restart
-policies, suspend/resume, deletion, invalid specs, and jobs side by side (DESIGN §7)."""
+policies, suspend/resume, deletion, invalid specs, and jobs side by side."""
 
 from __future__ import annotations
 

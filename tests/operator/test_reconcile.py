@@ -1,4 +1,5 @@
-"""The reconcile decision, without any server: every phase and transition of DESIGN §7."""
+"""The reconcile decision, without any server: every phase and transition of the lifecycle
+(docs/architecture.md, "The lifecycle")."""
 
 from __future__ import annotations
 

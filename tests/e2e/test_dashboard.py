@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from test_digits_job import digits_job
 
 from tests.support.kube import Cluster
-from tests.support.manifests import python, trainjob
+from tests.support.manifests import digits_job, python, trainjob
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -16,21 +16,11 @@ import torch
 import yaml
 
 from tests.support.kube import Cluster
+from tests.support.manifests import digits_job
 from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.checkpoint import committed_checkpoint
 from worker_sdk.torch import load_state
-
-EXAMPLE = REPO_ROOT / "deploy" / "examples" / "digits.yaml"
-
-
-def digits_job(name: str, **config: Any) -> dict[str, Any]:
-    manifest = yaml.safe_load(EXAMPLE.read_text())
-    manifest["metadata"]["name"] = name
-    manifest["spec"]["config"] = {**manifest["spec"]["config"], **config}
-    manifest["spec"]["storage"]["uri"] = f"s3://trainjob/e2e-{name}"
-    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
-    return dict(manifest)
 
 
 def storage_env(stack: LocalStack) -> dict[str, str]:

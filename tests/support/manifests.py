@@ -6,8 +6,12 @@ from functools import cache
 from typing import Any
 
 import jsonschema
+import yaml
 
+from tests.support.processes import REPO_ROOT
 from trainjob_operator.api.crd import trainjob_openapi_schema
+
+DIGITS_EXAMPLE = REPO_ROOT / "deploy" / "examples" / "digits.yaml"
 
 
 def trainjob(
@@ -34,6 +38,18 @@ def trainjob(
             **(extra_spec or {}),
         },
     }
+
+
+def digits_job(name: str, *, storage_uri: str | None = None, **config: Any) -> dict[str, Any]:
+    """The digits example (deploy/examples/digits.yaml) as `name`, what a user would apply: `config`
+    overrides its config, its checkpoints go to `storage_uri` (default ``s3://trainjob/e2e-<name>``),
+    and a restart waits one second."""
+    manifest: dict[str, Any] = yaml.safe_load(DIGITS_EXAMPLE.read_text())
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["config"] = {**manifest["spec"]["config"], **config}
+    manifest["spec"]["storage"]["uri"] = storage_uri or f"s3://trainjob/e2e-{name}"
+    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
+    return manifest
 
 
 def python(code: str) -> list[str]:

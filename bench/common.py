@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.support.job import CoordinatorProcess, LocalJob
+from tests.support.processes import REPO_ROOT, clean_env, free_port, stop_process
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -145,28 +146,9 @@ def log(message: str) -> None:
 
 
 # -- processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    from trainjob_operator.local.seaweedfs import free_port as _free_port
-
-    return _free_port()
-
-
-def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(sig)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def base_env() -> dict[str, str]:
-    skip = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINJOB_") and k not in skip}
-    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    """A child's environment: no rank contract of our own, and the repository importable."""
+    env = clean_env()
     paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
@@ -191,92 +173,27 @@ def workdir(prefix: str) -> Iterator[Path]:
 
 
 @dataclass
-class Coordinator:
-    process: subprocess.Popen[bytes]
-    url: str
-    token: str
-    status_path: Path
-    log_path: Path
-
-    def state(self) -> dict[str, Any]:
-        import urllib.request
-
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{self.url}/v1/state", headers={"Authorization": f"Bearer {self.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            state: dict[str, Any] = json.loads(response.read())
-        return state
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-@dataclass
-class Job:
+class Job(LocalJob):
     """One job's coordinator and ranks, as the operator's pods run them, on 127.0.0.1."""
 
-    directory: Path
-    storage_uri: str
-    world_size: int
-    extra_env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     namespace: str = "bench"
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    final_wait_seconds: float = 120
+    extra_env: dict[str, str] = field(default_factory=dict)
 
-    def start_coordinator(self, attempt: int = 0, *extra_args: str) -> Coordinator:
-        port = free_port()
-        token_file = self.directory / "token"
-        token_file.write_text(self.token)
-        status_path = self.directory / f"status-{attempt}.json"
-        log_path = self.directory / f"coordinator-{attempt}.log"
-        args = [
-            sys.executable, "-m", "trainjob_operator.cli", "coordinator",
-            "--job", self.name, "--namespace", self.namespace,
-            "--world-size", str(self.world_size), "--attempt", str(attempt),
-            "--storage", self.storage_uri, "--host", "127.0.0.1", "--port", str(port),
-            "--token-file", str(token_file), "--status-sink", f"file:{status_path}", *extra_args,
-        ]  # fmt: skip
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                args,
-                cwd=REPO_ROOT,
-                env={**base_env(), **self.extra_env},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        deadline = time.monotonic() + 60
-        while "coordinator listening on http://" not in log_path.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the coordinator did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-        return Coordinator(process, f"http://127.0.0.1:{port}", self.token, status_path, log_path)
+    def base_env(self) -> dict[str, str]:
+        return {**base_env(), **self.extra_env}
 
-    def rank_env(self, rank: int, attempt: int, coordinator: Coordinator, master_port: int) -> dict[str, str]:
-        return {
-            **base_env(),
-            **self.extra_env,
-            "TRAINJOB_NAME": self.name,
-            "TRAINJOB_NAMESPACE": self.namespace,
-            "TRAINJOB_ATTEMPT": str(attempt),
-            "WORLD_SIZE": str(self.world_size),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(self.world_size),
-            "NODE_RANK": "0",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(master_port),
-            "GLOO_SOCKET_IFNAME": "lo",
-            "TRAINJOB_COORDINATOR_URL": coordinator.url,
-            "TRAINJOB_REPORT_TOKEN": self.token,
-            "TRAINJOB_STORAGE_URI": self.storage_uri,
-            "TRAINJOB_FINAL_WAIT_SECONDS": "120",
-        }
+    def start_coordinator(self, attempt: int = 0, *extra_args: str) -> CoordinatorProcess:
+        return self.coordinator_process(
+            attempt,
+            status_path=self.directory / f"status-{attempt}.json",
+            log_path=self.directory / f"coordinator-{attempt}.log",
+            extra_args=extra_args,
+        )
 
     def start_ranks(
-        self, coordinator: Coordinator, args: Sequence[str], attempt: int = 0
+        self, coordinator: CoordinatorProcess, args: Sequence[str], attempt: int = 0
     ) -> list[subprocess.Popen[bytes]]:
         master_port = free_port()
         ranks = []

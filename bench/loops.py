@@ -21,7 +21,7 @@ def run_ours(
     """Our ranks against a real coordinator process. Returns the ranks' timings and, for
     checkpoints, the seconds from each checkpoint report to its commit (seen through /v1/state)."""
     with workdir("ours") as tmp:
-        job = Job(tmp, storage_uri or (tmp / "storage").as_uri(), world_size, dict(extra_env or {}))
+        job = Job(tmp, storage_uri or (tmp / "storage").as_uri(), world_size, extra_env=dict(extra_env or {}))
         try:
             coordinator = job.start_coordinator(0)
             committed_at: dict[int, float] = {}

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, emit, log, workdir
-from bench.stack import BenchStack, json_lines, trainjob, wait_for
+from bench.stack import BenchStack, json_lines, trainjob
+from tests.support.processes import wait_until
 
 
 def find_rank_pid(job: str, rank: int, attempt: int) -> int | None:
@@ -57,14 +58,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def status() -> dict[str, Any]:
             return dict(stack.job(namespace, name).get("status") or {})
 
-        wait_for("a checkpoint", lambda: (status().get("iteration") or 0) >= 6, timeout=120)
-        pid = wait_for("rank 1's process", lambda: find_rank_pid(name, args.workers - 1, 0), timeout=30)
+        wait_until("a checkpoint", lambda: (status().get("iteration") or 0) >= 6, timeout=120, interval=0.05)
+        pid = wait_until(
+            "rank 1's process", lambda: find_rank_pid(name, args.workers - 1, 0), timeout=30, interval=0.05
+        )
         log(f"recovery: SIGKILL rank {args.workers - 1} (pid {pid})")
         killed = time.time()
         os.kill(pid, signal.SIGKILL)
 
         def stamp(probe: Any) -> float:
-            wait_for("a phase", probe, timeout=180, interval=0.02)
+            wait_until("a phase", probe, timeout=180, interval=0.02)
             return time.time() - killed
 
         detected = stamp(lambda: status().get("attempt", 0) >= 1 or status().get("phase") == "Restarting")
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     return float(lines[0]["t"]) - killed
             return None
 
-        first = wait_for("the new attempt's first report", first_report, timeout=120, interval=0.1)
+        first = wait_until("the new attempt's first report", first_report, timeout=120, interval=0.1)
         resumed_from = None
         for pod in stack.pods(namespace, selector):
             lines = json_lines(stack.pod_log(namespace, pod["metadata"]["name"]))

@@ -1,4 +1,5 @@
-"""The local cluster for scenarios 4, 6 and 7: ``LocalStack`` with the API server's request log on.
+"""The local cluster for scenarios 4, 6 and 7: ``LocalStack`` with the API server's request log on
+(its ``apiserver_log_level`` option).
 
 The API server logs every request at DEBUG (``localcluster.apiserver.handlers: METHOD PATH``);
 :func:`count_requests` reads that log, so API requests are counted at the server without changing
@@ -9,49 +10,25 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
-from bench.common import REPO_ROOT
-from localcluster import LocalCluster
-from trainjob_operator.local.seaweedfs import SeaweedFS
+from tests.support import manifests
+from tests.support.processes import REPO_ROOT
 from trainjob_operator.local.stack import LocalStack
 
-T = TypeVar("T")
 _REQUEST = re.compile(r"localcluster\.apiserver\.handlers: (GET|POST|PUT|PATCH|DELETE) (\S+)")
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-class _CountingCluster(LocalCluster):
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        if "localcluster.apiserver" in args:
-            args = [*args, "--log-level", "DEBUG"]
-        return super()._spawn(args, log_name)
-
-
+@dataclass
 class BenchStack(LocalStack):
     """LocalStack whose API server logs each request (for counting)."""
 
-    def start(self) -> Self:
-        self.directory = self.directory.resolve()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            self.cluster = _CountingCluster(self.directory / "cluster", root=self.root, keep=True).start()
-            self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
-            self.install_crd()
-            for namespace in self.namespaces:
-                self.prepare_namespace(namespace)
-            if self.with_operator:
-                self.start_operator()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    apiserver_log_level: str | None = "DEBUG"
 
     @property
     def apiserver_log(self) -> Path:
@@ -131,29 +108,15 @@ def breakdown(requests: list[tuple[str, str, str, str]], namespaces: set[str]) -
 def trainjob(
     name: str, command: list[str], *, workers: int, extra_spec: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "trainjob.dev/v1alpha1",
-        "kind": "TrainJob",
-        "metadata": {"name": name},
-        "spec": {
-            "workers": workers,
-            "template": {"spec": {"containers": [{"name": "trainer", "image": "local", "command": command}]}},
-            "storage": {"uri": f"s3://trainjob/bench-{name}", "credentialsSecret": "trainjob-s3"},
-            "failurePolicy": {"backoffSeconds": 1, "maxRestarts": 3},
-            **(extra_spec or {}),
-        },
-    }
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """The tests' manifest, with storage of its own and up to three restarts."""
+    return manifests.trainjob(
+        name,
+        command,
+        workers=workers,
+        failure_policy={"maxRestarts": 3},
+        extra_spec=extra_spec,
+        storage_uri=f"s3://trainjob/bench-{name}",
+    )
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -168,4 +131,4 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["REPO_ROOT", "BenchStack", "breakdown", "count_requests", "json_lines", "trainjob", "wait_for"]
+__all__ = ["REPO_ROOT", "BenchStack", "breakdown", "count_requests", "json_lines", "trainjob"]

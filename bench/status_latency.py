@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from bench.common import REPO_ROOT, emit, log, summary_ms, workdir
-from bench.stack import BenchStack, count_requests, json_lines, trainjob, wait_for
+from bench.stack import BenchStack, count_requests, json_lines, trainjob
+from tests.support.processes import wait_until
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stack.submit(namespace, manifest)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        wait_for(
+        wait_until(
             "the job to finish",
             lambda: (stack.job(namespace, name).get("status") or {}).get("phase") in ("Succeeded", "Failed"),
             timeout=120 + args.reports * args.interval * 3,

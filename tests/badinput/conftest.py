@@ -1,5 +1,5 @@
-"""Bad-input fixtures: the operator tests' factories on the path, and one API server (with the
-TrainJob CRD, no operator) for the rows that must go through the real admission path."""
+"""Bad-input fixtures: one API server (with the TrainJob CRD, no operator) for the rows that must go
+through the real admission path, and a coordinator in this process (`start_coordinator`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from localcluster import LocalCluster
+from tests.support.coordinator import start_coordinator
 from trainjob_operator.api.crd import trainjob_crd
 
 TESTS = Path(__file__).resolve().parents[1]
+
+__all__ = ["apiserver", "start_coordinator"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Bad input, one table: each row is an input and the exact error a user sees.
+"""Bad input, one table: each row is an input and the exact error a user sees. Below it, two tables
+that go through every constraint by the field the refusal names: the CRD schema's and the Python
+API types'. (The coordinator's HTTP refusals are in test_coordinator_http.py.)
 
 Kinds of row:
   schema    a TrainJob manifest checked against the generated CRD schema, locally (jsonschema)
@@ -13,6 +15,7 @@ Kinds of row:
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import math
 import os
@@ -25,13 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 
 from localcluster import LocalCluster
-from trainjob_operator.api.crd import trainjob_openapi_schema
+from tests.support.manifests import schema_errors
+from trainjob_operator.api.types import TrainJobSpec
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
@@ -326,21 +330,8 @@ ROWS: list[Row] = [
 # ---- runners ------------------------------------------------------------------------------------
 
 
-def _without_kubernetes_extensions(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: _without_kubernetes_extensions(v) for k, v in node.items() if not k.startswith("x-kubernetes-")
-        }
-    if isinstance(node, list):
-        return [_without_kubernetes_extensions(item) for item in node]
-    return node
-
-
-_VALIDATOR = jsonschema.Draft7Validator(_without_kubernetes_extensions(trainjob_openapi_schema()))
-
-
 def run_schema(row: Row, **_: Any) -> str:
-    errors = [f"{e.json_path}: {e.message}" for e in _VALIDATOR.iter_errors(manifest(**row.input))]
+    errors = schema_errors(manifest(**row.input))
     return "\n".join(sorted(errors))
 
 
@@ -525,3 +516,76 @@ def test_bad_input_gives_the_exact_error(row: Row, request: pytest.FixtureReques
     actual = RUNNERS[row.kind](row, tmp_path=tmp_path, **extra)
     expected = row.expected.replace("{tmp}", str(tmp_path))
     assert actual == expected
+
+
+# ---- every schema constraint, by the field it names (the table above has the exact messages) ----
+
+
+def _digits() -> dict[str, Any]:
+    return dict(yaml.safe_load(EXAMPLE.read_text()))
+
+
+def _set(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    manifest = copy.deepcopy(manifest)
+    *parents, last = path.split(".")
+    node = manifest
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("spec.workers", 0, "$.spec.workers"),
+        ("spec.workers", "two", "$.spec.workers"),
+        ("spec.procsPerWorker", 0, "$.spec.procsPerWorker"),
+        ("spec.template", _DELETE, "$.spec"),
+        ("spec.template", "pod", "$.spec.template"),
+        ("spec.failurePolicy.restartPolicy", "Always", "$.spec.failurePolicy.restartPolicy"),
+        ("spec.failurePolicy.maxRestarts", -1, "$.spec.failurePolicy.maxRestarts"),
+        ("spec.failurePolicy.backoffSeconds", -5, "$.spec.failurePolicy.backoffSeconds"),
+        ("spec.storage.uri", _DELETE, "$.spec.storage"),
+        ("spec.storage.uri", "", "$.spec.storage.uri"),
+        ("spec.storage", _DELETE, "$.spec"),
+        ("spec.checkpoints.numToKeep", -1, "$.spec.checkpoints.numToKeep"),
+        ("spec.checkpoints.numToKeep", 0, "$.spec.checkpoints.numToKeep"),
+        ("spec.checkpoints.scoreOrder", "lowest", "$.spec.checkpoints.scoreOrder"),
+        ("spec.suspend", "yes", "$.spec.suspend"),
+        ("spec.activeDeadlineSeconds", 0, "$.spec.activeDeadlineSeconds"),
+        ("spec.ttlSecondsAfterFinished", -1, "$.spec.ttlSecondsAfterFinished"),
+        ("spec.stallTimeoutSeconds", 0, "$.spec.stallTimeoutSeconds"),
+        ("spec.config", [1, 2], "$.spec.config"),
+        ("spec", _DELETE, "$"),
+    ],
+)
+def test_bad_manifests_are_refused_naming_the_field(path: str, value: Any, field: str) -> None:
+    errors = schema_errors(_set(_digits(), path, value))
+    assert errors, f"{path}={value!r} was accepted"
+    assert any(error.startswith(f"{field}:") for error in errors), errors
+    if value is _DELETE:
+        assert any(f"'{path.rsplit('.', 1)[-1]}' is a required property" in error for error in errors), errors
+
+
+# ---- the API types in Python (what the operator parses a manifest with) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"procsPerWorker": 0}, "procsPerWorker"),
+        ({"failurePolicy": {"restartPolicy": "Sometimes"}}, "failurePolicy.restartPolicy"),
+        ({"checkpoints": {"scoreOrder": "up"}}, "checkpoints.scoreOrder"),
+        ({"checkpoints": {"numToKeep": -1}}, "checkpoints.numToKeep"),
+        ({"storage": {}}, "storage.uri"),
+    ],
+)
+def test_python_validation_names_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        TrainJobSpec.from_wire({"template": {}, "storage": {"uri": "s3://b"}, **change})
+    assert ".".join(str(p) for p in raised.value.errors()[0]["loc"]) == field

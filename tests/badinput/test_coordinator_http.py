@@ -17,6 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.coordinator import TOKEN as HARNESS_TOKEN
+from tests.support.coordinator import StartCoordinator, keys, report_body, upload
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
@@ -187,3 +189,65 @@ async def test_arbitrary_requests_never_get_a_5xx_or_write_when_refused(
         assert _files(root) == before, (method, path, body[:100])
     health = await client.get("/healthz")
     assert health.status == 200
+
+
+# ---- the report endpoint's refusals: a 4xx with a message, and nothing written --------------------
+
+
+def refusal_cases() -> list[tuple[str, dict[str, Any], int, str]]:
+    good = report_body(0, 2, files={"model.pt": 1})
+    traversal = report_body(0, 2)
+    traversal["checkpoint"] = {"dirName": "checkpoint_000002", "files": [{"path": "../../escape", "size": 1}]}
+    bad_dir = report_body(0, 2)
+    bad_dir["checkpoint"] = {"dirName": "..", "files": []}
+    no_rank = {k: v for k, v in good.items() if k != "rank"}
+    return [
+        ("wrong token", {"token": "nope", "json": good}, 401, "wrong token"),
+        ("missing token", {"token": None, "json": good}, 401, "missing bearer token"),
+        ("other attempt", {"json": {**good, "attempt": 7}}, 409, "serves attempt 0"),
+        ("rank out of range", {"json": {**good, "rank": 2}}, 422, "world size is 2"),
+        ("path traversal", {"json": traversal}, 400, "'.' and '..' are not allowed"),
+        ("bad dir name", {"json": bad_dir}, 400, "checkpoint.dirName"),
+        ("10 MB body", {"data": b'{"rank": 0, "pad": "' + b"x" * 10_000_000 + b'"}'}, 413, "byte limit"),
+        ("malformed JSON", {"data": b'{"rank": 0,'}, 400, "malformed JSON"),
+        ("NaN", {"data": b'{"rank": 0, "attempt": 0, "iteration": 2, "metrics": {"loss": NaN}}'}, 400, "NaN"),
+        ("missing field", {"json": no_rank}, 400, "report.rank is required"),
+        ("wrong type", {"json": {**good, "iteration": "2"}}, 400, "report.iteration must be an integer"),
+        ("skips ahead", {"json": {**good, "iteration": 5}}, 409, "next expected: 2"),
+        ("not an object", {"json": [1, 2]}, 400, "report must be a JSON object"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "request_args", "status", "message"), refusal_cases(), ids=lambda v: v)
+async def test_refusals_answer_4xx_with_a_message_and_write_nothing(
+    start_coordinator: StartCoordinator,
+    case: str,
+    request_args: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    harness = await start_coordinator(world_size=2)
+    await harness.report(0, 1)
+    upload(harness.storage, 2, {"model.pt": 1})
+    before_keys = keys(harness.storage)
+    before_state = await harness.state()
+
+    token = request_args.get("token", HARNESS_TOKEN)
+    headers = harness.headers(token)
+    if "data" in request_args:
+        headers["Content-Type"] = "application/json"
+        response = await harness.client.post("/v1/reports", data=request_args["data"], headers=headers)
+    else:
+        response = await harness.client.post("/v1/reports", json=request_args["json"], headers=headers)
+    assert response.status == status, case
+    body = await response.json()
+    assert message in body["error"], body
+    assert "coordinatorId" not in body  # only 2xx bodies carry it
+
+    await asyncio.sleep(0.3)
+    assert keys(harness.storage) == before_keys
+    after_state = await harness.state()
+    assert after_state["ranks"] == before_state["ranks"]
+    assert after_state["pendingCommits"] == 0
+    refused = await harness.client.get("/metrics")
+    assert "trainjob_coordinator_reports_refused_total{" in await refused.text()

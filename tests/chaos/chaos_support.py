@@ -12,8 +12,9 @@ from typing import Any, Self
 
 import torch
 import yaml
-from e2e_support import REPO_ROOT, Cluster
 
+from tests.support.kube import Cluster
+from tests.support.processes import REPO_ROOT
 from worker_sdk.checkpoint import committed_checkpoint, read_manifest
 from worker_sdk.protocol import MANIFEST_NAME
 from worker_sdk.storage import join_key, open_storage

@@ -4,17 +4,12 @@ Every process is stopped by pid at the end, even on failure."""
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_support import REPO_ROOT, Cluster
-
+from tests.support.kube import Cluster, namespace_in
+from tests.support.processes import REPO_ROOT
 from trainjob_operator.local.stack import LocalStack
 
 
@@ -24,19 +19,9 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield running
 
 
-def namespace_in(stack: LocalStack) -> Iterator[Cluster]:
-    namespace = f"chaos-{uuid.uuid4().hex[:8]}"
-    stack.prepare_namespace(namespace)
-    kube = Cluster(stack, namespace)
-    try:
-        yield kube
-    finally:
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
 @pytest.fixture
 def cluster(chaos_stack: LocalStack) -> Iterator[Cluster]:
-    yield from namespace_in(chaos_stack)
+    yield from namespace_in(chaos_stack, "chaos")
 
 
 @pytest.fixture

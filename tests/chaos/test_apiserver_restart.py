@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from chaos_support import BackgroundSampler, StatusSampler, digits_job
-from e2e_support import REPO_ROOT, Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.api import constants
 from trainjob_operator.local.stack import LocalStack
 

@@ -12,8 +12,9 @@ import time
 
 import pytest
 from chaos_support import StatusSampler, check_committed_checkpoints, container_pid, digits_job
-from e2e_support import Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import wait_for
 from worker_sdk.storage import join_key, open_storage
 
 SEED = 7

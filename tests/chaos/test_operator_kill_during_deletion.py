@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from chaos_support import container_pid
-from e2e_support import KUBECTL, Cluster, python, trainjob, wait_for
 
 from localcluster.cluster import pid_alive
+from tests.support.kube import KUBECTL, Cluster
+from tests.support.manifests import python, trainjob
+from tests.support.processes import wait_for
 from trainjob_operator.api import constants
 
 CHILD_KINDS = ("pod", "service", "secret", "serviceaccount", "role", "rolebinding")

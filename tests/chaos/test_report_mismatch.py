@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_support import Cluster, python, trainjob
+
+from tests.support.kube import Cluster
+from tests.support.manifests import python, trainjob
 
 TRAINER = python(
     "import os, tempfile, pathlib\n"

@@ -1,5 +1,5 @@
 """SeaweedFS stopped for 15 s mid-run, then started again on the same port and data, under two
-digits jobs with async uploads (DESIGN §5, §6):
+digits jobs with async uploads (docs/architecture.md):
 
 - `ride`, with the default retry budget (120 s): uploads retry with backoff, the trainer goes on
   training through the outage, the status says storage is unavailable while it is down (the
@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 from chaos_support import BackgroundSampler, check_committed_checkpoints, digits_job, dump
-from e2e_support import REPO_ROOT, Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.storage import join_key, open_storage
 

@@ -1,6 +1,6 @@
 """Five SIGKILLs of trainer processes, at seeded random steps and ranks, in one digits run: the
 gang restarts each time from a committed checkpoint and the job still ends where the trainer
-asked, with every committed checkpoint whole and loadable (DESIGN §6, §7)."""
+asked, with every committed checkpoint whole and loadable."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from chaos_support import (
     resumed_from,
     resumed_iteration,
 )
-from e2e_support import Cluster, wait_for
+
+from tests.support.kube import Cluster
+from tests.support.processes import wait_for
 
 SEED = 1
 EPOCHS = 20

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tests.support.manifests import digits_job
 from trainjob_operator.local.stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO_ROOT / "deploy" / "examples" / "digits.yaml"
 NAMESPACE = "cli"
 
 
@@ -44,12 +42,8 @@ class Cli:
 
 
 def digits_manifest(name: str, **config: Any) -> dict[str, Any]:
-    manifest = yaml.safe_load(EXAMPLE.read_text())
-    manifest["metadata"]["name"] = name
-    manifest["spec"]["config"] = {**manifest["spec"]["config"], **config}
-    manifest["spec"]["storage"]["uri"] = f"s3://trainjob/cli-{uuid.uuid4().hex[:8]}"
-    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
-    return dict(manifest)
+    """The digits example, on storage of its own (CLI tests reuse job names)."""
+    return digits_job(name, storage_uri=f"s3://trainjob/cli-{uuid.uuid4().hex[:8]}", **config)
 
 
 @dataclass(frozen=True)

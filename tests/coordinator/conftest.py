@@ -1,5 +1,5 @@
-"""Fixtures of the coordinator tests; the harness itself is in coordinator_harness.py."""
+"""Fixtures of the coordinator tests; the harness itself is in tests/support/coordinator.py."""
 
-from coordinator_harness import start_coordinator
+from tests.support.coordinator import start_coordinator
 
 __all__ = ["start_coordinator"]

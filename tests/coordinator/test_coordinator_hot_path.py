@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 import pytest
-from coordinator_harness import TOKEN, RecordingSink, StartCoordinator, report_body
 
+from tests.support.coordinator import TOKEN, RecordingSink, StartCoordinator, report_body
 from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.server import _loads
 

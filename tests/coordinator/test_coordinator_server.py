@@ -7,10 +7,17 @@ import uuid
 from typing import Any
 
 import boto3
-import pytest
-from coordinator_harness import PREFIX, TOKEN, StartCoordinator, history_lines, keys, report_body, upload
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.coordinator import (
+    PREFIX,
+    TOKEN,
+    StartCoordinator,
+    history_lines,
+    keys,
+    report_body,
+    upload,
+)
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk.protocol import MANIFEST_NAME
@@ -124,65 +131,6 @@ async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
     await asyncio.sleep(0.5)
     assert "ranks 0 and 1 both listed" in harness.sink.status["message"]
     assert (await harness.state())["latestCheckpoint"] is None
-
-
-def refusal_cases() -> list[tuple[str, dict[str, Any], int, str]]:
-    good = report_body(0, 2, files={"model.pt": 1})
-    traversal = report_body(0, 2)
-    traversal["checkpoint"] = {"dirName": "checkpoint_000002", "files": [{"path": "../../escape", "size": 1}]}
-    bad_dir = report_body(0, 2)
-    bad_dir["checkpoint"] = {"dirName": "..", "files": []}
-    no_rank = {k: v for k, v in good.items() if k != "rank"}
-    return [
-        ("wrong token", {"token": "nope", "json": good}, 401, "wrong token"),
-        ("missing token", {"token": None, "json": good}, 401, "missing bearer token"),
-        ("other attempt", {"json": {**good, "attempt": 7}}, 409, "serves attempt 0"),
-        ("rank out of range", {"json": {**good, "rank": 2}}, 422, "world size is 2"),
-        ("path traversal", {"json": traversal}, 400, "'.' and '..' are not allowed"),
-        ("bad dir name", {"json": bad_dir}, 400, "checkpoint.dirName"),
-        ("10 MB body", {"data": b'{"rank": 0, "pad": "' + b"x" * 10_000_000 + b'"}'}, 413, "byte limit"),
-        ("malformed JSON", {"data": b'{"rank": 0,'}, 400, "malformed JSON"),
-        ("NaN", {"data": b'{"rank": 0, "attempt": 0, "iteration": 2, "metrics": {"loss": NaN}}'}, 400, "NaN"),
-        ("missing field", {"json": no_rank}, 400, "report.rank is required"),
-        ("wrong type", {"json": {**good, "iteration": "2"}}, 400, "report.iteration must be an integer"),
-        ("skips ahead", {"json": {**good, "iteration": 5}}, 409, "next expected: 2"),
-        ("not an object", {"json": [1, 2]}, 400, "report must be a JSON object"),
-    ]
-
-
-@pytest.mark.parametrize(("case", "request_args", "status", "message"), refusal_cases(), ids=lambda v: v)
-async def test_refusals_answer_4xx_with_a_message_and_write_nothing(
-    start_coordinator: StartCoordinator,
-    case: str,
-    request_args: dict[str, Any],
-    status: int,
-    message: str,
-) -> None:
-    harness = await start_coordinator(world_size=2)
-    await harness.report(0, 1)
-    upload(harness.storage, 2, {"model.pt": 1})
-    before_keys = keys(harness.storage)
-    before_state = await harness.state()
-
-    token = request_args.get("token", TOKEN)
-    headers = harness.headers(token)
-    if "data" in request_args:
-        headers["Content-Type"] = "application/json"
-        response = await harness.client.post("/v1/reports", data=request_args["data"], headers=headers)
-    else:
-        response = await harness.client.post("/v1/reports", json=request_args["json"], headers=headers)
-    assert response.status == status, case
-    body = await response.json()
-    assert message in body["error"], body
-    assert "coordinatorId" not in body  # only 2xx bodies carry it
-
-    await asyncio.sleep(0.3)
-    assert keys(harness.storage) == before_keys
-    after_state = await harness.state()
-    assert after_state["ranks"] == before_state["ranks"]
-    assert after_state["pendingCommits"] == 0
-    refused = await harness.client.get("/metrics")
-    assert "trainjob_coordinator_reports_refused_total{" in await refused.text()
 
 
 async def test_healthz_and_metrics_need_no_token_and_state_does(start_coordinator: StartCoordinator) -> None:
@@ -315,3 +263,51 @@ async def test_the_status_without_a_score_attribute_is_valid_for_the_crd(
     status_schema = plain(trainjob_openapi_schema()["properties"]["status"])
     jsonschema.validate(harness.sink.status, status_schema)
     assert [set(c) for c in harness.sink.status["checkpoints"]] == [{"uri", "iteration"}] * 2
+
+
+async def test_a_new_attempt_starts_at_the_latest_committed_checkpoint(
+    start_coordinator: StartCoordinator,
+) -> None:
+    """A new attempt's coordinator starts where the job is: at the latest committed checkpoint (the
+    workers resume from it), not at iteration 0 with no metrics until the first report."""
+    first = await start_coordinator(world_size=1)
+    for iteration in (1, 2):
+        upload(first.storage, iteration, {"model.pt": 3})
+        await first.report(0, iteration, files={"model.pt": 3}, metrics={"loss": 1.0 / iteration})
+    await first.wait_for(lambda s: (s.get("latestCheckpoint") or {}).get("iteration") == 2)
+
+    second = await start_coordinator(world_size=1, attempt=1, storage=first.storage)
+    state = await second.wait_for(lambda s: bool(s["recovered"]))
+    assert state["iteration"] == 2
+    assert state["metrics"] == {"loss": 0.5}
+    await second.wait_for(lambda s: bool(second.sink.patches))
+    assert all(patch.get("iteration", 2) == 2 for patch in second.sink.patches), second.sink.patches
+
+    await second.report(0, 3, attempt=1, metrics={"loss": 0.25})
+    state = await second.wait_for(lambda s: s["iteration"] == 3)
+    assert state["metrics"] == {"loss": 0.25}
+
+
+async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
+    start_coordinator: StartCoordinator,
+) -> None:
+    """Ranks that report different numbers of times: once all have finalized, the coordinator names the
+    ranks and iterations, gives up the iterations not every rank reported, and settles at once."""
+    harness = await start_coordinator(world_size=2)
+    for iteration in (1, 2, 3):
+        upload(harness.storage, iteration, {"model.pt": 2})
+        await harness.report(0, iteration, files={"model.pt": 2})
+        if iteration < 3:
+            await harness.report(1, iteration)
+    await harness.finalize(0, 3)
+    await harness.finalize(1, 2)
+
+    state = await harness.wait_for(lambda s: bool(s["settled"]))
+    message = (
+        "rank 1 finalized after 2 reports but rank 0 after 3: iteration 3 was not reported by every rank"
+    )
+    assert state["message"] == message
+    assert state["iteration"] == 2
+    assert state["latestCheckpoint"]["iteration"] == 2
+    assert state["pendingCommits"] == 0
+    await harness.wait_for(lambda s: harness.sink.status.get("message") == message)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from coordinator_harness import JOB, NS, TOKEN, Harness, RecordingSink, upload
 
+from tests.support.coordinator import JOB, NS, TOKEN, Harness, RecordingSink, upload
 from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
 from trainjob_operator.local.seaweedfs import SeaweedFS

@@ -13,7 +13,8 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from chart_support import (
+
+from tests.support.chart import (
     CHART,
     JSON,
     ROOT,
@@ -27,8 +28,7 @@ from chart_support import (
     render_script,
     validate,
 )
-from pod_security import assert_restricted, restricted_violations
-
+from tests.support.pod_security import assert_restricted, restricted_violations
 from trainjob_operator.api import constants
 from trainjob_operator.api.types import TrainJob
 from trainjob_operator.controller.acting import CHILD_KINDS

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import helm_python
 import pytest
-from chart_support import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
-from pod_security import assert_restricted
 
 from localcluster import LocalCluster
+from tests.support.chart import CHART, JSON, NAMESPACE, RELEASE, ROOT, pod_from_template
+from tests.support.pod_security import assert_restricted
+from tests.support.processes import free_port
+from tests.support.processes import wait_for_server as wait_for
 from trainjob_operator.local.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.slow
@@ -33,25 +32,6 @@ pytestmark = pytest.mark.slow
 JOB_NAMESPACE = "ml"
 CREDENTIALS = "s3-creds"
 TRAINER = "import os; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, OSError, KeyError, ValueError):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.5)
-    pytest.fail(f"{what} not within {timeout}s (last: {last!r})\n{diagnose()}")
 
 
 def get(cluster: LocalCluster, path: str) -> JSON | None:

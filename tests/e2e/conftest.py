@@ -7,13 +7,13 @@ without seeing each other. Everything is stopped by pid when the session ends, e
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import REPO_ROOT, Cluster
 
+from tests.support.kube import Cluster, namespace_in
+from tests.support.processes import REPO_ROOT
 from trainjob_operator.local.stack import LocalStack
 
 
@@ -25,14 +25,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def cluster(stack: LocalStack) -> Iterator[Cluster]:
-    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
-    stack.prepare_namespace(namespace)
-    kube = Cluster(stack, namespace)
-    try:
-        yield kube
-    finally:
-        kube.dump_on_failure()
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    yield from namespace_in(stack, "e2e")
 
 
 @pytest.fixture

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Cluster, python, trainjob, wait_for
 from playwright.sync_api import Browser, Page, sync_playwright
-from test_digits_job import digits_job
+
+from tests.support.kube import Cluster
+from tests.support.manifests import digits_job, python, trainjob
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

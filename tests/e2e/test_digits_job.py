@@ -1,6 +1,6 @@
 """The digits DDP example as a user runs it: `kubectl apply` the example, watch `kubectl get tj`,
 find committed checkpoints in SeaweedFS that load with torch; kill a worker and see the gang
-resume from the latest committed checkpoint (DESIGN §6, §7)."""
+resume from the latest committed checkpoint."""
 
 from __future__ import annotations
 
@@ -14,22 +14,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from e2e_support import REPO_ROOT, Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.manifests import digits_job
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.checkpoint import committed_checkpoint
 from worker_sdk.torch import load_state
-
-EXAMPLE = REPO_ROOT / "deploy" / "examples" / "digits.yaml"
-
-
-def digits_job(name: str, **config: Any) -> dict[str, Any]:
-    manifest = yaml.safe_load(EXAMPLE.read_text())
-    manifest["metadata"]["name"] = name
-    manifest["spec"]["config"] = {**manifest["spec"]["config"], **config}
-    manifest["spec"]["storage"]["uri"] = f"s3://trainjob/e2e-{name}"
-    manifest["spec"]["failurePolicy"]["backoffSeconds"] = 1
-    return dict(manifest)
 
 
 def storage_env(stack: LocalStack) -> dict[str, str]:

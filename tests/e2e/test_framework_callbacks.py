@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import REPO_ROOT, Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.checkpoint import committed_checkpoint
 

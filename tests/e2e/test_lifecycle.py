@@ -1,11 +1,13 @@
 """A TrainJob's life on the local cluster, through kubectl: success, failures and the restart
-policies, suspend/resume, deletion, invalid specs, and jobs side by side (DESIGN §7)."""
+policies, suspend/resume, deletion, invalid specs, and jobs side by side."""
 
 from __future__ import annotations
 
 import json
 
-from e2e_support import Cluster, python, trainjob, wait_for
+from tests.support.kube import Cluster
+from tests.support.manifests import python, trainjob
+from tests.support.processes import wait_for
 
 EXIT_ZERO = python("import time; time.sleep(1)")
 # Fails on attempt 0 only: with SIGKILL (exit 137) on rank 1, as the OOM killer or a lost node would.

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import KUBECTL, REPO_ROOT, Cluster, python, trainjob, wait_for
 
+from tests.support.kube import KUBECTL, Cluster
+from tests.support.manifests import python, trainjob
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.seaweedfs import free_port
 from trainjob_operator.local.stack import LocalStack
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_support import REPO_ROOT, Cluster, trainjob, wait_for
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 import worker_sdk
 import worker_sdk.torch
+from tests.support.kube import Cluster
+from tests.support.manifests import trainjob
+from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack
 from worker_sdk.checkpoint import committed_checkpoint
 

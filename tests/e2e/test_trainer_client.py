@@ -9,8 +9,9 @@ import sys
 from typing import Any
 
 import pytest
-from e2e_support import Cluster, wait_for
 
+from tests.support.kube import Cluster
+from tests.support.processes import wait_for
 from trainjob_operator.client import CommandError
 from trainjob_operator.local.stack import LocalStack
 from trainjob_operator.result import Result, TrainingFailedError

@@ -1,4 +1,4 @@
-"""Fixtures of the multi-process tests: see job_support.py."""
+"""Fixtures of the multi-process tests: see tests/support/job.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from job_support import JobRunner
+
+from tests.support.job import JobRunner
 
 
 @pytest.fixture

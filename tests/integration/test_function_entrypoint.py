@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from job_support import REPO_ROOT, JobRunner
+
+from tests.support.job import JobRunner
+from tests.support.processes import REPO_ROOT
 
 PROGRAM = Path(__file__).parent / "programs" / "torch_loop.py"
 FILE_ONLY = pytest.mark.parametrize("storage_uri", ["file"], indirect=True)

@@ -9,8 +9,9 @@ import textwrap
 from typing import Any
 
 import pytest
-from job_support import CoordinatorProcess, JobRunner, wait_until
 
+from tests.support.job import CoordinatorProcess, JobRunner
+from tests.support.processes import wait_until
 from worker_sdk.protocol import Finalize, Report
 
 DRIVEN_RANK = textwrap.dedent(

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import torch
-from job_support import JobRunner, wait_until
 
 from examples.digits.train import load_checkpoint, make_model
+from tests.support.job import JobRunner
+from tests.support.processes import wait_until
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
 from worker_sdk.storage import Storage, open_storage
 

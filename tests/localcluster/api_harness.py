@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.processes import stop_process
+
 VENV_BIN = Path(sys.executable).parent
 SYSTEM_KUBECTL = "/usr/bin/kubectl"
 
@@ -21,18 +23,6 @@ def kubectl_binaries() -> list[str]:
     """The kubectl builds on this machine: the image's (1.32) and the venv's pinned one."""
     found = [p for p in (SYSTEM_KUBECTL, str(VENV_BIN / "kubectl")) if Path(p).exists()]
     return found or [shutil.which("kubectl") or "kubectl"]
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    """SIGTERM the process by pid, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 @dataclass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api_harness import HTTP, APIServerProcess, stop_process
+from api_harness import HTTP, APIServerProcess
+
+from tests.support.processes import stop_process
+from tests.support.processes import wait_until as wait_for
 
 CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -97,17 +98,6 @@ def tick(status, patch, **_):
 def deleted(name, **_):
     note(f"delete {name}")
 """
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.time() + timeout
-    last: Any = None
-    while time.time() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def test_kopf_operator_lifecycle(

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from api_harness import HTTP, APIServerProcess, kubectl_binaries, stop_process
+from api_harness import HTTP, APIServerProcess, kubectl_binaries
+
+from tests.support.processes import stop_process
 
 BINARIES = kubectl_binaries()
 

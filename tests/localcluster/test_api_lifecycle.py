@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +15,8 @@ from aiohttp import web
 from api_harness import HTTP, APIServerProcess, start_apiserver
 from kubernetes import client
 
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.time() + timeout
-    last: Any = None
-    while time.time() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+from tests.support.processes import free_port
+from tests.support.processes import wait_until as wait_for
 
 
 def owned(name: str, owner: dict[str, Any], **meta: Any) -> dict[str, Any]:
@@ -363,17 +353,11 @@ def _crd() -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class FakeKubelet:
     """A stand-in for the node agent's log endpoint: `/containerLogs/{ns}/{pod}/{container}`."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

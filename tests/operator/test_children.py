@@ -1,4 +1,4 @@
-"""Builders of the children (DESIGN §4): env contract, sidecar, volumes, names, ownership, security."""
+"""Builders of the children: env contract, sidecar, volumes, names, ownership, security."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The reconcile decision, without any server: every phase and transition of DESIGN §7."""
+"""The reconcile decision, without any server: every phase and transition of the lifecycle
+(docs/architecture.md, "The lifecycle")."""
 
 from __future__ import annotations
 
@@ -990,3 +991,27 @@ def test_a_failed_gang_is_stopped_with_a_short_grace_and_a_suspended_one_with_it
     suspended.update_spec(suspend=True)
     graces = {a.grace_period_seconds for a in suspended.reconcile().of_type(DeletePods)}
     assert graces == {None}
+
+
+# ---- report count warning ----------------------------------------------------------------------
+# A job whose ranks reported different numbers of times still succeeds when every worker exits 0,
+# but the operator keeps the coordinator's message and emits a Warning event (not a silent success).
+
+
+MISMATCH = "rank 1 finalized after 3 reports but rank 0 after 4: iteration 4 was not reported by every rank"
+
+
+def test_success_keeps_the_report_count_mismatch_and_warns() -> None:
+    cluster = Cluster(job())
+    cluster.reconcile()
+    cluster.run_all(0)
+    cluster.reconcile()
+    assert cluster.job is not None
+    cluster.job["status"]["message"] = MISMATCH  # what the coordinator published
+    cluster.set_pod(0, 0, exit_code=0)
+    cluster.set_pod(0, 1, exit_code=0)
+    decision = cluster.reconcile()
+    assert cluster.status["phase"] == "Succeeded"
+    assert cluster.status["message"] == f"all 2 workers exited 0 (attempt 0), but {MISMATCH}"
+    warnings = [e for e in decision.of_type(EmitEvent) if e.reason == "ReportCountMismatch"]
+    assert [(e.message, e.type) for e in warnings] == [(MISMATCH, EventType.WARNING)]

@@ -12,18 +12,9 @@ from pathlib import Path
 import pytest
 from network_support import StallingProxy
 
+from tests.support.processes import CONTRACT_VARIABLES
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk import session
-
-CONTRACT_VARIABLES = (
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
 
 SetEnv = Callable[..., None]
 

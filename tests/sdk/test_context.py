@@ -1,4 +1,5 @@
-"""The environment contract (DESIGN §4) as the SDK reads it, and the standalone rule."""
+"""The environment contract (docs/architecture.md, "The rank environment") as the SDK reads it, and
+the standalone rule."""
 
 from __future__ import annotations
 

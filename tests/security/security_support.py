@@ -11,24 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-
-from chart_support import CHART, NAMESPACE, RELEASE, ROOT, crds, objects, pod_from_template
-
 from localcluster import LocalCluster
-from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
+from tests.support.chart import CHART, NAMESPACE, RELEASE, ROOT, crds, objects, pod_from_template
+from tests.support.processes import free_port
+from tests.support.processes import wait_for_server as wait_for
+from trainjob_operator.local.seaweedfs import SeaweedFS
 
 JSON = dict[str, Any]
 JOB_NAMESPACE = "ml"
@@ -145,18 +141,6 @@ class Secure:
                 log = self.text(f"/api/v1/namespaces/{JOB_NAMESPACE}/pods/{name}/log?container=trainer")
                 parts.append(f"trainer of {name}:\n{log[-2000:]}")
         return "\n".join(parts)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, OSError, KeyError, ValueError, TypeError):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.5)
-    pytest.fail(f"{what} not within {timeout}s (last: {last!r})\n{diagnose()}")
 
 
 def chart_values(seaweedfs: SeaweedFS) -> JSON:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import NAMESPACE, by_kind, component, objects
 from security_support import JOB_NAMESPACE, Secure, chart_values, wait_for
+
+from tests.support.chart import NAMESPACE, by_kind, component, objects
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

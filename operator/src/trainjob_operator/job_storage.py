@@ -1,8 +1,8 @@
 """What the CLI reads from a job's storage: the metric history and the committed checkpoints.
 
-Layout (DESIGN §6) under `<spec.storage.uri>/<namespace>/<job>/`: `checkpoint_<iteration>/` with
-its manifest, and `metrics/attempt-<a>/part-<n>.jsonl`. Only directories with a manifest are
-checkpoints; a download fetches exactly the files the manifest lists.
+Layout (docs/architecture.md) under `<spec.storage.uri>/<namespace>/<job>/`:
+`checkpoint_<iteration>/` with its manifest, and `metrics/attempt-<a>/part-<n>.jsonl`. Only
+directories with a manifest are checkpoints; a download fetches exactly the files the manifest lists.
 
 Credentials: `AWS_*` from the environment when set, else the job's `spec.storage.credentialsSecret`
 read through the API. Endpoint: the spec's, else `$AWS_ENDPOINT_URL_S3`, else the local stack's.

@@ -1,4 +1,5 @@
-"""What the SDK reads from the environment (DESIGN §4), and the ``TrainContext`` users see.
+"""What the SDK reads from the environment (docs/architecture.md, "The rank environment"), and the
+``TrainContext`` users see.
 
 The rule for the two modes:
 

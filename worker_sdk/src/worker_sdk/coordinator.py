@@ -1,4 +1,4 @@
-"""Talking to the coordinator sidecar: HTTP+JSON with the job's bearer token (DESIGN §6).
+"""Talking to the coordinator sidecar: HTTP+JSON with the job's bearer token.
 
 ``CoordinatorLink`` is used by one sending thread (reports, finalize, in order) and by rank 0's
 exit wait; a lock serialises them. It keeps the reports whose checkpoints are not committed yet,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class JobEnvironmentError(RuntimeError):
-    """The process has part of the trainjob environment (DESIGN §4) but not all of it."""
+    """The process has part of the trainjob environment (docs/architecture.md, "The rank
+    environment") but not all of it."""
 
 
 class CoordinatorError(RuntimeError):

@@ -4,7 +4,8 @@ The coordinator (``trainjob_operator.coordinator``) imports this module, so the 
 the layout are defined once. JSON on the wire; these types parse and validate it strictly,
 because the coordinator must refuse anything malformed without writing a byte.
 
-Storage layout under ``<storage uri>/<namespace>/<job>/`` (DESIGN §6)::
+Storage layout under ``<storage uri>/<namespace>/<job>/`` (docs/architecture.md, "Storage layout and
+commit protocol")::
 
     checkpoint_<iteration:06d>/<files...>
     checkpoint_<iteration:06d>/.trainjob-checkpoint.json   # the manifest, written last

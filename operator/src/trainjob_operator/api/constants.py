@@ -1,4 +1,5 @@
-"""Names shared by the operator, the coordinator and the worker SDK's contract (DESIGN §3, §4).
+"""Names shared by the operator, the coordinator and the worker SDK's contract (docs/architecture.md:
+"The TrainJob API", "The rank environment").
 
 Plain module constants: they are compared and formatted as strings everywhere (label
 selectors, env var names), so an enum would only add `.value` noise.
@@ -49,7 +50,7 @@ SERVICE_ACCOUNT_MOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccoun
 AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
 AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
 
-# The env contract of DESIGN §4: the worker SDK reads only these.
+# The rank environment (docs/architecture.md, "The rank environment"): the worker SDK reads only these.
 ENV_JOB_NAME: Final = "TRAINJOB_NAME"
 ENV_JOB_NAMESPACE: Final = "TRAINJOB_NAMESPACE"
 ENV_ATTEMPT: Final = "TRAINJOB_ATTEMPT"

@@ -1,4 +1,4 @@
-"""The `trainjob.dev/v1alpha1` TrainJob API (DESIGN §3): the single source of truth.
+"""The `trainjob.dev/v1alpha1` TrainJob API (README.md, "The TrainJob"): the single source of truth.
 
 The CRD's OpenAPI schema is generated from these models (`api.crd`), the way kubebuilder
 generates it from Go types, and the operator parses what the API server sends into them.
@@ -57,7 +57,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class RestartPolicy(enum.StrEnum):
-    """When a failed attempt is retried (DESIGN §7)."""
+    """When a failed attempt is retried (docs/architecture.md, "The lifecycle")."""
 
     ON_FAILURE = "OnFailure"
     EXIT_CODE = "ExitCode"
@@ -83,7 +83,7 @@ class Phase(enum.StrEnum):
 
 
 class ConditionType(enum.StrEnum):
-    """The conditions of DESIGN §3, plus SpecChangeRefused."""
+    """The conditions of the lifecycle (docs/architecture.md), plus SpecChangeRefused."""
 
     CREATED = "Created"
     RUNNING = "Running"
@@ -337,7 +337,8 @@ class WorkerCounts(WireModel):
 
 
 class CommittedCheckpoint(WireModel):
-    """A checkpoint whose manifest the coordinator has written (DESIGN §6)."""
+    """A checkpoint whose manifest the coordinator has written (docs/architecture.md, "Storage layout
+    and commit protocol")."""
 
     uri: str
     iteration: int | None = None

@@ -1,4 +1,5 @@
-"""`trainjob coordinator`: the sidecar in a job's rank-0 pod (DESIGN §4, §6).
+"""`trainjob coordinator`: the sidecar in a job's rank-0 pod (docs/architecture.md: "What the operator
+creates", "From `report()` to the status patch").
 
 Prints ``coordinator listening on http://HOST:PORT`` once it accepts requests; on SIGTERM or
 SIGINT it stops accepting, lets a commit in flight finish, flushes the metric history and the

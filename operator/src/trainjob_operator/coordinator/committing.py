@@ -1,4 +1,5 @@
-"""The commit protocol and retention, on a :class:`~worker_sdk.storage.Storage` (DESIGN §6).
+"""The commit protocol and retention, on a :class:`~worker_sdk.storage.Storage` (docs/architecture.md,
+"Storage layout and commit protocol").
 
 A checkpoint directory is committed by writing its manifest, last, after checking with one
 listing that every file any rank listed is there with its listed size. Only directories with

@@ -1,5 +1,6 @@
 """Coalescing status publisher: reports change the status many times a second, the API server
-(DESIGN §6) gets at most about one patch per second per job, and none when nothing changed.
+gets at most about one patch per second per job, and none when nothing changed
+(docs/architecture.md, "From `report()` to the status patch").
 
 Ordinary changes (a report moved the iteration) are published ``interval`` seconds after the
 later of the last publish and the change, so a burst of reports becomes one patch. Urgent

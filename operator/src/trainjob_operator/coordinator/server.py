@@ -1,4 +1,4 @@
-"""The coordinator's HTTP API (aiohttp), DESIGN §6.
+"""The coordinator's HTTP API (aiohttp); its place in a report's path: docs/architecture.md.
 
 ``/v1/*`` needs ``Authorization: Bearer <job token>``; ``/healthz`` and ``/metrics`` do not and
 show nothing secret. Every refusal is a JSON ``{"error": message}`` with a 4xx status, logged,

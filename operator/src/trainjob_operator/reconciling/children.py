@@ -1,4 +1,5 @@
-"""Builders of every object the operator creates for a TrainJob (DESIGN §4).
+"""Builders of every object the operator creates for a TrainJob (docs/architecture.md, "What the
+operator creates").
 
 All are pure: (job, attempt, settings) -> manifest dict, with deterministic names, the job's
 labels and a controller ownerReference, so deleting the TrainJob deletes them through garbage
@@ -181,7 +182,7 @@ def resume_checkpoint(job: TrainJob) -> str | None:
 
 
 def worker_env(job: TrainJob, attempt: int, rank: int, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """The env contract of DESIGN §4 for the trainer container of rank `rank`.
+    """The rank environment (docs/architecture.md) for the trainer container of rank `rank`.
 
     With procsPerWorker > 1 the pod runs torchrun, which sets RANK/LOCAL_RANK per process; the pod
     gets the values of its first process, and torchrun's own PET_* options.

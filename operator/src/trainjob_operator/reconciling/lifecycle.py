@@ -1,4 +1,5 @@
-"""The TrainJob lifecycle as an explicit state machine (DESIGN §7) and its conditions.
+"""The TrainJob lifecycle as an explicit state machine (docs/architecture.md, "The lifecycle") and its
+conditions.
 
     (new) ──> Pending ──> Running ──> Succeeded
                 │  ▲         │

@@ -1,5 +1,6 @@
-"""Names of the objects the operator creates for a TrainJob (DESIGN §4); all deterministic, so that
-an operator restart finds what it created instead of creating duplicates."""
+"""Names of the objects the operator creates for a TrainJob (docs/architecture.md, "What the operator
+creates"); all deterministic, so that an operator restart finds what it created instead of
+creating duplicates."""
 
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ an `Observation` of its children, and the time; then apply the decision (status 
 actions in order, requeue). The same inputs always yield the same decision (the report token
 comes from `settings.token_factory`), and nothing that was observed to exist is created again.
 
-Attempts and restarts (DESIGN §3 says `attempt` = restarts so far; that holds until a job is
-suspended):
+Attempts and restarts (`attempt` equals the restarts so far only until a job is first suspended):
 - `status.attempt` numbers the gangs, from 0; pods are `<job>-<attempt>-<rank>`. A new attempt
   starts after each restart *and* after each resume, so a resumed gang never shares pod names
   (or a coordinator attempt id) with the pods still terminating from before the suspension.

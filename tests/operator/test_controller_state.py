@@ -1,11 +1,15 @@
-"""Pods the operator created count as observed (Pending) until the watch shows them, until the
-operator deletes them, or until the expectation expires."""
+"""The controller's in-memory bookkeeping: pods the operator created count as observed (Pending)
+until the watch shows them, until the operator deletes them, or until the expectation expires; the
+jobs-by-phase gauge follows each job's phase."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from trainjob_operator.controller.expecting import PodExpectations
+from trainjob_operator.controller.metrics import PhaseGauge
 
 
 def pod(name: str, phase: str = "Running") -> dict[str, Any]:
@@ -48,3 +52,30 @@ def test_an_expectation_expires() -> None:
     expectations.expect("uid", pod("job-0-0"))
 
     assert expectations.observed("uid", []) == []
+
+
+# ---- phase gauge -------------------------------------------------------------------------------
+# The jobs-by-phase gauge follows each job's phase changes without recounting every job.
+
+
+def gauge(phase: str) -> float:
+    return REGISTRY.get_sample_value("trainjob_operator_jobs", {"phase": phase}) or 0.0
+
+
+def test_a_job_moves_between_phases_and_leaves_when_gone() -> None:
+    phases: PhaseGauge[tuple[str, str]] = PhaseGauge()
+    before = {phase: gauge(phase) for phase in ("Pending", "Running", "Succeeded")}
+
+    phases.record(("ns", "a"), "Pending")
+    phases.record(("ns", "b"), "Pending")
+    phases.record(("ns", "a"), "Running")
+    phases.record(("ns", "a"), "Running")  # no change: counted once
+    assert gauge("Pending") - before["Pending"] == 1
+    assert gauge("Running") - before["Running"] == 1
+
+    phases.record(("ns", "a"), "Succeeded")
+    phases.record(("ns", "b"), None)
+    phases.record(("ns", "c"), None)  # never seen: nothing to remove
+    assert gauge("Pending") - before["Pending"] == 0
+    assert gauge("Running") - before["Running"] == 0
+    assert gauge("Succeeded") - before["Succeeded"] == 1

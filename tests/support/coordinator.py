@@ -1,5 +1,6 @@
-"""A coordinator in this process, on real storage, behind the real aiohttp app, and a client
-(the `start_coordinator` fixture, re-exported by conftest.py)."""
+"""A coordinator in this process, on real storage, behind the real aiohttp app, and a client: the
+`start_coordinator` fixture (re-exported by the conftest.py of the suites that use it: coordinator,
+badinput), request bodies, and what the coordinator left in storage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the end-to-end tests do with the local stack: kubectl, waiting, reading status."""
+"""What the end-to-end and chaos tests do with the local stack: kubectl on a namespace of their
+own, reading a TrainJob's status, pods and events, waiting for a phase."""
 
 from __future__ import annotations
 
@@ -6,20 +7,19 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from tests.support.processes import wait_for
 from trainjob_operator.local.stack import LocalStack
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = (
     shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl") or "kubectl"
 )
-T = TypeVar("T")
 
 
 class Cluster:
@@ -81,48 +81,15 @@ class Cluster:
             return ""
         return "\n--- operator log ---\n" + "\n".join(text.splitlines()[-lines:])
 
-    def dump_on_failure(self) -> None:
-        """Nothing: failures carry `describe` output through wait_for's message."""
 
-
-def wait_for(
-    probe: Callable[[], T | None], timeout: float, what: str, explain: Callable[[], str] | None = None
-) -> T:
-    """Poll `probe` until it returns something other than None/False; fail with `explain()`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = explain() if explain else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail}")
-        time.sleep(0.25)
-
-
-def trainjob(
-    name: str,
-    command: list[str],
-    *,
-    workers: int = 2,
-    failure_policy: dict[str, Any] | None = None,
-    extra_spec: dict[str, Any] | None = None,
-    storage_uri: str = "s3://trainjob/e2e",
-) -> dict[str, Any]:
-    """A TrainJob manifest whose trainer runs `command` (in this Python environment)."""
-    return {
-        "apiVersion": "trainjob.dev/v1alpha1",
-        "kind": "TrainJob",
-        "metadata": {"name": name},
-        "spec": {
-            "workers": workers,
-            "template": {"spec": {"containers": [{"name": "trainer", "image": "local", "command": command}]}},
-            "storage": {"uri": storage_uri, "credentialsSecret": "trainjob-s3"},
-            "failurePolicy": {"backoffSeconds": 1, **(failure_policy or {})},
-            **(extra_spec or {}),
-        },
-    }
-
-
-def python(code: str) -> list[str]:
-    return ["python", "-c", code]
+def namespace_in(stack: LocalStack, prefix: str) -> Iterator[Cluster]:
+    """A fresh namespace (with the S3 credentials Secret) on a shared stack, deleted afterwards:
+    tests share the stack without seeing each other's objects. Failures carry `describe` output
+    through :func:`wait_for`'s message."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    stack.prepare_namespace(namespace)
+    kube = Cluster(stack, namespace)
+    try:
+        yield kube
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -19,7 +19,7 @@ PULL_MESSAGE = (
 BACKOFF_MESSAGE = 'Back-off pulling image "registry.invalid/trainer:1"'
 NO_GPU = (
     "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
-    "3 No preemption victims found for incoming pod."
+    "3 No preemption victims found for incoming pod.."
 )
 
 

@@ -542,7 +542,10 @@ class Coordinator:
     async def _history_loop(self) -> None:
         while not self.recovered:
             await self._history_wakeup.wait()
-            self._history_wakeup.clear()
+            if not self.recovered:
+                # Once recovered, the wake-up stays set: what arrived meanwhile (every rank's
+                # finalize, say) is flushed now, not after history_flush_seconds.
+                self._history_wakeup.clear()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._history_wakeup.wait(), self.config.history_flush_seconds)

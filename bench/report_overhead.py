@@ -1,5 +1,6 @@
 """Scenario 1: the time ``report(metrics)`` (no checkpoint) blocks the training loop, 2 workers,
-against Ray Train v1 (``RAY_TRAIN_V2_ENABLED=0``) and v2 in the same run.
+against Ray Train v1 (``RAY_TRAIN_V2_ENABLED=0``) and v2 in the same run. The load average at the
+start and the end is in the line: on a shared machine it decides the tail more than the code.
 
     python -m bench.report_overhead [--steps N] [--ray-steps N] [--ray-v2-steps N] [--no-ray]
 """
@@ -7,6 +8,7 @@ against Ray Train v1 (``RAY_TRAIN_V2_ENABLED=0``) and v2 in the same run.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from bench.common import emit, log, ratio, summary_ms, with_ray
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
     base = {"compute_ms": args.compute_ms, "workers": args.workers}
+    load_at_start = os.getloadavg()[0]
     log(f"report_overhead: ours, {args.workers} ranks x {args.steps} reports")
     ours = summary_ms(all_of(run_ours({**base, "steps": args.steps}, world_size=args.workers), "plain_s"))
     peer: dict[str, Any] | None = None
@@ -42,14 +45,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ratios[f"{name}_p99_over_ours"] = ratio(peer[name]["p99_ms"], ours["p99_ms"])
     met = None
     if "ray_v1_p50_over_ours" in ratios and ratios["ray_v1_p50_over_ours"] is not None:
-        met = ratios["ray_v1_p50_over_ours"] >= 100
+        met = ratios["ray_v1_p50_over_ours"] >= 300 and ours["p99_ms"] <= 0.2
     return emit(
         "report_overhead",
         {**base, "steps": args.steps, "ray_v1_steps": args.ray_steps, "ray_v2_steps": args.ray_v2_steps},
-        ours,
+        {
+            **ours,
+            "load_average_at_start": round(load_at_start, 2),
+            "load_average_at_end": round(os.getloadavg()[0], 2),
+        },
         peer,
         ratios or None,
-        {"target": "ours p50 <= Ray v1 p50 / 100", "met": met},
+        {"target": "ours p50 <= Ray v1 p50 / 300, ours p99 <= 0.2 ms", "met": met},
     )
 
 

@@ -3,9 +3,14 @@ stdin, rank 1 speaks the protocol directly, so the order of events is exact."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import urllib.request
 from typing import Any
 
 import pytest
@@ -13,6 +18,7 @@ import pytest
 from tests.support.job import CoordinatorProcess, JobRunner
 from tests.support.processes import wait_until
 from worker_sdk.protocol import Finalize, Report
+from worker_sdk.storage import open_storage
 
 DRIVEN_RANK = textwrap.dedent(
     """
@@ -141,3 +147,102 @@ def test_rank_0_keeps_the_coordinator_until_a_late_rank_has_reported_everything(
     assert "exiting anyway" not in rank_0
     state = coordinator.state()
     assert state["settled"] and state["ranks"] == {"0": 4, "1": 4}, state
+
+
+class ResponseDroppingProxy:
+    """A TCP proxy to the coordinator that, once armed, closes the connection instead of passing
+    on the next answer: the request arrived and was recorded, the client never learns it."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = ("127.0.0.1", target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._armed = threading.Event()
+        self.dropped = 0
+        self.connections = 0
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def drop_next_answer(self) -> None:
+        self._armed.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for source, sink, answers in ((client, upstream, False), (upstream, client, True)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, answers), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if answers and self._armed.is_set():
+                    self._armed.clear()
+                    self.dropped += 1
+                    for sock in (source, sink):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("storage_uri", ["file"], indirect=True)  # no checkpoints: storage is not the point
+def test_reports_whose_answer_was_lost_are_sent_again_and_recorded_once(job_runner: Any) -> None:
+    runner: JobRunner = job_runner(1)
+    coordinator = runner.start_coordinator(0)
+    proxy = ResponseDroppingProxy(coordinator.port)
+    try:
+        rank0 = start_driven_rank(runner, coordinator, TRAINJOB_COORDINATOR_URL=proxy.url)
+        for _ in range(3):
+            assert command(rank0, "report") == "ok"
+        coordinator.wait_for_state("the first reports", lambda s: s["ranks"].get("0") == 3)
+
+        proxy.drop_next_answer()
+        for _ in range(3):
+            assert command(rank0, "report") == "ok"
+        coordinator.wait_for_state("the other reports", lambda s: s["ranks"].get("0") == 6)
+        wait_until("the answer to be dropped", lambda: proxy.dropped == 1 or None)
+        assert rank0.stdin is not None
+        rank0.stdin.write("exit\n")
+        rank0.stdin.close()
+        assert rank0.wait(60) == 0, runner.log("driven-rank") if "driven-rank" in runner.logs else ""
+        state = coordinator.state()
+        assert state["settled"] and state["iteration"] == 6 and state["finalized"] == [0]
+        # The re-sent request went on a new connection, and its reports were taken as duplicates.
+        assert proxy.connections >= 2
+        metrics = urllib.request.urlopen(f"{coordinator.url}/metrics", timeout=10).read().decode()  # noqa: S310
+        accepted = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("trainjob_coordinator_reports_accepted_total")
+        ]
+        assert len(accepted) == 1 and 7 <= float(accepted[0].split()[-1]) <= 9, accepted
+        coordinator.stop()
+        storage = open_storage(runner.storage_uri)
+        prefix = f"{runner.namespace}/{runner.job}/metrics/"
+        lines = [
+            json.loads(line)
+            for stored in storage.list_objects(prefix)
+            for line in storage.get_bytes(stored.key).decode().splitlines()
+        ]
+        assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    finally:
+        proxy.close()

@@ -1,25 +1,32 @@
 """Talking to the coordinator sidecar: HTTP+JSON with the job's bearer token.
 
-``CoordinatorLink`` is used by one sending thread (reports, finalize, in order) and by rank 0's
-exit wait; a lock serialises them. It keeps the reports whose checkpoints are not committed yet,
-so that when the coordinator restarts (its ``coordinatorId`` changes) it can send them again and
-the commit that was in flight completes.
+``CoordinatorLink`` is used by one sending thread (reports, in batches, and the finalize, in
+order) and by rank 0's exit wait; a lock serialises them. It keeps the reports whose checkpoints
+are not committed yet, so that when the coordinator restarts (its ``coordinatorId`` changes) it
+can send them again and the commit that was in flight completes.
+
+One keep-alive HTTP/1.1 connection (``http.client``), opened again when it breaks: a connection per
+request costs the sending thread a TCP handshake and most of its time holding the GIL, which it
+then takes from the training loop. A request that fails on a reused connection before any answer
+is sent again at once on a new one (the server may have closed it while idle); every request is
+idempotent for the coordinator (a report it already has comes back as a duplicate).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker_sdk.errors import CoordinatorError
-from worker_sdk.protocol import API_PREFIX, Finalize, Report
+from worker_sdk.protocol import API_PREFIX, MAX_BATCH_REPORTS, Finalize, Report
 
 log = logging.getLogger("worker_sdk")
 
@@ -27,6 +34,8 @@ log = logging.getLogger("worker_sdk")
 # normally follows within seconds, so many pending ones mean the coordinator cannot commit).
 MAX_UNCOMMITTED = 16
 _MAX_BACKOFF_SECONDS = 5.0
+# A batch's body stays well under the coordinator's 1 MiB limit; bigger ones are split.
+_MAX_BATCH_BYTES = 512 * 1024
 
 
 class _Retryable(Exception):
@@ -38,6 +47,13 @@ class CoordinatorLink:
         self.url = url.rstrip("/")
         self._token = token
         self._timeout = timeout_seconds
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the coordinator URL {url!r} is not an http(s) URL")
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._path_prefix = parts.path + API_PREFIX
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.RLock()
         self._coordinator_id: str | None = None
         self._uncommitted: OrderedDict[int, Report] = OrderedDict()
@@ -55,26 +71,72 @@ class CoordinatorLink:
             self._observe(state)
             return state
 
-    def send_report(self, report: Report) -> None:
+    def send_reports(self, reports: Sequence[Report]) -> list[CoordinatorError]:
+        """Reports in order, as few batch requests as fit the body limit; a failed request is
+        sent again (the coordinator's duplicates make that safe). Returns one error per report
+        the coordinator refused (the others are recorded); raises :class:`CoordinatorError` when
+        a whole request was refused or could not be delivered in time."""
+        errors: list[CoordinatorError] = []
         with self._lock:
-            body = self._retrying(
-                f"report of iteration {report.iteration}",
-                lambda: self._request("POST", "/reports", report.to_json()),
-            )
-            self._observe(body)
-            if report.checkpoint is not None:
-                self._uncommitted[report.iteration] = report
-                self._prune(body.get("latestCheckpoint"))
-                if len(self._uncommitted) > MAX_UNCOMMITTED:
-                    self._prune(self._request_state().get("latestCheckpoint"))
-                while len(self._uncommitted) > MAX_UNCOMMITTED:
-                    iteration, _ = self._uncommitted.popitem(last=False)
-                    log.warning(
-                        "more than %d reported checkpoints are not committed; no longer keeping iteration %d "
-                        "for re-sending after a coordinator restart",
-                        MAX_UNCOMMITTED,
-                        iteration,
+            for batch, encoded in self._batches(reports):
+                first, last = batch[0].iteration, batch[-1].iteration
+                what = (
+                    f"reports of iterations {first}-{last}"
+                    if first != last
+                    else f"report of iteration {first}"
+                )
+                payload = b'{"reports":[' + b",".join(encoded) + b"]}"
+                body = self._retrying(what, lambda payload=payload: self._post_batch(payload))
+                results = body.get("results")
+                if not isinstance(results, list) or len(results) != len(batch):
+                    raise CoordinatorError(
+                        f"the coordinator at {self.url} answered {len(batch)} reports with "
+                        f"{body.get('results')!r}: not one result per report"
                     )
+                self._observe(body)
+                for report, result in zip(batch, results, strict=True):
+                    if isinstance(result, dict) and "error" in result:
+                        errors.append(
+                            CoordinatorError(
+                                f"the coordinator at {self.url} refused the report of iteration "
+                                f"{report.iteration} (HTTP {result.get('status')}): {result['error']}"
+                            )
+                        )
+                    elif report.checkpoint is not None:
+                        self._uncommitted[report.iteration] = report
+                if any(report.checkpoint is not None for report in batch):
+                    self._limit_uncommitted(body)
+        return errors
+
+    def _batches(self, reports: Sequence[Report]) -> list[tuple[list[Report], list[bytes]]]:
+        batches: list[tuple[list[Report], list[bytes]]] = []
+        size = 0
+        for report in reports:
+            encoded = json.dumps(report.to_json(), separators=(",", ":")).encode()
+            if (
+                not batches
+                or len(batches[-1][0]) >= MAX_BATCH_REPORTS
+                or (batches[-1][0] and size + len(encoded) > _MAX_BATCH_BYTES)
+            ):
+                batches.append(([], []))
+                size = 0
+            batches[-1][0].append(report)
+            batches[-1][1].append(encoded)
+            size += len(encoded) + 1
+        return batches
+
+    def _limit_uncommitted(self, body: dict[str, Any]) -> None:
+        self._prune(body.get("latestCheckpoint"))
+        if len(self._uncommitted) > MAX_UNCOMMITTED:
+            self._prune(self._request_state().get("latestCheckpoint"))
+        while len(self._uncommitted) > MAX_UNCOMMITTED:
+            iteration, _ = self._uncommitted.popitem(last=False)
+            log.warning(
+                "more than %d reported checkpoints are not committed; no longer keeping iteration %d "
+                "for re-sending after a coordinator restart",
+                MAX_UNCOMMITTED,
+                iteration,
+            )
 
     def send_finalize(self, finalize: Finalize) -> None:
         with self._lock:
@@ -179,32 +241,71 @@ class CoordinatorLink:
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(  # noqa: S310 - the URL comes from the operator's env contract
-            f"{self.url}{API_PREFIX}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
+        return self._request_bytes(method, path, data)
+
+    def _request_bytes(
+        self, method: str, path: str, data: bytes | None, *, per_report: bool = False
+    ) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            if exc.code in (408, 429) or exc.code >= 500:
-                raise _Retryable(f"HTTP {exc.code}: {detail}") from None
-            if exc.code == 401:
-                raise CoordinatorError(
-                    f"the coordinator at {self.url} refused the report token (HTTP 401): "
-                    "TRAINJOB_REPORT_TOKEN does not match the job's token"
-                ) from None
-            raise CoordinatorError(
-                f"the coordinator at {self.url} refused {method} {API_PREFIX}{path} "
-                f"(HTTP {exc.code}): {detail}"
-            ) from None
-        except (OSError, TimeoutError) as exc:  # URLError, refused, reset, timed out
-            raise _Retryable(str(getattr(exc, "reason", exc))) from None
+            status, body = self._exchange(method, path, data)
+        except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, garbled
+            self._disconnect()
+            raise _Retryable(str(exc) or type(exc).__name__) from None
+        if status in (408, 429) or status >= 500:
+            raise _Retryable(f"HTTP {status}: {body[:500].decode(errors='replace')}")
         try:
             parsed = json.loads(body) if body else {}
         except json.JSONDecodeError:
-            raise _Retryable(f"not JSON: {body[:200]!r}") from None
-        return parsed if isinstance(parsed, dict) else {}
+            if status >= 400:
+                parsed = {}
+            else:
+                raise _Retryable(f"not JSON: {body[:200]!r}") from None
+        answer = parsed if isinstance(parsed, dict) else {}
+        if status == 401:
+            raise CoordinatorError(
+                f"the coordinator at {self.url} refused the report token (HTTP 401): "
+                "TRAINJOB_REPORT_TOKEN does not match the job's token"
+            )
+        if status >= 400 and not (per_report and isinstance(answer.get("results"), list)):
+            raise CoordinatorError(
+                f"the coordinator at {self.url} refused {method} {API_PREFIX}{path} "
+                f"(HTTP {status}): {body[:500].decode(errors='replace')}"
+            )
+        return answer
+
+    def _post_batch(self, payload: bytes) -> dict[str, Any]:
+        # Some reports refused: the answer says which, and the others are recorded.
+        return self._request_bytes("POST", "/reports", payload, per_report=True)
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        """One request on the kept-alive connection; once more on a new connection when a reused
+        one turns out to be closed before anything was answered."""
+        reused = self._connection is not None
+        try:
+            return self._exchange_once(method, path, data)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            self._disconnect()
+            return self._exchange_once(method, path, data)
+
+    def _exchange_once(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        if self._connection is None:
+            kind = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            self._connection = kind(self._host, self._port, timeout=self._timeout)
+        self._connection.request(method, self._path_prefix + path, body=data, headers=self._headers)
+        response = self._connection.getresponse()
+        body = response.read()
+        if response.will_close:
+            self._disconnect()
+        return response.status, body
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def close(self) -> None:
+        """Close the kept-alive connection (a later request opens a new one)."""
+        with self._lock:
+            self._disconnect()

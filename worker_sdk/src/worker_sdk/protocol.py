@@ -28,6 +28,7 @@ MANIFEST_FORMAT = 1
 _DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 MetricValue = int | float | str | bool | None
+_PLAIN = frozenset({int, str, bool, type(None)})
 
 
 class ProtocolError(ValueError):
@@ -66,6 +67,10 @@ def check_metrics(metrics: object, *, where: str = "metrics") -> dict[str, Metri
             f"{where} must be a dict of name -> number or string, got {type(metrics).__name__}"
         )
     for name, value in metrics.items():
+        # The usual case first, cheaply: report() runs this in the training loop.
+        kind = type(value)
+        if type(name) is str and name and (kind in _PLAIN or (kind is float and math.isfinite(value))):
+            continue
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"{where}: metric names must be non-empty strings, got {name!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -161,7 +166,8 @@ class ReportedCheckpoint:
 
 @dataclass(frozen=True)
 class Report:
-    """``POST /v1/reports``: one ``train.report()`` call of one rank."""
+    """``POST /v1/reports``: one ``train.report()`` call of one rank (alone, or in a
+    :class:`ReportBatch`)."""
 
     rank: int
     attempt: int
@@ -198,6 +204,46 @@ class Report:
         if isinstance(time_value, bool) or not isinstance(time_value, int | float):
             raise ProtocolError(f"{where}.time must be a number")
         return cls(rank, attempt, iteration, metrics, checkpoint, float(time_value))
+
+
+# The most reports one ``POST /v1/reports`` batch may carry (the body limit applies too).
+MAX_BATCH_REPORTS = 1000
+
+
+@dataclass(frozen=True)
+class ReportBatch:
+    """``POST /v1/reports`` with ``{"reports": [...]}``: several reports in one request, in order.
+
+    The SDK's sender sends what accumulated since its last request in one batch, so a rank
+    reporting often costs the coordinator one request per batch rather than per report. Each
+    report in it is judged on its own, in order, exactly as if sent alone; a malformed one
+    (``reports[i]...``) refuses the whole batch before anything is recorded.
+    """
+
+    reports: tuple[Report, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reports": [report.to_json() for report in self.reports]}
+
+    @classmethod
+    def from_json(cls, data: object) -> ReportBatch:
+        if not isinstance(data, dict):
+            raise ProtocolError("report batch must be a JSON object")
+        items = _field(data, "reports", list, "batch")
+        if not items:
+            raise ProtocolError("batch.reports is empty: send at least one report")
+        if len(items) > MAX_BATCH_REPORTS:
+            raise ProtocolError(
+                f"batch.reports has {len(items)} reports, over the limit of {MAX_BATCH_REPORTS}: "
+                "split it into several requests"
+            )
+        reports = []
+        for index, item in enumerate(items):
+            try:
+                reports.append(Report.from_json(item))
+            except ProtocolError as exc:
+                raise ProtocolError(f"batch.reports[{index}]: {exc}") from None
+        return cls(tuple(reports))
 
 
 @dataclass(frozen=True)

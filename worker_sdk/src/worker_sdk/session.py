@@ -7,12 +7,17 @@ How a ``report()`` travels:
    handed to the single upload thread through a bounded set of slots (``upload="async"``; a full
    set blocks ``report`` rather than dropping anything);
 2. the report goes into the outbox, a bounded FIFO (full: ``report`` blocks, with a warning);
-3. the sending thread takes reports in order, waits for each one's upload, turns the number into
-   an iteration (resume iteration + n) and delivers it: POSTs it to the coordinator (retrying
-   while it is unreachable), or, standalone, commits the checkpoint by writing its manifest.
+   appending wakes nobody while the sender is busy (``worker_sdk._outbox``);
+3. the sending thread takes what accumulated every ``_LINGER_SECONDS`` (at once for a checkpoint
+   report or the finalize), in order, waits for each checkpoint's upload, turns each number into
+   an iteration (resume iteration + n) and delivers them: POSTs them to the coordinator as one
+   batch on a kept-alive connection (retrying while it is unreachable), or, standalone, commits
+   each checkpoint by writing its manifest.
 
-So ``report`` without a checkpoint never touches the network, and a rank's reports reach the
-coordinator in iteration order, each after its checkpoint's files are in storage. Failures of the
+So ``report`` without a checkpoint never touches the network and costs the training loop an
+append; the sender wakes a few times a second, not per report, so it seldom takes the GIL from
+the loop. A rank's reports reach the coordinator in iteration order, each after its checkpoint's
+files are in storage. Failures of the
 background threads are raised from the next ``report`` call, or make the process exit non-zero.
 
 At exit (also on SIGTERM, which becomes ``SystemExit(143)`` so that the flush runs; the hooks are in
@@ -26,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
 import shutil
 import threading
 import time
@@ -35,9 +39,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from worker_sdk import _exit
+from worker_sdk._outbox import Outbox, OutboxFull
 from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
@@ -68,6 +73,14 @@ from worker_sdk.storage import StorageError, join_key, open_storage
 log = logging.getLogger("worker_sdk")
 
 UploadMode = Literal["sync", "async"]
+# How long the sender lets reports accumulate before it sends them as one request: each wake-up
+# takes the GIL from the training loop, and each request costs the coordinator about as much as
+# the reports in it (1024 ranks reporting 10 times a second fit one core only in batches of a
+# few), so a few requests a second rather than one per report. Status is published about once a
+# second, so this adds little to what anyone sees.
+_LINGER_SECONDS = 0.25
+# The most reports the sender takes at once (one request, or a few when the bodies are large).
+_BATCH_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -78,8 +91,7 @@ class ResumePoint:
     iteration: int
 
 
-@dataclass(frozen=True)
-class _Outgoing:
+class _Outgoing(NamedTuple):  # a tuple: made in the training loop, the cheapest to build
     number: int  # the n-th report of this attempt: iteration = resume iteration + n
     metrics: dict[str, int | float | str | bool | None]
     time: float
@@ -115,7 +127,8 @@ class Session:
         self._closed = False
         self._failures: list[Exception] = []
         self._failures_lock = threading.Lock()
-        self._outbox: queue.Queue[_Outgoing | _Finish] = queue.Queue(maxsize=settings.report_buffer)
+        self._outbox: Outbox[_Outgoing | _Finish] = Outbox(settings.report_buffer, on_full=self._outbox_full)
+        self._in_flight = 0  # reports the sender has taken and not delivered yet
         self._upload_slots = threading.BoundedSemaphore(settings.upload_queue)
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainjob-upload")
         self.stop_signal = StopSignal()
@@ -135,9 +148,17 @@ class Session:
         upload: str,
         delete_local_checkpoint_after_upload: bool | None = None,
     ) -> None:
-        self._raise_failure()
+        if self._failures:
+            self._raise_failure()
         # A copy (the caller may reuse its dict); any mapping will do.
-        checked = dict(check_metrics(dict(metrics) if isinstance(metrics, Mapping) else metrics))
+        copied = (
+            metrics.copy()
+            if type(metrics) is dict
+            else dict(metrics)
+            if isinstance(metrics, Mapping)
+            else metrics
+        )
+        checked = check_metrics(copied)
         if upload not in ("sync", "async"):
             raise ValueError(f"upload must be 'sync' or 'async', got {upload!r}")
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
@@ -154,6 +175,14 @@ class Session:
                 "delete_local_checkpoint_after_upload must be True, False or None, got "
                 f"{delete_local_checkpoint_after_upload!r}"
             )
+        if checkpoint is None:  # the usual case, kept short: it runs in the training loop
+            called_at = time.time()
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("report() called after the trainjob session was closed (process exit)")
+                self._reports = number = self._reports + 1
+                self._outbox.put(_Outgoing(number, checked, called_at, None))
+            return
         files: list[LocalFile] | None = None
         if checkpoint is not None:
             if checkpoint.path is None:
@@ -179,7 +208,8 @@ class Session:
                 else:
                     ready = self._upload_in_background(files, number, checkpoint_dir_name, given_up)
             self._reports = number
-        self._put(_Outgoing(number, checked, called_at, ready))
+            # Under the lock: reports enter the outbox in the order of their numbers.
+            self._outbox.put(_Outgoing(number, checked, called_at, ready), urgent=ready is not None)
 
     # -- disruption notices (worker_sdk.preemption) ------------------------------------------
     def should_stop(self) -> bool:
@@ -337,33 +367,65 @@ class Session:
         return self._uploader.submit(upload)
 
     # -- delivery -----------------------------------------------------------------------------
-    def _put(self, item: _Outgoing | _Finish, timeout: float | None = None) -> None:
-        try:
-            self._outbox.put_nowait(item)
-            return
-        except queue.Full:
-            log.warning(
-                "%d reports are waiting to be sent (TRAINJOB_REPORT_BUFFER): the coordinator at %s is slow "
-                "or unreachable; report() waits until it catches up",
-                self._outbox.maxsize,
-                self.env.coordinator_url,
-            )
-        self._outbox.put(item, timeout=timeout)
+    def _outbox_full(self) -> None:
+        log.warning(
+            "%d reports are waiting to be sent (TRAINJOB_REPORT_BUFFER): the coordinator at %s is slow "
+            "or unreachable; report() waits until it catches up",
+            self._outbox.capacity,
+            self.env.coordinator_url,
+        )
 
     def _send_loop(self) -> None:
         while True:
-            item = self._outbox.get()
+            items = self._outbox.take(_LINGER_SECONDS, _BATCH_LIMIT)
+            self._in_flight = sum(isinstance(item, _Outgoing) for item in items)
             try:
-                if isinstance(item, _Finish):
-                    self._finalize(item)
-                    return
-                self._deliver(item)
-            except Exception as exc:
+                finished = self._send(items)
+            except Exception as exc:  # never let the sending thread die with reports waiting
                 self._fail(exc)
-                if isinstance(item, _Finish):
-                    return
+                finished = any(isinstance(item, _Finish) for item in items)
             finally:
-                self._outbox.task_done()
+                self._in_flight = 0
+            if finished:
+                return
+
+    def _send(self, items: list[_Outgoing | _Finish]) -> bool:
+        """Deliver ``items`` in order; True once the finalize was among them (sent or failed)."""
+        reports: list[Report] = []
+        for item in items:
+            if isinstance(item, _Finish):
+                self._deliver(reports)
+                try:
+                    self._finalize(item)
+                except Exception as exc:
+                    self._fail(exc)
+                return True
+            if item.checkpoint is not None and not item.checkpoint.done():
+                self._deliver(reports)  # what came before need not wait for this upload
+                reports = []
+            report = self._prepare(item)
+            if report is not None:
+                reports.append(report)
+        self._deliver(reports)
+        return False
+
+    def _prepare(self, item: _Outgoing) -> Report | None:
+        """The report to send, once its checkpoint's files are stored; None (the failure recorded)
+        when they could not be: a checkpoint whose files are not all stored is never reported."""
+        try:
+            reported = None if item.checkpoint is None else item.checkpoint.result()
+            iteration = self.resume_point().iteration + item.number
+        except Exception as exc:  # the upload failed, or the resume point could not be found
+            self._fail(exc)
+            return None
+        return Report(
+            rank=self.context.get_world_rank(),
+            attempt=self.context.get_attempt(),
+            iteration=iteration,
+            metrics=item.metrics,
+            checkpoint=reported,
+            time=item.time,
+        )
 
     def _finalize(self, finish: _Finish) -> None:
         if self._link is not None:
@@ -371,26 +433,21 @@ class Session:
             rank, attempt = self.context.get_world_rank(), self.context.get_attempt()
             self._link.send_finalize(Finalize(rank, attempt, iteration))
 
-    def _deliver(self, item: _Outgoing) -> None:
-        reported = None
-        if item.checkpoint is not None:
-            try:
-                reported = item.checkpoint.result()
-            except Exception as exc:
-                self._fail(exc)
-                return  # never report a checkpoint whose files are not all stored
-        report = Report(
-            rank=self.context.get_world_rank(),
-            attempt=self.context.get_attempt(),
-            iteration=self.resume_point().iteration + item.number,
-            metrics=item.metrics,
-            checkpoint=reported,
-            time=item.time,
-        )
-        if self._link is not None:
-            self._link.send_report(report)
-        elif reported is not None:
-            self._commit_standalone(report, reported)
+    def _deliver(self, reports: list[Report]) -> None:
+        if not reports:
+            return
+        try:
+            if self._link is not None:
+                for refused in self._link.send_reports(reports):
+                    self._fail(refused)
+            else:
+                for report in reports:
+                    if report.checkpoint is not None:
+                        self._commit_standalone(report, report.checkpoint)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._in_flight -= len(reports)
 
     def _commit_standalone(self, report: Report, reported: ReportedCheckpoint) -> None:
         """Alone, this process is every rank: its files are stored, so write the manifest (last)."""
@@ -416,6 +473,8 @@ class Session:
         return failures
 
     def _raise_failure(self) -> None:
+        if not self._failures:  # the usual case, without the lock
+            return
         failures = self._take_failures()
         if failures:
             raise failures[0]
@@ -437,18 +496,24 @@ class Session:
         deadline = time.monotonic() + final_wait
         if self._link is not None:
             self._link.give_up_at(deadline)
-        with contextlib.suppress(queue.Full):  # a stuck sender is reported just below
-            self._put(_Finish(self._reports), timeout=max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OutboxFull):  # a stuck sender is reported just below
+            self._outbox.put(
+                _Finish(self._reports), urgent=True, timeout=max(0.0, deadline - time.monotonic())
+            )
         self._sender.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._sender.is_alive():
+            waiting = sum(isinstance(item, _Outgoing) for item in self._outbox.snapshot()) + self._in_flight
             self._fail(
                 CoordinatorError(
-                    f"{self._outbox.qsize()} report(s) or the finalize were not delivered to the coordinator "
+                    f"{waiting} report(s) or the finalize were not delivered to the coordinator "
                     f"at {self.env.coordinator_url} within TRAINJOB_FINAL_WAIT_SECONDS={final_wait:g}"
                 )
             )
-        elif self._link is not None and wait_settled and self.context.get_world_rank() == 0:
-            self._wait_settled(deadline)
+        else:
+            if self._link is not None and wait_settled and self.context.get_world_rank() == 0:
+                self._wait_settled(deadline)
+            if self._link is not None:
+                self._link.close()
         return self._take_failures()
 
     def _wait_settled(self, deadline: float) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from trainjob_operator.coordinator.aggregation import ReportRejected, Verdict
 from trainjob_operator.coordinator.metrics import CONTENT_TYPE_LATEST
 from trainjob_operator.coordinator.service import Coordinator
-from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report
+from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report, ReportBatch
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,13 @@ class _BodyRefused(Exception):
 
 
 async def _post_report(request: web.Request) -> web.StreamResponse:
+    """One report, or a batch (``{"reports": [...]}``, see :class:`ReportBatch`)."""
     coordinator = request.app[COORDINATOR_KEY]
     try:
-        report = Report.from_json(await _read_json(request))
+        body = await _read_json(request)
+        if isinstance(body, dict) and "reports" in body:
+            return _answer_batch(request, coordinator, ReportBatch.from_json(body))
+        report = Report.from_json(body)
         verdict = coordinator.accept_report(report)
     except _BodyRefused as exc:
         return _refuse(request, exc.status, exc.reason, exc.message)
@@ -123,6 +127,40 @@ async def _post_report(request: web.Request) -> web.StreamResponse:
             "iteration": coordinator.iteration,
         }
     )
+
+
+def _answer_batch(request: web.Request, coordinator: Coordinator, batch: ReportBatch) -> web.Response:
+    """Every report's outcome, in order (``results[i]``: ``{"duplicate": bool}`` or
+    ``{"error", "status"}``). All accepted: 200. Otherwise the first refusal's status, with an
+    ``error`` that says how many were refused and why the first was: a client that looks only at
+    the status sees the failure, and one that re-sends the whole batch loses nothing (the
+    accepted reports come back as duplicates)."""
+    outcomes = coordinator.accept_reports(batch.reports)
+    results: list[dict[str, Any]] = []
+    refused: list[tuple[int, ReportRejected]] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, ReportRejected):
+            refused.append((index, outcome))
+            results.append({"error": str(outcome), "status": outcome.status})
+        else:
+            results.append({"duplicate": outcome is Verdict.DUPLICATE})
+    answer: dict[str, Any] = {
+        "accepted": len(outcomes) - len(refused),
+        "refused": len(refused),
+        "results": results,
+        "coordinatorId": coordinator.id,
+        "iteration": coordinator.iteration,
+    }
+    if not refused:
+        return web.json_response(answer)
+    index, first = refused[0]
+    report = batch.reports[index]
+    answer["error"] = (
+        f"{len(refused)} of {len(outcomes)} reports refused (the others are recorded); the first, "
+        f"reports[{index}] (rank {report.rank}, iteration {report.iteration}): {first}"
+    )
+    log.warning("refused reports from %s: %d %s", request.remote, first.status, answer["error"])
+    return web.json_response(answer, status=first.status)
 
 
 async def _post_finalize(request: web.Request) -> web.StreamResponse:

@@ -21,6 +21,7 @@ import copy
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,20 +135,39 @@ class Coordinator:
 
     # -- input ------------------------------------------------------------------------------
     def accept_report(self, report: Report) -> Verdict:
-        try:
-            verdict = self.aggregator.add_report(report, time.time())
-        except ReportRejected as exc:
-            self.metrics.reports_refused.labels(exc.reason).inc()
-            raise
-        self.metrics.reports_accepted.inc()
-        if verdict is Verdict.ACCEPTED:
-            gauge = self._rank_gauges.get(report.rank)
-            if gauge is None:  # labels() costs more than the rest of recording a report: once per rank
-                gauge = self._rank_gauges[report.rank] = self.metrics.rank_iteration.labels(str(report.rank))
-            gauge.set(report.iteration)
-        self._limit_pending()
-        self._after_progress()
-        return verdict
+        """Record one report, or raise :class:`ReportRejected` having recorded nothing."""
+        outcome = self.accept_reports((report,))[0]
+        if isinstance(outcome, ReportRejected):
+            raise outcome
+        return outcome
+
+    def accept_reports(self, reports: Sequence[Report]) -> list[Verdict | ReportRejected]:
+        """Record a batch's reports in order, each judged as if it came alone: a refused one
+        records nothing and does not stop the others. The bookkeeping after them (history,
+        pending limit, status wake-up) runs once per batch: that is what batching saves."""
+        outcomes: list[Verdict | ReportRejected] = []
+        now = time.time()
+        for report in reports:
+            try:
+                verdict = self.aggregator.add_report(report, now)
+            except ReportRejected as exc:
+                self.metrics.reports_refused.labels(exc.reason).inc()
+                outcomes.append(exc)
+                continue
+            self.metrics.reports_accepted.inc()
+            if verdict is Verdict.ACCEPTED:
+                self._rank_gauge(report.rank).set(report.iteration)
+            outcomes.append(verdict)
+        if len(outcomes) > sum(isinstance(o, ReportRejected) for o in outcomes):
+            self._limit_pending()
+            self._after_progress()
+        return outcomes
+
+    def _rank_gauge(self, rank: int) -> Any:
+        gauge = self._rank_gauges.get(rank)
+        if gauge is None:  # labels() costs more than the rest of recording a report: once per rank
+            gauge = self._rank_gauges[rank] = self.metrics.rank_iteration.labels(str(rank))
+        return gauge
 
     def accept_finalize(self, finalize: Finalize) -> None:
         try:

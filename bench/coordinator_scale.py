@@ -3,7 +3,13 @@ keep-alive connection each) reporting at a fixed rate: accepted reports/s, laten
 coordinator's CPU and RSS (from /proc), and the CPU the load generator itself used: on a small
 machine it shares the cores with the coordinator, so its share says how much was left.
 
-    python -m bench.coordinator_scale [--ranks 256] [--rate 10] [--seconds 20]
+Each simulated rank sends what the SDK's sender would: every ``--batch`` reports in one request
+(``{"reports": [...]}``), a request every ``batch / rate`` seconds. The default is what the SDK
+sends at this rate: woken by a report, it lingers ``_LINGER_SECONDS`` (0.25 s) and sends what came
+meanwhile, so a rank reporting 10 times a second sends 3 reports per request. ``--batch 1`` is one request per
+report (the single-report form). Latency is per request: from sending it to its answer.
+
+    python -m bench.coordinator_scale [--ranks 1024] [--rate 10] [--seconds 20] [--batch N]
 """
 
 from __future__ import annotations
@@ -33,13 +39,25 @@ def rss_mib(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE / 1024 / 1024
 
 
+def _report(rank: int, iteration: int) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "attempt": 0,
+        "iteration": iteration,
+        "metrics": {"loss": 1.0 / iteration, "step": iteration},
+        "checkpoint": None,
+        "time": time.time(),
+    }
+
+
 async def rank_client(
-    host: str, port: int, token: str, rank: int, rate: float, until: float, latencies: list[float]
+    host: str, port: int, token: str, rank: int, rate: float, batch: int, until: float, latencies: list[float]
 ) -> int:
-    """One rank: a keep-alive HTTP/1.1 connection and a report every 1/rate seconds. The requests
-    are written by hand (a full client library costs more CPU than the server under test)."""
+    """One rank: a keep-alive HTTP/1.1 connection and ``batch`` reports every batch/rate seconds
+    (one report alone when ``batch`` is 1). The requests are written by hand (a full client
+    library costs more CPU than the server under test)."""
     reader, writer = await asyncio.open_connection(host, port)
-    interval = 1.0 / rate
+    interval = batch / rate
     iteration = 0
     errors = 0
     next_at = time.monotonic() + (rank % 100) / 100 * interval  # spread the ranks over the interval
@@ -51,17 +69,13 @@ async def rank_client(
             if next_at > now:
                 await asyncio.sleep(next_at - now)
             next_at += interval
-            iteration += 1
-            body = json.dumps(
-                {
-                    "rank": rank,
-                    "attempt": 0,
-                    "iteration": iteration,
-                    "metrics": {"loss": 1.0 / iteration, "step": iteration},
-                    "checkpoint": None,
-                    "time": time.time(),
-                }
-            ).encode()
+            if batch == 1:
+                iteration += 1
+                body = json.dumps(_report(rank, iteration)).encode()
+            else:
+                reports = [_report(rank, iteration + i) for i in range(1, batch + 1)]
+                iteration += batch
+                body = json.dumps({"reports": reports}).encode()
             request = (
                 f"POST /v1/reports HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -83,29 +97,29 @@ async def rank_client(
 
 
 async def drive_ranks(
-    url: str, token: str, ranks: range, rate: float, seconds: float
+    url: str, token: str, ranks: range, rate: float, batch: int, seconds: float
 ) -> tuple[list[float], int]:
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     until = time.monotonic() + seconds
     errors = await asyncio.gather(
-        *(rank_client(host, int(port), token, r, rate, until, latencies) for r in ranks)
+        *(rank_client(host, int(port), token, r, rate, batch, until, latencies) for r in ranks)
     )
     return latencies, sum(errors)
 
 
 def _load_process(
-    url: str, token: str, first: int, last: int, rate: float, seconds: float
+    url: str, token: str, first: int, last: int, rate: float, batch: int, seconds: float
 ) -> tuple[list[float], int, float]:
     before = resource.getrusage(resource.RUSAGE_SELF)
-    latencies, errors = asyncio.run(drive_ranks(url, token, range(first, last), rate, seconds))
+    latencies, errors = asyncio.run(drive_ranks(url, token, range(first, last), rate, batch, seconds))
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     return latencies, errors, cpu
 
 
 def drive(
-    url: str, token: str, ranks: int, rate: float, seconds: float, processes: int
+    url: str, token: str, ranks: int, rate: float, batch: int, seconds: float, processes: int
 ) -> tuple[list[float], int, float]:
     """The ranks split over ``processes`` load processes; also the CPU seconds those used."""
     from concurrent.futures import ProcessPoolExecutor
@@ -113,7 +127,7 @@ def drive(
     bounds = [ranks * i // processes for i in range(processes + 1)]
     with ProcessPoolExecutor(processes) as pool:
         futures = [
-            pool.submit(_load_process, url, token, bounds[i], bounds[i + 1], rate, seconds)
+            pool.submit(_load_process, url, token, bounds[i], bounds[i + 1], rate, batch, seconds)
             for i in range(processes)
         ]
         results = [f.result() for f in futures]
@@ -121,24 +135,36 @@ def drive(
     return latencies, sum(e for _, e, _ in results), sum(c for _, _, c in results)
 
 
+def sdk_batch(rate: float) -> int:
+    """Reports per request from a rank reporting ``rate`` times a second through the SDK."""
+    from worker_sdk.session import _BATCH_LIMIT, _LINGER_SECONDS
+
+    # Woken by a report, the sender lingers and takes what came meanwhile.
+    return min(_BATCH_LIMIT, int(rate * _LINGER_SECONDS) + 1)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ranks", type=int, default=256)
+    parser.add_argument("--ranks", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=10.0, help="reports per second per rank")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--load-processes", type=int, default=2, help="processes simulating the ranks")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="reports per request (default: what the SDK sends at --rate)"
+    )
     args = parser.parse_args(argv)
+    batch = args.batch or sdk_batch(args.rate)
     with workdir("coordinator") as tmp:
         job = Job(tmp, (tmp / "storage").as_uri(), args.ranks)
         try:
             coordinator = job.start_coordinator(0)
             pid = coordinator.process.pid
             log(f"coordinator_scale: {args.ranks} ranks x {args.rate}/s for {args.seconds}s")
-            drive(coordinator.url, job.token, args.ranks, args.rate, args.warmup, args.load_processes)
+            drive(coordinator.url, job.token, args.ranks, args.rate, batch, args.warmup, args.load_processes)
             cpu0, wall0, load0 = cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
             latencies, errors, generator_cpu = drive(
-                coordinator.url, job.token, args.ranks, args.rate, args.seconds, args.load_processes
+                coordinator.url, job.token, args.ranks, args.rate, batch, args.seconds, args.load_processes
             )
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
             rss = rss_mib(pid)
@@ -147,11 +173,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             job.stop()
     elapsed = wall1 - wall0
     offered = args.ranks * args.rate
-    accepted = len(latencies) / elapsed
+    accepted = len(latencies) * batch / elapsed
     lat = summary_ms(latencies)
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu_fraction = (user + system) / elapsed
-    served = max(len(latencies), 1)
+    served = max(len(latencies) * batch, 1)
     met = accepted >= 0.95 * offered and lat["p99_ms"] < 50 and cpu_fraction <= 1.0
     return emit(
         "coordinator_scale",
@@ -160,10 +186,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rate_per_rank": args.rate,
             "seconds": args.seconds,
             "offered_per_s": offered,
+            "reports_per_request": batch,
             "load_processes": args.load_processes,
         },
         {
             "accepted_per_s": round(accepted, 1),
+            "requests_per_s": round(len(latencies) / elapsed, 1),
             "errors": errors,
             "latency": lat,
             "coordinator_cpu_cores": round(cpu_fraction, 3),

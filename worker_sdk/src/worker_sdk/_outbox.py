@@ -60,7 +60,10 @@ class Outbox(Generic[T]):
             self._wait_for_room(timeout)
         self._items.append(item)
         if urgent or len(self._items) * 2 >= self.capacity:
-            if not self._flush_now:  # already asked: the sender looks at the flag before lingering
+            # Set already while the sender is busy: it looks at the flag before lingering. An
+            # idle sender is woken whatever the flag says: an urgent put between its reset of
+            # the flag and its taking of the items leaves the flag set with nothing to take.
+            if self._idle or not self._flush_now:
                 self._flush_now = True
                 self._wake.set()
         elif self._idle:

@@ -124,6 +124,8 @@ def builtin_resources() -> list[ResourceInfo]:
                 "binding": "Binding",
                 "eviction": "Eviction",
                 "ephemeralcontainers": "",
+                "exec": "PodExecOptions",
+                "portforward": "PodPortForwardOptions",
             },
             categories=ALL,
         ),

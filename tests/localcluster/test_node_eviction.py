@@ -177,3 +177,39 @@ def test_kubectl_cordon_drain_uncordon_with_and_without_a_budget(kube: Kube) -> 
         out = run("uncordon", node)
     assert out.returncode == 0 and out.stdout.strip() == f"node/{node} uncordoned", out.stderr
     assert not kube.api("GET", f"/api/v1/nodes/{node}")["spec"].get("unschedulable")
+
+
+def test_budget_counts_replicas_of_the_pods_controller(kube: Kube) -> None:
+    """maxUnavailable and percentages count the replicas the controller asks for (the Deployment's,
+    through its ReplicaSet), not the pods that happen to exist."""
+    apps = f"/apis/apps/v1/namespaces/{kube.ns}"
+    template = {
+        "metadata": {"labels": {"app": "scaled"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    selector = {"matchLabels": {"app": "scaled"}}
+    deploy = kube.api(
+        "POST",
+        f"{apps}/deployments",
+        {"metadata": {"name": "d"}, "spec": {"replicas": 4, "selector": selector, "template": template}},
+    )
+    owner = {"apiVersion": "apps/v1", "controller": True, "name": "d", "uid": deploy["metadata"]["uid"]}
+    rs = kube.api(
+        "POST",
+        f"{apps}/replicasets",
+        {
+            "metadata": {"name": "d-1", "ownerReferences": [{**owner, "kind": "Deployment"}]},
+            "spec": {"replicas": 4, "selector": selector, "template": template},
+        },
+    )
+    rs_owner = {**owner, "kind": "ReplicaSet", "name": "d-1", "uid": rs["metadata"]["uid"]}
+    for i in range(2):
+        p = pod(f"d-1-{i}", [{"name": "main", "command": SLEEPER}], labels={"app": "scaled"})
+        p["metadata"]["ownerReferences"] = [rs_owner]
+        kube.create(p)
+        kube.wait_ready(f"d-1-{i}")
+    budgets = f"/apis/policy/v1/namespaces/{kube.ns}/poddisruptionbudgets"
+    kube.api("POST", budgets, pdb("half", "scaled", maxUnavailable="50%"))
+    status = budget_status(kube, "half", {"observedGeneration": 1, "currentHealthy": 2})
+    # 4 expected, at most ceil(50% of 4) = 2 unavailable: 2 must stay healthy, and 2 are
+    assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (4, 2, 0)

@@ -23,7 +23,10 @@ counter)/generation, finalizers and deletionTimestamp, ownerReference garbage co
 with resourceVersion semantics, bookmarks and 410 Gone, merge/JSON/strategic-merge patches,
 server-side apply with managedFields and conflicts, dry runs, ServiceAccount TokenRequests (HMAC
 JWTs the server accepts), Endpoints and EndpointSlices of Services, pod logs proxied to the node,
-impersonation. Authorization: ``AlwaysAllow`` (default: every authenticated or anonymous request)
+`pods/exec` and `pods/portforward` relayed to the node over WebSockets (``nodeproxy.py``),
+`pods/eviction` honouring PodDisruptionBudgets whose status it computes (``disruption.py``),
+impersonation. DELETE answers the object or a Status per kind as the real registries do; error
+bodies are `metav1.Status` in its field order with Go's trailing newline. Authorization: ``AlwaysAllow`` (default: every authenticated or anonymous request)
 or ``RBAC`` (``rbac.py``: Roles, ClusterRoles incl. aggregation, bindings, escalation prevention,
 the default discovery/basic-user/public-info roles; the kubeconfig's admin token is in
 ``system:masters``). Go clients (kubectl, Helm) send no bearer token over plain HTTP, so under

@@ -210,24 +210,28 @@ def test_kubernetes_client_stream_exec(kube: Kube, core: Any) -> None:
 def test_kubernetes_client_portforward(kube: Kube, core: Any) -> None:
     from kubernetes.stream import portforward
 
-    kube.create(pod("web", [{"name": "main", "command": HTTP_SERVER}], hostname="webhost"))
-    running(kube, "web")
-    deadline = time.monotonic() + 30
-    body = b""
-    while time.monotonic() < deadline:
-        pf = portforward(core.connect_get_namespaced_pod_portforward, "web", kube.ns, ports="8080")
-        sock = pf.socket(8080)
-        sock.setblocking(True)
-        sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-        reply = b""
-        while chunk := sock.recv(4096):
-            reply += chunk
-        sock.close()
-        error = pf.error(8080)
-        if error is None:
-            body = reply
-            break
-        assert "failed to connect" in error  # the server is not listening yet
-        time.sleep(0.5)
-    assert body.startswith(b"HTTP/1.0 200"), body
-    assert body.endswith(b"hello from webhost")
+    listening = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    server = {"name": "main", "command": HTTP_SERVER, "readinessProbe": listening}
+    kube.create(pod("web", [server], hostname="webhost"))
+    kube.wait_ready("web")  # ready once it listens
+    pf = portforward(core.connect_get_namespaced_pod_portforward, "web", kube.ns, ports="8080")
+    sock = pf.socket(8080)
+    sock.setblocking(True)
+    sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+    reply = b""
+    while chunk := sock.recv(4096):
+        reply += chunk
+    sock.close()
+    assert pf.error(8080) is None
+    assert reply.startswith(b"HTTP/1.0 200"), reply
+    assert reply.endswith(b"hello from webhost")
+
+    # Nothing listens on 8081: the error channel says so, as the kubelet's does.
+    pf = portforward(core.connect_get_namespaced_pod_portforward, "web", kube.ns, ports="8081")
+    sock = pf.socket(8081)
+    sock.setblocking(True)
+    assert sock.recv(4096) == b""
+    sock.close()
+    error = pf.error(8081) or ""
+    assert error.startswith("error forwarding port 8081 to pod web, uid "), error
+    assert "connection refused" in error.lower()

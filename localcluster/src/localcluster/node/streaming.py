@@ -47,6 +47,8 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 PORT_FORWARD_PROTOCOLS = ("v4.channel.k8s.io",)
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
+# how long a terminal's command waits for the client's first size (kubectl sends it at once)
+INITIAL_SIZE_WAIT = 2.0
 
 
 class StreamSource(Protocol):
@@ -142,15 +144,28 @@ async def _exec(source: StreamSource, request: web.Request) -> web.StreamRespons
         await out.send(ERROR, json.dumps(_start_error(missing)).encode())
         await ws.close()
         return ws
-    runner = _TtyExec(argv, proc.env, cwd) if tty else _PipeExec(argv, proc.env, cwd, want_stdin)
+    runner: _Runner
+    reader: asyncio.Task[None] | None = None
+    pumps: list[asyncio.Task[None]] = []
     try:
+        if tty:
+            runner = tty_runner = _TtyExec(argv, proc.env, cwd)
+            # kubectl sends the terminal's size first: the command starts with it (stty, editors)
+            reader = asyncio.create_task(_read_client(ws, runner, want_stdin))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tty_runner.sized.wait(), INITIAL_SIZE_WAIT)
+        else:
+            runner = _PipeExec(argv, proc.env, cwd, want_stdin)
         await runner.start()
     except OSError as e:
+        if reader is not None:
+            reader.cancel()
         await out.send(ERROR, json.dumps(_start_error(str(e))).encode())
         await ws.close()
         return ws
     pumps = [asyncio.create_task(p) for p in runner.pumps(out, want_stdout, want_stderr)]
-    reader = asyncio.create_task(_read_client(ws, runner, want_stdin))
+    if reader is None:
+        reader = asyncio.create_task(_read_client(ws, runner, want_stdin))
     try:
         code = await runner.wait()
         await asyncio.gather(*pumps, return_exceptions=True)
@@ -294,29 +309,27 @@ class _TtyExec:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
         self.argv, self.env, self.cwd = argv, env, cwd
         self.proc: asyncio.subprocess.Process | None = None
-        self.master = -1
+        # open from the start: the first size and early input reach the terminal before the command
+        self.master, self.slave = pty.openpty()
+        os.set_blocking(self.master, False)
+        self.sized = asyncio.Event()
 
     async def start(self) -> None:
-        master, slave = pty.openpty()
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
+                stdin=self.slave,
+                stdout=self.slave,
+                stderr=self.slave,
                 env={**self.env, "TERM": self.env.get("TERM", "xterm")},
                 cwd=self.cwd,
                 start_new_session=True,
                 # the pty becomes the new session's controlling terminal (setsid runs first)
                 preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
             )
-        except BaseException:
-            os.close(master)
-            raise
         finally:
-            os.close(slave)
-        self.master = master
-        os.set_blocking(master, False)
+            os.close(self.slave)
+            self.slave = -1
 
     def pumps(self, out: _Channels, stdout: bool, stderr: bool) -> list[Coroutine[Any, Any, None]]:
         return [self._pump(out if stdout else None)]
@@ -362,6 +375,7 @@ class _TtyExec:
     def resize(self, width: int, height: int) -> None:
         with contextlib.suppress(OSError):
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        self.sized.set()
 
     async def wait(self) -> int:
         assert self.proc is not None
@@ -376,6 +390,9 @@ class _TtyExec:
                 asyncio.get_running_loop().remove_reader(self.master)
             os.close(self.master)
             self.master = -1
+        if self.slave >= 0:
+            os.close(self.slave)
+            self.slave = -1
 
 
 async def _port_forward(source: StreamSource, request: web.Request) -> web.StreamResponse:
@@ -405,10 +422,12 @@ async def _port_forward(source: StreamSource, request: web.Request) -> web.Strea
         try:
             reader, writer = await asyncio.open_connection(worker.ip or "127.0.0.1", port)
         except OSError as e:
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            address = f"{worker.ip or '127.0.0.1'}:{port}"
             await out.send(
                 2 * i + 1,
-                f"error forwarding port {port} to pod {name}, uid {worker.uid}: "
-                f"failed to connect to {worker.ip}:{port}: {e.strerror or e}".encode(),
+                f"error forwarding port {port} to pod {name}, uid {worker.uid}: failed to connect to "
+                f"{address}: dial tcp4 {address}: connect: {why}".encode(),
             )
             continue
         writers[2 * i] = writer

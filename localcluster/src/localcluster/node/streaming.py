@@ -137,7 +137,8 @@ async def _exec(source: StreamSource, request: web.Request) -> web.StreamRespons
     out = _Channels(ws)
     # The kubelet's "streams are up" signal: an empty message on the lowest writable channel.
     await out.send(STDOUT if want_stdout else STDERR if want_stderr else ERROR, b"")
-    workdir = worker.specs.get(container, {}).get("workingDir") or str(worker.settings.root_dir)
+    sup = worker.containers.get(container)
+    workdir = (sup.spec.get("workingDir") if sup else None) or str(worker.settings.root_dir)
     argv, cwd = _in_container(source.sandbox, proc, workdir, command)
     missing = _missing_executable(command, proc.env)
     if missing is not None:

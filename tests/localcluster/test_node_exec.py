@@ -94,8 +94,13 @@ def test_kubectl_exec_runs_in_the_containers_context(kube: Kube) -> None:
 
 
 def test_kubectl_exec_exit_code_stdin_and_errors(kube: Kube) -> None:
-    kube.create(pod("box", [{"name": "main", "command": SLEEPER}]))
-    running(kube, "box")
+    containers = [{"name": "main", "command": SLEEPER}, {"name": "done", "command": ["true"]}]
+    kube.create(pod("box", containers, restartPolicy="Never"))
+    kube.wait_pod(
+        "box",
+        lambda p: "running" in cstatus(p, "main")["state"] and "terminated" in cstatus(p, "done")["state"],
+        what="main running, done finished",
+    )
     for binary in kubectl_binaries():
         failed = kubectl(kube, binary, "exec", "box", "--", "sh", "-c", "echo partial; exit 3")
         assert failed.returncode == 3, binary
@@ -111,6 +116,13 @@ def test_kubectl_exec_exit_code_stdin_and_errors(kube: Kube) -> None:
         missing = kubectl(kube, binary, "exec", "box", "--", "no-such-command")
         assert missing.returncode != 0
         assert 'exec: "no-such-command": executable file not found in $PATH' in missing.stderr
+
+        # a container that is not running: the error arrives as the real server's stream sends it
+        ended = kubectl(kube, binary, "exec", "box", "-c", "done", "--", "true")
+        assert ended.returncode == 1
+        assert ended.stderr == (
+            'error: Internal error occurred: unable to upgrade connection: container not found ("done")\n'
+        )
 
         wrong = kubectl(kube, binary, "exec", "box", "-c", "nope", "--", "true")
         assert wrong.returncode != 0

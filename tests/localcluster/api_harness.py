@@ -233,6 +233,7 @@ class Response:
     status: int
     body: Any
     headers: dict[str, str]
+    raw: bytes = b""
 
 
 class HTTP:
@@ -281,7 +282,7 @@ class HTTP:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = raw.decode()
-        return Response(status, parsed, rh)
+        return Response(status, parsed, rh, raw)
 
     def get(self, path: str, **kw: Any) -> Response:
         return self.request("GET", path, **kw)

@@ -80,16 +80,20 @@ def test_crud_and_metadata(k8s: Any, namespace: str) -> None:
 def test_status_errors_are_kubernetes_shaped(http: HTTP, namespace: str) -> None:
     r = http.get(f"/api/v1/namespaces/{namespace}/configmaps/missing")
     assert r.status == 404
-    assert r.body == {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": 'configmaps "missing" not found',
-        "reason": "NotFound",
-        "details": {"name": "missing", "kind": "configmaps", "group": ""},
-        "code": 404,
-    }
+    # byte for byte: metav1.Status's field order, omitempty fields left out, Go's trailing newline
+    assert r.raw == (
+        b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        b'"message":"configmaps \\"missing\\" not found","reason":"NotFound",'
+        b'"details":{"name":"missing","kind":"configmaps"},"code":404}\n'
+    )
+    r = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/gone")
+    assert r.raw.endswith(b'"details":{"name":"gone","group":"apps","kind":"deployments"},"code":404}\n')
+    r = http.get("/apis/no.such.group/v1/things")
+    assert r.raw == (
+        b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        b'"message":"the server could not find the requested resource","reason":"NotFound",'
+        b'"details":{},"code":404}\n'
+    )
     r = http.post(f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {}})
     assert r.status == 422 and r.body["reason"] == "Invalid"
     r = http.post(f"/api/v1/namespaces/{namespace}/configmaps", "{not json")
@@ -255,6 +259,66 @@ def test_deletecollection(http: HTTP, namespace: str) -> None:
     r = http.delete(base + "?labelSelector=drop%3Dyes")
     assert r.status == 200 and len(r.body["items"]) == 2
     assert [i["metadata"]["name"] for i in http.get(base).body["items"]] == ["c2"]
+
+
+def test_delete_answers_what_each_kinds_registry_answers(http: HTTP, namespace: str) -> None:
+    ns = f"/api/v1/namespaces/{namespace}"
+    # Services, like pods and the other `ReturnDeletedObject` registries, answer the deleted object
+    http.post(f"{ns}/services", {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}})
+    r = http.delete(f"{ns}/services/svc")
+    assert r.status == 200
+    assert (r.body["kind"], r.body["metadata"]["name"]) == ("Service", "svc")
+    http.post(f"{ns}/serviceaccounts", {"metadata": {"name": "sa"}})
+    assert http.delete(f"{ns}/serviceaccounts/sa").body["kind"] == "ServiceAccount"
+    # the others a Success Status naming what went, the core group left out
+    made = http.post(f"{ns}/configmaps", {"metadata": {"name": "cm"}}).body
+    r = http.delete(f"{ns}/configmaps/cm")
+    assert r.raw == (
+        b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success",'
+        b'"details":{"name":"cm","kind":"configmaps","uid":"' + made["metadata"]["uid"].encode() + b'"}}\n'
+    )
+    deployment = {
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+            },
+        },
+    }
+    http.post(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment)
+    r = http.delete(f"/apis/apps/v1/namespaces/{namespace}/deployments/d")
+    assert r.body["kind"] == "Status"
+    assert (r.body["details"]["group"], r.body["details"]["kind"]) == ("apps", "deployments")
+    # an object only marked for deletion is answered as it now is, whatever its kind
+    http.post(f"{ns}/configmaps", {"metadata": {"name": "held", "finalizers": ["example.dev/hold"]}})
+    r = http.delete(f"{ns}/configmaps/held")
+    assert r.body["kind"] == "ConfigMap" and r.body["metadata"]["deletionTimestamp"]
+    http.patch(f"{ns}/configmaps/held", {"metadata": {"finalizers": None}})
+
+
+def test_apiservices_are_stored(http: HTTP) -> None:
+    base = "/apis/apiregistration.k8s.io/v1/apiservices"
+    body = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.example.dev"},
+        "spec": {
+            "group": "metrics.example.dev",
+            "version": "v1beta1",
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+            "service": {"namespace": "default", "name": "metrics", "port": 443},
+        },
+    }
+    r = http.post(base, body)
+    assert r.status == 201, r.body
+    assert http.get(f"{base}/v1beta1.metrics.example.dev").body["spec"]["group"] == "metrics.example.dev"
+    listed = http.get("/apis/apiregistration.k8s.io/v1").body
+    assert any(res["name"] == "apiservices" and not res["namespaced"] for res in listed["resources"])
+    assert http.delete(f"{base}/v1beta1.metrics.example.dev").body["kind"] == "Status"
+    assert http.get(f"{base}/v1beta1.metrics.example.dev").status == 404
 
 
 def test_finalizers_hold_deletion(http: HTTP, namespace: str) -> None:

@@ -13,21 +13,24 @@ SIGTERM/SIGINT, writing the state file last. Library use::
     server = APIServer(port=0, kubeconfig=path, state_file=None, node_name="localnode")
     await server.start(); server.url; server.admin_token; await server.stop()
 
-What it does as a real cluster does: discovery (legacy; clients asking for aggregated discovery
-get the legacy documents and fall back), OpenAPI v3 per group-version (``kubectl explain`` on CRDs;
-it declares ``fieldValidation`` so kubectl leaves validation to the server), every built-in kind
+What it does as a real cluster does: discovery (legacy; clients asking for aggregated discovery get
+the legacy documents and fall back), OpenAPI v3 per group-version (``kubectl explain`` on CRDs; it
+declares ``fieldValidation`` so kubectl leaves validation to the server), every built-in kind
 clients commonly use plus any CRD (structural-schema validation, defaulting, pruning, status and
 scale subresources, printer columns as ``meta.k8s.io/v1`` Tables), uid/resourceVersion (one global
 counter)/generation, finalizers and deletionTimestamp, ownerReference garbage collection
-(background, foreground, orphan), namespace termination, label/field selectors, paging, watch
-with resourceVersion semantics, bookmarks and 410 Gone, merge/JSON/strategic-merge patches,
-server-side apply with managedFields and conflicts, dry runs, ServiceAccount TokenRequests (HMAC
-JWTs the server accepts), Endpoints and EndpointSlices of Services, pod logs proxied to the node,
-impersonation. Authorization: ``AlwaysAllow`` (default: every authenticated or anonymous request)
-or ``RBAC`` (``rbac.py``: Roles, ClusterRoles incl. aggregation, bindings, escalation prevention,
-the default discovery/basic-user/public-info roles; the kubeconfig's admin token is in
-``system:masters``). Go clients (kubectl, Helm) send no bearer token over plain HTTP, so under
-RBAC they are ``system:anonymous``: use them with ``AlwaysAllow``, or Python clients.
+(background, foreground, orphan), namespace termination, label/field selectors, paging, watch with
+resourceVersion semantics, bookmarks and 410 Gone, merge/JSON/strategic-merge patches, server-side
+apply with managedFields and conflicts, dry runs, ServiceAccount TokenRequests (HMAC JWTs the server
+accepts), Endpoints and EndpointSlices of Services, pod logs proxied to the node, `pods/exec` and
+`pods/portforward` relayed to the node over WebSockets (``nodeproxy.py``), `pods/eviction` honouring
+PodDisruptionBudgets whose status it computes (``disruption.py``), impersonation. DELETE answers the
+object or a Status per kind as the real registries do; error bodies are `metav1.Status` in its field
+order with Go's trailing newline. Authorization: ``AlwaysAllow`` (default: every authenticated or
+anonymous request) or ``RBAC`` (``rbac.py``: Roles, ClusterRoles incl. aggregation, bindings,
+escalation prevention, the default discovery/basic-user/public-info roles; the kubeconfig's admin
+token is in ``system:masters``). Go clients (kubectl, Helm) send no bearer token over plain HTTP, so
+under RBAC they are ``system:anonymous``: use them with ``AlwaysAllow``, or Python clients.
 
 In the server's process, as kube-scheduler and kube-controller-manager would run beside it: the
 scheduler (``scheduler.py``; the ``pods/binding`` subresource too), the node lifecycle controller

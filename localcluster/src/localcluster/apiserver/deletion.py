@@ -8,7 +8,7 @@ import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .errors import conflict, not_found
+from .errors import conflict, not_found, status_details
 from .objects import (
     CRD_CLEANUP,
     CRD_STORAGE,
@@ -21,8 +21,21 @@ from .objects import (
 from .resources import ResourceInfo
 from .store import Obj
 
-# kinds whose DELETE answers the deleted object rather than a Status (as the real registries do)
-RETURNS_DELETED = {("", "pods"), ("", "namespaces"), ("apiextensions.k8s.io", "customresourcedefinitions")}
+# Kinds whose DELETE answers the deleted object rather than a Status: the registries that set
+# `ReturnDeletedObject: true` in Kubernetes (pkg/registry/*/storage), the namespace registry (its
+# own Delete) and custom resources (apiextensions-apiserver's customresource store). Others
+# answer a Success Status, unless the object is only marked for deletion (a grace period,
+# finalizers): then every kind answers the object as it now is.
+RETURNS_DELETED = {
+    ("", "pods"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "persistentvolumes"),
+    ("", "persistentvolumeclaims"),
+    ("", "namespaces"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("storage.k8s.io", "storageclasses"),
+}
 
 
 @dataclass
@@ -120,7 +133,9 @@ def delete(api: ObjectAPI, info: ResourceInfo, namespace: str, name: str, d: Del
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": {"name": name, "group": info.group, "kind": info.resource, "uid": meta.get("uid")},
+        "details": status_details(
+            {"name": name, "group": info.group, "kind": info.resource, "uid": meta.get("uid")}
+        ),
     }
 
 

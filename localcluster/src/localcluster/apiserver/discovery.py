@@ -21,6 +21,8 @@ SUBRESOURCE_VERBS: dict[str, list[str]] = {
     "token": ["create"],
     "proxy": ["create", "delete", "get", "patch", "update"],
     "ephemeralcontainers": ["get", "patch", "update"],
+    "exec": ["create", "get"],
+    "portforward": ["create", "get"],
 }
 SUBRESOURCE_GVK: dict[str, tuple[str, str]] = {
     "Scale": ("autoscaling", "v1"),

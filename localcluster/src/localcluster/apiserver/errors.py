@@ -22,6 +22,8 @@ class APIError(Exception):
         self.details = details
 
     def status(self) -> dict[str, Any]:
+        """The Status as the real server writes it: metav1.Status's field order (details before
+        code) and its omitempty fields left out."""
         out: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -29,11 +31,26 @@ class APIError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if self.details is not None:
-            out["details"] = self.details
+            out["details"] = status_details(self.details)
+        out["code"] = self.code
         return out
+
+
+_DETAIL_FIELDS = ("name", "group", "kind", "uid")
+_CAUSE_FIELDS = ("reason", "message", "field")
+
+
+def status_details(details: dict[str, Any]) -> dict[str, Any]:
+    """metav1.StatusDetails in its field order, empty strings omitted (every field is omitempty)."""
+    out: dict[str, Any] = {k: details[k] for k in _DETAIL_FIELDS if details.get(k)}
+    causes = [{k: c[k] for k in _CAUSE_FIELDS if c.get(k)} for c in details.get("causes") or []]
+    if causes:
+        out["causes"] = causes
+    if details.get("retryAfterSeconds"):
+        out["retryAfterSeconds"] = details["retryAfterSeconds"]
+    return out
 
 
 def qualified(resource: str, group: str) -> str:

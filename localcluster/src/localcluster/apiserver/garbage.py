@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from .deletion import DeleteOptions, delete
+from .disruption import DisruptionController
 from .endpoints import EndpointsController
 from .errors import APIError
 from .objects import (
@@ -34,6 +35,7 @@ class Controllers:
         self.api = api
         self.store = api.store
         self.endpoints = EndpointsController(api)
+        self.disruption = DisruptionController(api)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.store.listeners.append(self._on_event)
@@ -71,6 +73,7 @@ class Controllers:
         self._namespaces()
         self._orphan_pods()
         self.endpoints.run_once()
+        self.disruption.run_once()
 
     # -- helpers -----------------------------------------------------------------
     def _delete(

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .app import APIServer
 
 log = logging.getLogger(__name__)
+# subresources whose GET (a WebSocket upgrade) is authorized as `create`, as Kubernetes does
+STREAMING = ("exec", "portforward")
 
 
 @dataclass
@@ -211,6 +213,8 @@ class Handlers:
     @staticmethod
     def _verb(request: web.Request, t: Target) -> str:
         m = request.method
+        if t.subresource in STREAMING:
+            return "create"
         if m == "GET":
             if t.watch_path or (wire.truthy(request.query.get("watch")) and "watch" in request.query):
                 return "watch"
@@ -231,6 +235,10 @@ class Handlers:
             if request.method != "GET":
                 raise method_not_allowed()
             return await nodeproxy.pod_log(self.api, request, ns, t.name or "")
+        if t.subresource in STREAMING:
+            if request.method not in ("GET", "POST"):
+                raise method_not_allowed()
+            return await nodeproxy.pod_stream(self.api, request, ns, t.name or "", t.subresource)
         if info.virtual:
             if request.method != "POST":
                 raise method_not_allowed()

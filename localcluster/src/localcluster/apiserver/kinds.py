@@ -340,6 +340,15 @@ class KindHooks:
             obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif group == "policy" and kind == "PodDisruptionBudget":
+            # the status a new budget has until the disruption controller computes it (its
+            # counts are not omitempty)
+            obj["status"] = {
+                "disruptionsAllowed": 0,
+                "currentHealthy": 0,
+                "desiredHealthy": 0,
+                "expectedPods": 0,
+            }
         elif group in ("apps", "batch"):
             _template_defaults(obj)
             template = (obj.get("spec") or {}).get("template")

@@ -124,6 +124,8 @@ def builtin_resources() -> list[ResourceInfo]:
                 "binding": "Binding",
                 "eviction": "Eviction",
                 "ephemeralcontainers": "",
+                "exec": "PodExecOptions",
+                "portforward": "PodPortForwardOptions",
             },
             categories=ALL,
         ),
@@ -181,6 +183,8 @@ def builtin_resources() -> list[ResourceInfo]:
             categories=["api-extensions"],
         ),
         _gv("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
+        # stored only: no aggregation (requests for the groups they name are not proxied)
+        _gv("apiregistration.k8s.io", "v1", "apiservices", "APIService", False, sub=STATUS),
         _gv("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=["pdb"], sub=STATUS),
         _gv("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=["netpol"]),
         _gv("networking.k8s.io", "v1", "ingresses", "Ingress", short=["ing"], sub=STATUS),

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import deletion, patching
+from . import disruption, patching
 from .auth import Attributes, UserInfo
-from .deletion import DeleteOptions
 from .errors import APIError, method_not_allowed
 from .objects import now_rfc3339
 from .resources import ResourceInfo
@@ -86,17 +85,7 @@ class Subresources:
             return json_response(
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
             )
-        # eviction: a graceful delete of the pod
-        opts = body.get("deleteOptions") or {}
-        deletion.delete(
-            self.api,
-            info,
-            ns,
-            name,
-            DeleteOptions(
-                grace_period=opts.get("gracePeriodSeconds"), propagation=opts.get("propagationPolicy")
-            ),
-        )
+        disruption.evict(self.api, info, ns, name, body)
         return json_response(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
         )

@@ -25,10 +25,11 @@ def dumps(obj: Any) -> str:
 
 
 def json_response(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    """JSON as the real server writes it: compact, and ended by a newline (Go's json.Encoder)."""
     headers = {}
     if warnings:
         headers["Warning"] = ", ".join(f'299 - "{w.replace(chr(34), chr(92) + chr(34))}"' for w in warnings)
-    return web.Response(text=dumps(obj), status=status, content_type=JSON, headers=headers)
+    return web.Response(text=dumps(obj) + "\n", status=status, content_type=JSON, headers=headers)
 
 
 def status_response(err: APIError) -> web.Response:

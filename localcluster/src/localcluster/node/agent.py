@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from localcluster.cluster import POD_PIDS_FILE, kill_pod_leftovers
+from localcluster.node import streaming
 from localcluster.node.kube import ApiError, Gone, KubeClient, KubeConfig
 from localcluster.node.logs import KubeletServer, LogTarget
 from localcluster.node.network import (
@@ -127,7 +128,7 @@ class NodeAgent:
         self._started_at = now_iso()
         self.workers: dict[str, PodWorker] = {}
         self.services: dict[tuple[str, str], ServiceRecord] = {}
-        self.server = KubeletServer(self, port=config.kubelet_port)
+        self.server = KubeletServer(self, port=config.kubelet_port, routes=streaming.routes(self))
         self._network_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._watches: list[asyncio.Task[Any]] = []

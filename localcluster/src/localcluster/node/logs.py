@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,7 +80,7 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1", "yes")
 
 
-def make_app(source: LogSource) -> web.Application:
+def make_app(source: LogSource, routes: Sequence[web.RouteDef] = ()) -> web.Application:
     async def container_logs(request: web.Request) -> web.StreamResponse:
         ns, pod, container = (
             request.match_info["ns"],
@@ -133,12 +133,15 @@ def make_app(source: LogSource) -> web.Application:
     app = web.Application()
     app.router.add_get("/containerLogs/{ns}/{pod}/{container}", container_logs)
     app.router.add_get("/healthz", healthz)
+    app.router.add_routes(routes)
     return app
 
 
 class KubeletServer:
-    def __init__(self, source: LogSource, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._app = make_app(source)
+    def __init__(
+        self, source: LogSource, host: str = "127.0.0.1", port: int = 0, routes: Sequence[web.RouteDef] = ()
+    ) -> None:
+        self._app = make_app(source, routes)
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self.port = 0

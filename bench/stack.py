@@ -1,5 +1,5 @@
 """The local cluster for scenarios 4, 6 and 7: ``LocalStack`` with the API server's request log on
-(its ``apiserver_log_level`` option).
+(``LocalCluster``'s ``apiserver_log_level``, through the stack's ``cluster_options``).
 
 The API server logs every request at DEBUG (``localcluster.apiserver.handlers: METHOD PATH``);
 :func:`count_requests` reads that log, so API requests are counted at the server without changing
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,7 +28,7 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 class BenchStack(LocalStack):
     """LocalStack whose API server logs each request (for counting)."""
 
-    apiserver_log_level: str | None = "DEBUG"
+    cluster_options: dict[str, Any] = field(default_factory=lambda: {"apiserver_log_level": "DEBUG"})
 
     @property
     def apiserver_log(self) -> Path:

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from job_support import CoordinatorProcess, JobRunner, wait_until
+
+from tests.support.job import CoordinatorProcess, JobRunner
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -52,8 +52,6 @@ class LocalStack:
     unpullable_images: tuple[str, ...] = ()
     # More LocalCluster arguments (nodes, node_capacity, node_specs, node_monitor_grace_seconds, ...).
     cluster_options: dict[str, Any] = field(default_factory=dict)
-    # The API server's --log-level; "DEBUG" logs every request (the benchmarks count them there).
-    apiserver_log_level: str | None = None
     cluster: LocalCluster | None = None
     seaweedfs: SeaweedFS | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -86,7 +84,6 @@ class LocalStack:
                 state_file=self.state_file,
                 unpullable_images=self.unpullable_images,
                 **self.cluster_options,
-                apiserver_log_level=self.apiserver_log_level,
             ).start()
             self.seaweedfs = SeaweedFS(self.directory / "seaweedfs").start()
             self.install_crd()

@@ -5,7 +5,8 @@ none of the others, a malformed batch refused whole, and a re-sent batch recorde
 from __future__ import annotations
 
 import pytest
-from coordinator_harness import StartCoordinator, history_lines, report_body, upload
+
+from tests.support.coordinator import StartCoordinator, history_lines, report_body, upload
 
 pytestmark = pytest.mark.parametrize("storage_uri", ["file"], indirect=True)
 

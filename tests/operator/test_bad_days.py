@@ -151,7 +151,7 @@ def test_a_gang_not_running_by_podsReadyTimeoutSeconds_restarts() -> None:
 
 def running_on_nodes() -> Cluster:
     # No notice first (preemption.gracePeriodSeconds 0): the disruption itself is what is tested
-    # here; test_notices covers the notice in between.
+    # here; test_reconcile_notices covers the notice in between.
     cluster = pending(
         failurePolicy={"maxRestarts": 0, "nodeLossSeconds": 60, "backoffSeconds": 30},
         preemption={"gracePeriodSeconds": 0},

@@ -56,7 +56,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
         },
         "checkpoints": {"numToKeep": 3, "scoreAttribute": "val_loss", "scoreOrder": "min"},
         "failurePolicy": {"maxRestarts": 2, "restartPolicy": "OnFailure", "backoffSeconds": 1},
-        # Disruptions end the attempt at once unless a test asks for a notice (test_notices does).
+        # Disruptions end the attempt at once unless a test asks for a notice (test_reconcile_notices does).
         "preemption": {"gracePeriodSeconds": 0},
     }
     base.update(overrides)

@@ -190,4 +190,3 @@ async def _apply(
         elif isinstance(action, EmitEvent):
             kopf.event(body, type=action.type.value, reason=action.reason, message=action.message)
     return patched
-

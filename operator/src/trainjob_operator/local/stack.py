@@ -176,6 +176,8 @@ class LocalStack:
             "--default-storage-endpoint",
             self.seaweedfs.endpoint,
             "--per-job-master-port",
+            # The local cluster serves plain HTTP: the coordinators the operator starts are told so.
+            "--api-plain-http",
             "--liveness-port",
             str(self.liveness_port),
             "--metrics-port",

@@ -283,7 +283,11 @@ def test_the_coordinator_speaks_plain_http_only_when_the_operator_is_told_so() -
     assert "--api-plain-http" not in coordinator_of(worker_pod(trainjob(), 0, 0, SETTINGS))["command"]
     plain = dataclasses.replace(SETTINGS, api_plain_http=True)
     command = coordinator_of(worker_pod(trainjob(), 0, 0, plain))["command"]
-    assert command[command.index("--status-sink") :][:3] == ["--status-sink", "kubernetes", "--api-plain-http"]
+    assert command[command.index("--status-sink") :][:3] == [
+        "--status-sink",
+        "kubernetes",
+        "--api-plain-http",
+    ]
 
 
 def test_only_the_coordinator_mounts_the_token_and_the_service_account() -> None:

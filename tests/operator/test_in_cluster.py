@@ -16,9 +16,9 @@ POD_ENV = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "64
 SYSTEM_BUNDLE = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
 
 
-def account(tmp_path: Path, *, ca: str | None, token: str = "t0", namespace: str = "ml") -> Path:
-    (tmp_path / "token").write_text(token + "\n")
-    (tmp_path / "namespace").write_text(namespace)
+def account(tmp_path: Path, *, ca: str | None) -> Path:
+    (tmp_path / "token").write_text("t0\n")
+    (tmp_path / "namespace").write_text("ml")
     if ca is not None:
         (tmp_path / "ca.crt").write_text(ca)
     return tmp_path

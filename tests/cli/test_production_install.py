@@ -50,11 +50,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def run(
-    venv: Path, *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+    venv: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """A program of the venv, by default outside the repository: `python -c` puts its working
+    directory first on sys.path, where the repository's `localcluster/` would import."""
     return subprocess.run(
         [str(venv / "bin" / args[0]), *args[1:]],
-        cwd=cwd,
+        cwd=cwd or venv.parent,
         env=env,
         capture_output=True,
         text=True,

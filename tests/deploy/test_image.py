@@ -26,7 +26,8 @@ from chart_support import ROOT
 
 from trainjob_operator.local.stack import CREDENTIALS_SECRET, LocalStack
 
-pytestmark = pytest.mark.image
+# The build alone takes minutes on 2 cores (pip resolves the operator inside the image).
+pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 
 BASE = os.environ.get("TRAINJOB_IMAGE_BASE", "localhost/trainjob-pybase:3.11")
 STORAGE = ["--storage-driver", "vfs"]

@@ -9,6 +9,7 @@ Requires-Dist is checked too, since that is what every installer reads.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,11 +37,19 @@ NEEDS_THE_EXTRA = "needs the local extra, which is not installed here"
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("production-venv") / "venv"
+    base = tmp_path_factory.mktemp("production-venv")
+    root = base / "venv"
+    # A copy of the two projects: pip builds in the source tree, which must stay as it is.
+    for project in ("worker_sdk", "operator"):
+        shutil.copytree(
+            REPO_ROOT / project,
+            base / project,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+        )
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
     install = subprocess.run(
         [str(root / "bin" / "pip"), "install", "-q", "./worker_sdk", "./operator"],
-        cwd=REPO_ROOT,
+        cwd=base,
         capture_output=True,
         text=True,
         timeout=600,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +81,16 @@ def test_the_wheel_requires_only_production_code(venv: Path) -> None:
     script = "import importlib.metadata as m\nfor r in m.requires('trainjob-operator'): print(r)\n"
     result = run(venv, "python", "-c", script)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    always = {
-        line.split(";")[0].split(">")[0].split("=")[0].strip().lower() for line in lines if ";" not in line
+    requirements = [Requirement(line) for line in result.stdout.splitlines()]
+    always = {canonicalize_name(r.name) for r in requirements if r.marker is None}
+    extra = {
+        canonicalize_name(r.name)
+        for r in requirements
+        if r.marker is not None
+        and r.marker.evaluate({"extra": "local"})
+        and not r.marker.evaluate({"extra": ""})
     }
-    extra = {line.split(";")[0].split(">")[0].strip().lower() for line in lines if 'extra == "local"' in line}
+    assert len(always) + len(extra) == len(requirements), requirements
     assert always == PRODUCTION_REQUIREMENTS
     assert extra == LOCAL_EXTRA
 
@@ -97,6 +104,9 @@ def test_the_operator_and_the_coordinator_run_without_the_local_parts(venv: Path
         result = run(venv, "python", "-c", f"import {module}")
         assert result.returncode == 1 and f"No module named '{module}'" in result.stderr
     assert not (venv / "bin" / "weed").exists()
+    # `local status` only reads what a running `local up` wrote: it needs no extra.
+    status = run(venv, "trainjob", "local", "status", "--dir", "nowhere")
+    assert (status.returncode, status.stdout, status.stderr) == (1, "no local cluster runs in nowhere\n", "")
     installed = run(venv, "pip", "list", "--format=freeze").stdout.lower()
     assert "torch" not in installed and "trainjob-localcluster" not in installed
 

@@ -105,9 +105,6 @@ def test_the_operator_and_the_coordinator_run_without_the_local_parts(venv: Path
         result = run(venv, "python", "-c", f"import {module}")
         assert result.returncode == 1 and f"No module named '{module}'" in result.stderr
     assert not (venv / "bin" / "weed").exists()
-    # `local status` only reads what a running `local up` wrote: it needs no extra.
-    status = run(venv, "trainjob", "local", "status", "--dir", "nowhere")
-    assert (status.returncode, status.stdout, status.stderr) == (1, "no local cluster runs in nowhere\n", "")
     installed = run(venv, "pip", "list", "--format=freeze").stdout.lower()
     assert "torch" not in installed and "trainjob-localcluster" not in installed
 
@@ -125,6 +122,10 @@ def test_commands_that_need_the_extra_say_so_in_one_line(venv: Path, tmp_path: P
             str(tmp_path / "stack"),
         ): f"error: `trainjob local up` {NEEDS_THE_EXTRA} {missing}",
         ("demo",): f"error: `trainjob demo` {NEEDS_THE_EXTRA} {missing}",
+        ("local", "status", "--dir", "nowhere"): (
+            f"error: `trainjob local status` {NEEDS_THE_EXTRA} (missing: trainjob-localcluster): "
+            "pip install 'trainjob-operator[local]'"
+        ),
         ("metrics", "j", "--plot", str(tmp_path / "m.png")): (
             f"error: `trainjob metrics --plot` {NEEDS_THE_EXTRA} (missing: matplotlib): "
             "pip install 'trainjob-operator[local]'"

@@ -109,6 +109,10 @@ def run_down(args: argparse.Namespace) -> int:
     import os
     import time
 
+    from trainjob_operator.local.extra import LOCAL_CLUSTER, require_local_extra
+
+    # It finds what a killed `up` left behind with the local cluster's own tools.
+    require_local_extra("local down", parts=(LOCAL_CLUSTER,))
     from trainjob_operator.local.stack import read_stack_info
 
     info = read_stack_info(args.dir)
@@ -168,6 +172,9 @@ def _stop_left_behind(directory: Path) -> list[str]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.extra import LOCAL_CLUSTER, require_local_extra
+
+    require_local_extra("local status", parts=(LOCAL_CLUSTER,))
     from trainjob_operator.local.stack import read_stack_info
 
     info = read_stack_info(args.dir)

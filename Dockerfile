@@ -9,17 +9,16 @@
 # policy asks for one.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
-# ---- builder: wheels of the three distributions and everything they need -----------------------
+# ---- builder: wheels of the SDK and the operator and everything they need ----------------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY worker_sdk/ worker_sdk/
-COPY localcluster/ localcluster/
 COPY operator/ operator/
-# One resolution for all three, so the operator's trainjob-sdk/trainjob-localcluster
-# requirements are satisfied by these local projects, never by an index.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels/operator ./worker_sdk ./localcluster ./operator \
+# One resolution for both, so the operator's trainjob-sdk requirement is satisfied by the local
+# project, never by an index. Without the `local` extra: no local cluster, SeaweedFS or matplotlib.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels/operator ./worker_sdk ./operator \
     && pip wheel --no-cache-dir --wheel-dir /wheels/worker ./worker_sdk
 
 # ---- operator: operator + coordinator ------------------------------------------------------------

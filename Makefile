@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Tests wait on real processes most of the time, so two workers fit two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install browser lint typecheck test test-quick demo crd bench bench-venv clean ray-examples
+.PHONY: install browser lint typecheck test test-quick test-image image-base demo crd bench bench-venv clean ray-examples
 
 $(VENV)/.installed: requirements-dev.txt worker_sdk/pyproject.toml operator/pyproject.toml localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,32 @@ test: lint typecheck browser ray-examples
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-quick: install browser ray-examples
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "not slow and not image" $(PYTEST_ARGS)
+
+# The operator image built from the Dockerfile and its `trainjob operator` run against the local
+# cluster (tests/deploy/test_image.py). No container engine or registry here: buildah with chroot
+# isolation on a Debian bookworm base that mmdebstrap makes (python:3.11-slim cannot be pulled).
+# As root (CI is): it apt-installs buildah, podman and mmdebstrap when they are missing.
+IMAGE_BASE ?= localhost/trainjob-pybase:3.11
+IMAGE_STORAGE := --storage-driver vfs
+image-base:
+	@command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
+		|| if [ "$$(id -u)" = 0 ]; then \
+		  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q buildah podman mmdebstrap; \
+		else echo "the image test needs root (buildah, podman, mmdebstrap from apt)" >&2; exit 1; fi
+	@if podman $(IMAGE_STORAGE) image exists $(IMAGE_BASE); then echo "$(IMAGE_BASE) exists"; else \
+		work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT && \
+		mmdebstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+			bookworm "$$work/rootfs.tar" && \
+		podman $(IMAGE_STORAGE) import "$$work/rootfs.tar" $(IMAGE_BASE)-raw && \
+		printf '%s\n' 'FROM $(IMAGE_BASE)-raw' \
+			'RUN ln -sf /usr/bin/python3 /usr/local/bin/python && ln -sf /usr/bin/pip3 /usr/local/bin/pip && rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED' \
+			> "$$work/Containerfile" && \
+		buildah $(IMAGE_STORAGE) bud --isolation chroot -f "$$work/Containerfile" -t $(IMAGE_BASE) "$$work" && \
+		podman $(IMAGE_STORAGE) rmi $(IMAGE_BASE)-raw; fi
+
+test-image: install image-base
+	TRAINJOB_IMAGE_BASE=$(IMAGE_BASE) $(VENV)/bin/pytest -m image $(PYTEST_ARGS)
 
 crd: install
 	$(VENV)/bin/trainjob crd --output deploy/crds/trainjob.dev_trainjobs.yaml

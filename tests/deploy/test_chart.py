@@ -580,5 +580,7 @@ def test_dockerfile_targets_and_users() -> None:
     assert 'ENTRYPOINT ["trainjob"]' in text and 'CMD ["operator"]' in text
     assert 'CMD ["python", "-m", "examples.digits.train"]' in text
     ignore = (ROOT / ".dockerignore").read_text()
-    for path in ("worker_sdk/", "localcluster/", "operator/", "examples/"):
+    for path in ("worker_sdk/", "operator/", "examples/"):
         assert f"!{path}" in ignore
+    # The operator image is production code only: the local cluster is not even in the context.
+    assert "!localcluster/" not in ignore and "localcluster" not in text

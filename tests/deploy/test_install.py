@@ -100,8 +100,9 @@ def test_helm_install_runs_a_trainjob(cluster: LocalCluster, seaweedfs: SeaweedF
         "probes": {"port": liveness},
         "metrics": {"port": metrics},
         "defaultStorageEndpoint": seaweedfs.endpoint,
-        # Pods of the local cluster share the host's network: per-job rendezvous ports.
-        "extraArgs": ["--per-job-master-port"],
+        # Pods of the local cluster share the host's network: per-job rendezvous ports. It serves
+        # plain HTTP, which the operator and its coordinators are told (never inferred).
+        "extraArgs": ["--per-job-master-port", "--api-plain-http"],
     }
     helm = helm_python.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=NAMESPACE)
     operator_pod: str | None = None

@@ -79,6 +79,7 @@ def start_replica(stack: LocalStack, identity: str, log: Path) -> Replica:
                 "--default-storage-endpoint",
                 stack.seaweedfs.endpoint,
                 "--per-job-master-port",
+                "--api-plain-http",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

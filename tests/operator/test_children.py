@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -275,6 +276,18 @@ def test_coordinator_command_leaves_out_unset_retention() -> None:
     assert "--num-to-keep" not in command and "--score-attribute" not in command
     assert "--storage-endpoint" not in command
     assert command[-2:] == ["--score-order", "max"]
+
+
+def test_the_coordinator_speaks_plain_http_only_when_the_operator_is_told_so() -> None:
+    """TLS with the mounted CA unless the operator runs with --api-plain-http (the local cluster)."""
+    assert "--api-plain-http" not in coordinator_of(worker_pod(trainjob(), 0, 0, SETTINGS))["command"]
+    plain = dataclasses.replace(SETTINGS, api_plain_http=True)
+    command = coordinator_of(worker_pod(trainjob(), 0, 0, plain))["command"]
+    assert command[command.index("--status-sink") :][:3] == [
+        "--status-sink",
+        "kubernetes",
+        "--api-plain-http",
+    ]
 
 
 def test_only_the_coordinator_mounts_the_token_and_the_service_account() -> None:

@@ -149,8 +149,9 @@ def chart_values(seaweedfs: SeaweedFS) -> JSON:
         "probes": {"port": free_port()},
         "metrics": {"port": free_port()},
         "defaultStorageEndpoint": seaweedfs.endpoint,
-        # Pods of the local cluster share the host's network: per-job rendezvous ports.
-        "extraArgs": ["--per-job-master-port"],
+        # Pods of the local cluster share the host's network: per-job rendezvous ports. It serves
+        # plain HTTP, which the operator and its coordinators are told (never inferred).
+        "extraArgs": ["--per-job-master-port", "--api-plain-http"],
     }
 
 

@@ -1,7 +1,8 @@
 """Kubernetes access for the `trainjob` CLI: which cluster and namespace, and the calls it makes.
 
 The cluster is `--kubeconfig`, else `$KUBECONFIG`, else the kubeconfig of a `trainjob local up`
-running in the default directory, else the in-cluster service account, else `~/.kube/config`.
+running in the default directory, else the in-cluster service account (`trainjob_operator.in_cluster`,
+plain HTTP only with `--api-plain-http`), else `~/.kube/config`.
 Every failure becomes a :class:`CommandError` with a one-line message; `cli.main` prints it.
 """
 
@@ -23,9 +24,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from trainjob_operator.api import constants
+from trainjob_operator.in_cluster import PLAIN_HTTP_FLAG, PLAIN_HTTP_HELP, InClusterError, in_cluster_access
 
 DEFAULT_LOCAL_DIRECTORY = Path(".local/trainjob")
-IN_CLUSTER_NAMESPACE_FILE = Path(constants.SERVICE_ACCOUNT_MOUNT_DIR) / "namespace"
 # Seconds per API request: an unreachable server is reported quickly instead of hanging.
 REQUEST_TIMEOUT = 15.0
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -48,6 +49,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace", "-n", help="namespace (default: the kubeconfig context's namespace, else default)"
     )
+    parser.add_argument(PLAIN_HTTP_FLAG, action="store_true", help=PLAIN_HTTP_HELP)
 
 
 @dataclass(frozen=True)
@@ -234,14 +236,19 @@ def connect(args: argparse.Namespace) -> Kube:
     try:
         if kubeconfig is None and not os.environ.get("KUBECONFIG"):
             kubeconfig = local_stack_kubeconfig()
-        if kubeconfig is not None or os.environ.get("KUBECONFIG") or not in_cluster():
+        access = None
+        if kubeconfig is None and not os.environ.get("KUBECONFIG"):
+            access = in_cluster_access(plain_http=bool(getattr(args, "api_plain_http", False)))
+        if access is None:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, client_configuration=configuration, persist_config=False
             )
             context_namespace = kubeconfig_namespace(kubeconfig)
         else:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            context_namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip() or None
+            configuration = access.kubernetes_configuration()
+            context_namespace = access.namespace
+    except InClusterError as error:
+        raise CommandError(str(error)) from None
     except (ConfigException, OSError) as error:
         raise CommandError(
             f"no usable Kubernetes configuration ({error}): pass --kubeconfig, set KUBECONFIG, or start "
@@ -293,7 +300,3 @@ def kubeconfig_namespace(kubeconfig: str | None) -> str | None:
         namespace = (active or {}).get("context", {}).get("namespace")
         return str(namespace) if namespace else None
     return None
-
-
-def in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_NAMESPACE_FILE.exists()

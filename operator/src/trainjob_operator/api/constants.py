@@ -45,6 +45,8 @@ TOKEN_SECRET_KEY: Final = "token"
 TOKEN_MOUNT_DIR: Final = "/var/run/trainjob"
 TOKEN_FILE: Final = f"{TOKEN_MOUNT_DIR}/{TOKEN_SECRET_KEY}"
 SERVICE_ACCOUNT_MOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The explicit setting for an API server that serves plain HTTP (trainjob_operator.in_cluster).
+API_PLAIN_HTTP_FLAG: Final = "--api-plain-http"
 
 # Keys of the Secret named by spec.storage.credentialsSecret.
 AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"

@@ -22,6 +22,7 @@ from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
 from trainjob_operator.coordinator.sinks import open_status_sink
+from trainjob_operator.in_cluster import PLAIN_HTTP_FLAG, PLAIN_HTTP_HELP
 from worker_sdk.storage import StorageError, open_storage
 
 # Per storage operation; the coordinator retries failed commits itself, and a short budget lets
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--status-sink", required=True, help="where the status goes: file:PATH, or kubernetes (the TrainJob)"
     )
+    parser.add_argument(PLAIN_HTTP_FLAG, action="store_true", help=PLAIN_HTTP_HELP)
     parser.add_argument(
         "--num-to-keep", type=_positive_int, default=None, help="committed checkpoints to keep (default: all)"
     )
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
             endpoint_url=args.storage_endpoint,
             retry_budget_seconds=_STORAGE_RETRY_BUDGET_SECONDS,
         )
-        sink = open_status_sink(args.status_sink, namespace=args.namespace, job=args.job)
+        sink = open_status_sink(
+            args.status_sink, namespace=args.namespace, job=args.job, plain_http=args.api_plain_http
+        )
     except (OSError, ValueError, StorageError) as exc:
         print(f"trainjob coordinator: {exc}", file=sys.stderr)
         return 2

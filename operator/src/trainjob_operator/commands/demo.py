@@ -113,6 +113,9 @@ class Chaos:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.extra import require_local_extra
+
+    require_local_extra("demo")
     from trainjob_operator.local.stack import read_stack_info
 
     console = views.make_console()

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from localcluster.nodeflags import add_node_command, add_node_flags, run_node_command
+from trainjob_operator.local.extra import installed_local_cluster
 
 DEFAULT_DIRECTORY = Path(".local/trainjob")
 
@@ -44,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="images matching this shell pattern fail to pull (ErrImagePull), as do those of "
         "`.invalid` registries; repeatable",
     )
-    add_node_flags(up)
+    if installed_local_cluster():  # without the local extra `up` refuses in one line (local/extra.py)
+        from localcluster.nodeflags import add_node_flags
+
+        add_node_flags(up)
     up.set_defaults(func=run_up)
     down = actions.add_parser("down", help="stop a local cluster started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
@@ -52,11 +55,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     status = actions.add_parser("status", help="say whether a local cluster runs, and how to reach it")
     status.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY, help="state directory (%(default)s)")
     status.set_defaults(func=run_status)
-    add_node_command(actions, DEFAULT_DIRECTORY, lambda d: d / "cluster")
-    actions.choices["node"].set_defaults(func=run_node_command)
+    if installed_local_cluster():
+        from localcluster.nodeflags import add_node_command, run_node_command
+
+        add_node_command(actions, DEFAULT_DIRECTORY, lambda d: d / "cluster")
+        actions.choices["node"].set_defaults(func=run_node_command)
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.extra import require_local_extra
+
+    require_local_extra("local up")
     from localcluster.cluster import ClusterError
     from localcluster.nodeflags import node_options
     from trainjob_operator.local.stack import LocalStack, read_stack_info
@@ -100,6 +109,10 @@ def run_down(args: argparse.Namespace) -> int:
     import os
     import time
 
+    from trainjob_operator.local.extra import LOCAL_CLUSTER, require_local_extra
+
+    # It finds what a killed `up` left behind with the local cluster's own tools.
+    require_local_extra("local down", parts=(LOCAL_CLUSTER,))
     from trainjob_operator.local.stack import read_stack_info
 
     info = read_stack_info(args.dir)
@@ -159,6 +172,9 @@ def _stop_left_behind(directory: Path) -> list[str]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from trainjob_operator.local.extra import LOCAL_CLUSTER, require_local_extra
+
+    require_local_extra("local status", parts=(LOCAL_CLUSTER,))
     from trainjob_operator.local.stack import read_stack_info
 
     info = read_stack_info(args.dir)

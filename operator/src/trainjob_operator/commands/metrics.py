@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        from trainjob_operator.local.extra import MATPLOTLIB, require_local_extra
+
+        require_local_extra("metrics --plot", parts=(MATPLOTLIB,))
     kube = connect(args)
     job = kube.get_job(args.job)
     points = open_job_storage(kube, job).metric_history()

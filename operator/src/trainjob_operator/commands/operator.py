@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from trainjob_operator.in_cluster import PLAIN_HTTP_FLAG
 from trainjob_operator.reconciling import OperatorSettings
 
 
@@ -57,13 +58,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="derive each job's torch rendezvous port from its uid and name instead of 29500 (for clusters "
         "whose pods share one network namespace, like the local cluster)",
     )
+    parser.add_argument(
+        PLAIN_HTTP_FLAG,
+        action="store_true",
+        help="the API server serves plain HTTP (the local cluster): the operator's in-cluster login and "
+        "the coordinators it starts use HTTP instead of TLS with the mounted ca.crt",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each API call kopf makes")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainjob_operator.client import CommandError
     from trainjob_operator.controller import running
+    from trainjob_operator.in_cluster import InClusterError
 
     kopf.configure(
         verbose=args.verbose,
@@ -72,19 +81,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf logs every handler call per object; the operator logs what it decides.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    running.run(
-        running.OperatorOptions(
-            kubeconfig=args.kubeconfig,
-            namespaces=tuple(args.namespace),
-            peering=args.peering,
-            priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
-            liveness_port=args.liveness_port,
-            metrics_port=args.metrics_port,
-            settings=OperatorSettings(
-                coordinator_image=args.coordinator_image,
-                default_storage_endpoint=args.default_storage_endpoint,
-                per_job_master_port=args.per_job_master_port,
-            ),
+    try:
+        running.run(
+            running.OperatorOptions(
+                kubeconfig=args.kubeconfig,
+                namespaces=tuple(args.namespace),
+                peering=args.peering,
+                priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
+                liveness_port=args.liveness_port,
+                metrics_port=args.metrics_port,
+                settings=OperatorSettings(
+                    coordinator_image=args.coordinator_image,
+                    default_storage_endpoint=args.default_storage_endpoint,
+                    per_job_master_port=args.per_job_master_port,
+                    api_plain_http=args.api_plain_http,
+                ),
+            )
         )
-    )
+    except InClusterError as error:
+        raise CommandError(str(error)) from None
     return 0

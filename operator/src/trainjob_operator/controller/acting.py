@@ -26,7 +26,8 @@ CHILD_KINDS: dict[str, ChildKind] = {kind.value: kind for kind in ChildKind}
 
 
 class KubernetesActions:
-    """The writes the operator makes; one instance per operator process."""
+    """The writes the operator makes, and the one read besides its watches (`get_job`); one
+    instance per operator process."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api_client)
@@ -105,6 +106,23 @@ class KubernetesActions:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The TrainJob as the API server has it now, or None when it is gone."""
+        try:
+            result = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                namespace,
+                constants.PLURAL,
+                name,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], result)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch `.status`; the job as it is afterwards, or None when it is gone."""

@@ -46,3 +46,50 @@ class PodExpectations:
             else:
                 pods.append({"metadata": manifest["metadata"], "status": {"phase": "Pending"}})
         return pods
+
+
+def _resource_version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class StatusExpectation:
+    """One job as the operator's last status patch left it, until the watch shows it.
+
+    kopf's `body` gets the patch only with the patch's watch event; until then the patch's response
+    is the freshest view, so a pass never repeats a transition it has already made. resourceVersions
+    are opaque strings (Kubernetes' API conventions): only their equality is used, never their
+    order. After a patch the watch shows the version from before it (not caught up: keep the
+    expected job), the expected version (caught up), or another one, an event still in flight
+    from before the patch or a newer change: the version cannot tell which, so `view` answers None
+    and the caller reads the job from the API server (`read`), which is at least as new as anything
+    the watch showed before the read.
+    """
+
+    def __init__(self) -> None:
+        self._expected: dict[str, Any] | None = None
+        # Versions the watch showed that are known to be no newer than the expected job.
+        self._older: set[str] = set()
+
+    def patched(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """The status patch answered `after`; the watch showed `before` when it was sent."""
+        if self._expected is not None:  # patched again before the watch showed the last patch
+            self._older.add(_resource_version(self._expected))
+        self._older.add(_resource_version(before))
+        self._expected = after
+
+    def read(self, live: dict[str, Any], current: dict[str, Any]) -> None:
+        """`view` answered None for `live`, and the API server answered `current` after that."""
+        self._expected = current
+        self._older.add(_resource_version(live))
+
+    def view(self, live: dict[str, Any]) -> dict[str, Any] | None:
+        """The freshest view of the job, given what the watch shows now; None: read the job."""
+        if self._expected is None:
+            return live
+        version = _resource_version(live)
+        if version == _resource_version(self._expected):
+            self._expected, self._older = None, set()
+            return live
+        if version in self._older:
+            return self._expected
+        return None

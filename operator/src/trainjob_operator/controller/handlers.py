@@ -19,7 +19,7 @@ import kopf
 from trainjob_operator.api import constants
 from trainjob_operator.controller import metrics
 from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
-from trainjob_operator.controller.expecting import PodExpectations
+from trainjob_operator.controller.expecting import PodExpectations, StatusExpectation
 from trainjob_operator.controller.waking import JobKey, Wakers
 from trainjob_operator.reconciling import (
     ChildKind,
@@ -112,14 +112,18 @@ async def run_trainjob(
     pods_by_job: kopf.Index[JobKey, dict[str, Any]] = kwargs["pods_by_job"]
     namespace = namespace or ""
     key = (namespace, name)
-    # Our own status patches reach `body` only with the next watch event; until then the patch's
-    # response is the freshest view, so a pass never repeats a transition it has already made.
-    freshest: dict[str, Any] = dict(body)
+    # Our own status patches reach `body` only with their watch event (see StatusExpectation).
+    expectation = StatusExpectation()
     try:
         while not stopped:
             live = dict(body)
-            if _resource_version(live) >= _resource_version(freshest):
-                freshest = live
+            freshest = expectation.view(live)
+            if freshest is None:
+                current = await controller.actions.get_job(namespace, name)
+                if current is None:
+                    return  # deleted: kopf stops this daemon
+                expectation.read(live, current)
+                freshest = current
             pods = controller.pods_expected.observed(uid, pods_by_job.get(key, []))
             observed = Observation.from_objects(
                 pods, controller.known_children.get(uid, set()), _nodes_of(pods, kwargs)
@@ -135,6 +139,7 @@ async def run_trainjob(
                 continue
             metrics.RECONCILES.labels("ok").inc()
             if patched is not None:
+                expectation.patched(live, patched)
                 freshest = patched
             controller.phases.record(key, (freshest.get("status") or {}).get("phase"))
             if decision.of_type(DeleteJob):
@@ -185,12 +190,3 @@ async def _apply(
         elif isinstance(action, EmitEvent):
             kopf.event(body, type=action.type.value, reason=action.reason, message=action.message)
     return patched
-
-
-def _resource_version(obj: dict[str, Any]) -> int:
-    """resourceVersions are opaque to clients in general, but both etcd's and the local cluster's
-    are increasing integers; an unparsable one never wins over a parsed one."""
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or -1)
-    except ValueError:
-        return -1

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -15,13 +14,12 @@ from prometheus_client import start_http_server
 
 from trainjob_operator.controller.acting import KubernetesActions
 from trainjob_operator.controller.handlers import Controller, registry, watch_nodes
+from trainjob_operator.in_cluster import InClusterAccess, in_cluster_access
 from trainjob_operator.reconciling import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
 FINALIZER = "trainjob.dev/operator"
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -37,64 +35,37 @@ class OperatorOptions:
     settings: OperatorSettings = field(default_factory=OperatorSettings)
 
 
-def _ca_file(account: Path = SERVICE_ACCOUNT_DIR) -> Path | None:
-    """The mounted cluster CA; the local cluster mounts none, or an empty file."""
-    ca = account / "ca.crt"
-    return ca if ca.exists() and ca.stat().st_size > 0 else None
-
-
-def _in_cluster_server(account: Path = SERVICE_ACCOUNT_DIR) -> str | None:
-    """In a pod with a ServiceAccount token: the API server from KUBERNETES_SERVICE_HOST/PORT, as
-    client-go finds it. Over HTTPS with the mounted CA; the local cluster serves plain HTTP and
-    publishes no CA, so without one it is HTTP. None outside a pod."""
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host or not (account / "token").exists():
+def _in_cluster(options: OperatorOptions) -> InClusterAccess | None:
+    """The pod's API server (trainjob_operator.in_cluster), unless a kubeconfig was named; None
+    outside a pod."""
+    if options.kubeconfig:
         return None
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    return f"{'https' if _ca_file(account) else 'http'}://{host}:{port}"
+    return in_cluster_access(plain_http=options.settings.api_plain_http)
 
 
-@kopf.on.login(registry=registry)
-def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+def _login(settings: kopf.OperatorSettings, options: OperatorOptions) -> kopf.ConnectionInfo | None:
     """In a pod, its ServiceAccount token against the API server the pod's environment names;
     elsewhere the kubeconfig (`--kubeconfig` or $KUBECONFIG). kopf's own ServiceAccount login is
     not used: it assumes https://kubernetes.default.svc, which the local cluster does not serve."""
-    server = _in_cluster_server()
-    if server is None:
+    access = _in_cluster(options)
+    if access is None:
         return kopf.login_with_kubeconfig(settings=settings)
-    ca = _ca_file()
-    namespace = SERVICE_ACCOUNT_DIR / "namespace"
     return kopf.ConnectionInfo(
-        server=server,
-        ca_path=str(ca) if ca else None,
-        token=(SERVICE_ACCOUNT_DIR / "token").read_text().strip() or None,
-        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+        server=access.server,
+        ca_path=str(access.ca_file) if access.ca_file else None,
+        token=access.token() or None,
+        default_namespace=access.namespace,
         trust_env=settings.networking.trust_env,
     )
 
 
-def _api_client(kubeconfig: str | None) -> client.ApiClient:
-    if kubeconfig:
-        return cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
-    server = _in_cluster_server()
-    if server is not None and server.startswith("http:"):
-        configuration = client.Configuration()
-        configuration.host = server
-        token_file = SERVICE_ACCOUNT_DIR / "token"
-
-        def refresh(conf: client.Configuration) -> None:
-            # The kubelet rotates the projected token; read it before every request.
-            conf.api_key["authorization"] = "Bearer " + token_file.read_text().strip()
-
-        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
-        refresh(configuration)
-        return client.ApiClient(configuration)
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+def _api_client(options: OperatorOptions) -> client.ApiClient:
+    if options.kubeconfig:
+        return cast(client.ApiClient, config.new_client_from_config(config_file=options.kubeconfig))  # type: ignore[no-untyped-call]
+    access = _in_cluster(options)
+    if access is not None:
+        return client.ApiClient(access.kubernetes_configuration())
+    config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -117,18 +88,24 @@ def _configure(settings: kopf.OperatorSettings, options: OperatorOptions) -> Non
 
 
 def run(options: OperatorOptions) -> None:
-    """Run the operator until SIGINT/SIGTERM."""
+    """Run the operator until SIGINT/SIGTERM. Raises InClusterError at once, not at kopf's first
+    login, when the pod's API server cannot be reached as asked."""
+    _in_cluster(options)
     if options.kubeconfig:
         # kopf logs in with the kubeconfig named by KUBECONFIG.
         os.environ["KUBECONFIG"] = options.kubeconfig
     if options.metrics_port is not None:
         start_http_server(options.metrics_port)
 
+    @kopf.on.login(registry=registry)
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        return _login(settings, options)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         _configure(settings, options)
         memo.controller = Controller(
-            actions=KubernetesActions(_api_client(options.kubeconfig)), settings=options.settings
+            actions=KubernetesActions(_api_client(options)), settings=options.settings
         )
 
     if not options.namespaces:

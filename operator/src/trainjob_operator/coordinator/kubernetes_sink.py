@@ -2,31 +2,24 @@
 
 It authenticates with the projected ServiceAccount token only the coordinator container mounts;
 that account's Role allows `get`/`patch` of `trainjobs/status` for this one job, so a patch can
-never touch the spec or another job. The token file is re-read for every request because the
-kubelet rotates it.
-
-In a pod the API server is `KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT`, over TLS verified
-with the mounted `ca.crt`. The local cluster serves plain HTTP and mounts an empty `ca.crt`;
-without a CA the sink speaks HTTP (and says so in its log once).
+never touch the spec or another job. The API server, its CA and the token (re-read for every
+request, because the kubelet rotates it) come from `trainjob_operator.in_cluster`, as for the
+operator and the CLI; plain HTTP only with `--api-plain-http`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import ssl
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from trainjob_operator.api import constants
 from trainjob_operator.coordinator.sinks import StatusSink
+from trainjob_operator.in_cluster import InClusterAccess
 
 logger = logging.getLogger(__name__)
-
-SERVICE_ACCOUNT_DIR = Path(constants.SERVICE_ACCOUNT_MOUNT_DIR)
 
 
 class StatusPatchError(RuntimeError):
@@ -34,40 +27,26 @@ class StatusPatchError(RuntimeError):
 
 
 class KubernetesStatusSink(StatusSink):
-    def __init__(
-        self,
-        *,
-        namespace: str,
-        job: str,
-        server: str | None = None,
-        credentials_dir: Path = SERVICE_ACCOUNT_DIR,
-    ) -> None:
+    def __init__(self, *, namespace: str, job: str, access: InClusterAccess) -> None:
         self.namespace = namespace
         self.job = job
-        self.credentials_dir = credentials_dir
-        ca_file = credentials_dir / "ca.crt"
-        has_ca = ca_file.exists() and ca_file.stat().st_size > 0
-        self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(ca_file)) if has_ca else False
-        )
-        self.server = server or _in_cluster_server(tls=has_ca)
-        if not has_ca:
-            logger.warning("no %s: talking to the API server at %s without TLS", ca_file, self.server)
+        self.access = access
+        self._ssl = access.ssl_context()
+        if access.plain_http:
+            logger.warning("talking to the API server at %s without TLS (--api-plain-http)", access.server)
         self.url = (
-            f"{self.server}/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/"
+            f"{access.server}/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/"
             f"{constants.PLURAL}/{job}/status"
         )
         self._session: aiohttp.ClientSession | None = None
-
-    def _token(self) -> str:
-        return (self.credentials_dir / "token").read_text().strip()
 
     async def read(self) -> dict[str, Any] | None:
         """GET of this job's status (the Role allows get on trainjobs/status for it)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
-        async with self._session.get(self.url, headers=headers, ssl=self._ssl) as response:
+        headers = {"Authorization": f"Bearer {self.access.token()}", "Accept": "application/json"}
+        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
+        async with self._session.get(self.url, headers=headers, **tls) as response:
             if response.status >= 300:
                 return None
             return _status_of(await response.json(content_type=None))
@@ -76,12 +55,13 @@ class KubernetesStatusSink(StatusSink):
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         headers = {
-            "Authorization": f"Bearer {self._token()}",
+            "Authorization": f"Bearer {self.access.token()}",
             "Content-Type": "application/merge-patch+json",
             "Accept": "application/json",
         }
         body = json.dumps({"status": patch})
-        async with self._session.patch(self.url, data=body, headers=headers, ssl=self._ssl) as response:
+        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
+        async with self._session.patch(self.url, data=body, headers=headers, **tls) as response:
             if response.status == 404:
                 # The job is gone (deleted while its pods stop): nothing left to update.
                 logger.info("TrainJob %s/%s is gone; status patch dropped", self.namespace, self.job)
@@ -105,16 +85,3 @@ class KubernetesStatusSink(StatusSink):
 def _status_of(job: Any) -> dict[str, Any] | None:
     status = job.get("status") if isinstance(job, dict) else None
     return status if isinstance(status, dict) else None
-
-
-def _in_cluster_server(*, tls: bool) -> str:
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host:
-        raise RuntimeError(
-            "--status-sink kubernetes needs KUBERNETES_SERVICE_HOST (set in every pod); "
-            "outside a cluster use --status-sink file:PATH"
-        )
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -84,8 +84,9 @@ class FileStatusSink(StatusSink):
         Path(tmp.name).replace(self.path)
 
 
-def open_status_sink(spec: str, *, namespace: str, job: str) -> StatusSink:
-    """The sink ``--status-sink`` names: ``file:PATH`` or ``kubernetes``."""
+def open_status_sink(spec: str, *, namespace: str, job: str, plain_http: bool = False) -> StatusSink:
+    """The sink ``--status-sink`` names: ``file:PATH`` or ``kubernetes`` (the pod's API server,
+    over plain HTTP only when `plain_http`, the coordinator's ``--api-plain-http``)."""
     if spec.startswith("file:"):
         path = spec.removeprefix("file:")
         if path.startswith("//"):  # file:///abs/path
@@ -95,6 +96,16 @@ def open_status_sink(spec: str, *, namespace: str, job: str) -> StatusSink:
         return FileStatusSink(Path(path))
     if spec == "kubernetes":
         from trainjob_operator.coordinator.kubernetes_sink import KubernetesStatusSink
+        from trainjob_operator.in_cluster import InClusterError, in_cluster_access
 
-        return KubernetesStatusSink(namespace=namespace, job=job)
+        try:
+            access = in_cluster_access(plain_http=plain_http)
+        except InClusterError as error:
+            raise ValueError(str(error)) from None
+        if access is None:
+            raise ValueError(
+                "--status-sink kubernetes needs the pod's API server (KUBERNETES_SERVICE_HOST/PORT) and "
+                "its mounted ServiceAccount token; outside a cluster use --status-sink file:PATH"
+            )
+        return KubernetesStatusSink(namespace=namespace, job=job, access=access)
     raise ValueError(f"unknown --status-sink {spec!r}: use file:PATH or kubernetes")

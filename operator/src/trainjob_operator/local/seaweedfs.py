@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from localcluster.lifetime import die_with_parent
-
 # Ports `weed mini` opens besides S3; each gets a free one (0 disables the optional servers).
 _PORT_FLAGS = (
     "master.port",
@@ -84,6 +82,10 @@ class SeaweedFS:
     def start(self, timeout: float = 60.0) -> SeaweedFS:
         """Start the server; after `stop()` this restarts it on the same S3 port and data
         directory, so clients keep their endpoint and find every object again (an outage)."""
+        # Imported here: the CLI's check for the local extra (local/extra.py) imports this module
+        # where the local cluster is not installed.
+        from localcluster.lifetime import die_with_parent
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.s3_port:
             self.s3_port = free_port()

@@ -17,13 +17,14 @@ import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from localcluster import LocalCluster
-from localcluster.lifetime import die_with_parent
 from trainjob_operator.api import constants
 from trainjob_operator.api.crd import trainjob_crd
 from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
+
+if TYPE_CHECKING:
+    from localcluster import LocalCluster
 
 # The Secret `trainjob local up` creates in each namespace it prepares; the examples name it.
 CREDENTIALS_SECRET = "trainjob-s3"  # noqa: S105 - a name, not a value
@@ -73,6 +74,9 @@ class LocalStack:
         return self.directory / "operator.log"
 
     def start(self) -> Self:
+        # Imported here: `read_stack_info` (the CLI's) must work where the local extra is not installed.
+        from localcluster import LocalCluster
+
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -155,6 +159,8 @@ class LocalStack:
             self.api("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
 
     def start_operator(self) -> None:
+        from localcluster.lifetime import die_with_parent
+
         assert self.seaweedfs is not None
         self.liveness_port, self.metrics_port = free_port(), free_port()
         args = [
@@ -167,6 +173,8 @@ class LocalStack:
             "--default-storage-endpoint",
             self.seaweedfs.endpoint,
             "--per-job-master-port",
+            # The local cluster serves plain HTTP: the coordinators the operator starts are told so.
+            "--api-plain-http",
             "--liveness-port",
             str(self.liveness_port),
             "--metrics-port",
@@ -191,6 +199,8 @@ class LocalStack:
 
     def start_dashboard(self, timeout: float = 60.0) -> None:
         """`trainjob dashboard --all-namespaces` on a free port; returns once it serves."""
+        from localcluster.lifetime import die_with_parent
+
         ready = self.directory / "dashboard.url"
         with contextlib.suppress(OSError):
             ready.unlink()

@@ -262,6 +262,8 @@ def coordinator_command(job: TrainJob, attempt: int, settings: OperatorSettings)
         "--status-sink",
         "kubernetes",
     ]
+    if settings.api_plain_http:
+        command.append(constants.API_PLAIN_HTTP_FLAG)
     if spec.checkpoints.num_to_keep is not None:
         command += ["--num-to-keep", str(spec.checkpoints.num_to_keep)]
     if spec.checkpoints.score_attribute is not None:

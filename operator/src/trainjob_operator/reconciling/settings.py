@@ -39,3 +39,6 @@ class OperatorSettings:
     # real cluster every pod has its own network namespace, but on the local cluster all pods
     # share the host's and torch's TCPStore listens on every address, so two jobs would clash.
     per_job_master_port: bool = False
+    # The API server serves plain HTTP (the local cluster): the operator's own in-cluster login and
+    # every coordinator it starts (`--api-plain-http`) use HTTP. Never inferred from a missing CA.
+    api_plain_http: bool = False

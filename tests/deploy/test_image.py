@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import ROOT
 
+from tests.support.chart import ROOT
 from trainjob_operator.local.stack import CREDENTIALS_SECRET, LocalStack
 
 # The build alone takes minutes on 2 cores (pip resolves the operator inside the image).

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from coordinator_harness import StartCoordinator, upload
 
+from trainjob_operator.api.types import COORDINATOR_STATUS_FIELDS, TrainJobStatus
+
 
 async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     start_coordinator: StartCoordinator,
@@ -26,4 +28,39 @@ async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     assert state["iteration"] == 2
     assert state["latestCheckpoint"]["iteration"] == 2
     assert state["pendingCommits"] == 0
-    await harness.wait_for(lambda s: harness.sink.status.get("message") == message)
+    await harness.wait_for(lambda s: "reportCountMismatch" in harness.sink.status)
+    assert harness.sink.status["reportCountMismatch"] == {
+        "attempt": 0,
+        "shortRanks": [1],
+        "reports": 2,
+        "longestRank": 0,
+        "mostReports": 3,
+        "message": message,
+    }
+    assert "message" not in harness.sink.status  # the operator's: it turns the field into a condition
+
+
+async def test_the_published_status_holds_only_coordinator_owned_fields(
+    start_coordinator: StartCoordinator,
+) -> None:
+    """One writer per status field: everything the coordinator can publish, with every problem it
+    can have at once (a conflict, a report-count mismatch, storage state), is exactly the
+    coordinator-owned list next to the API types; `message` and the rest are the operator's."""
+    harness = await start_coordinator(world_size=2)
+    upload(harness.storage, 1, {"model.pt": 3})
+    await harness.report(0, 1, files={"model.pt": 3})
+    await harness.report(1, 1, files={"model.pt": 3})  # both ranks list one file: a conflict
+    await harness.report(0, 2)
+    await harness.finalize(0, 2)
+    await harness.finalize(1, 1)
+    await harness.wait_for(lambda s: "reportCountMismatch" in harness.sink.status)
+    await harness.wait_for(lambda s: {"coordinatorMessage", "storage"} <= set(harness.sink.status))
+
+    owned = {TrainJobStatus.model_fields[name].alias for name in COORDINATOR_STATUS_FIELDS}
+    built = harness.coordinator.status()
+    assert set(built) == owned
+    published = {key for patch in harness.sink.patches for key in patch}
+    assert published <= owned
+    assert {"reportCountMismatch", "coordinatorMessage", "storage"} <= published
+    assert "ranks 0 and 1 both listed" in harness.sink.status["coordinatorMessage"]
+    TrainJobStatus.from_wire(harness.sink.status)  # and it parses as the API type

@@ -69,7 +69,7 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         "checkpoints",
         "slowestRank",
         "storage",
-    }
+    }  # nothing wrong: reportCountMismatch and coordinatorMessage stay absent
     assert status["storage"]["available"] is True
     assert status["iteration"] == 4
     assert status["latestCheckpoint"] == state["latestCheckpoint"]
@@ -120,7 +120,7 @@ async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
     state = await harness.state()
     assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes" in state["message"]
     await asyncio.sleep(0.5)
-    assert "ranks 0 and 1 both listed" in harness.sink.status["message"]
+    assert "ranks 0 and 1 both listed" in harness.sink.status["coordinatorMessage"]
     assert (await harness.state())["latestCheckpoint"] is None
 
 
@@ -278,14 +278,15 @@ async def test_storage_outage_keeps_accepting_reports_and_commits_when_back(
     assert "storage unavailable" in state["message"]
     assert state["iteration"] == 3 and state["pendingCommits"] == 1
     await asyncio.sleep(0.5)
-    assert "storage unavailable" in harness.sink.status["message"]
+    assert harness.sink.status["storage"]["available"] is False
 
     boto3.client("s3", endpoint_url=seaweedfs.endpoint).create_bucket(Bucket=bucket)
     upload(storage, 3, {"model.pt": 2})
     state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None, timeout=30)
     assert state["storageAvailable"] and state["message"] is None
     await asyncio.sleep(0.5)
-    assert "message" not in harness.sink.status
+    assert harness.sink.status["storage"]["available"] is True
+    assert "coordinatorMessage" not in harness.sink.status
 
 
 async def test_the_status_without_a_score_attribute_is_valid_for_the_crd(

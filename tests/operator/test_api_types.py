@@ -151,7 +151,10 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "checkpoints",
         "slowestRank",
         "storage",
+        "reportCountMismatch",
+        "coordinatorMessage",
     }
+    assert "message" in {TrainJobStatus.model_fields[f].alias for f in OPERATOR_STATUS_FIELDS}
 
 
 def test_constants() -> None:

@@ -77,7 +77,3 @@ ENV_TORCHRUN_MASTER_ADDR: Final = "PET_MASTER_ADDR"
 ENV_TORCHRUN_MASTER_PORT: Final = "PET_MASTER_PORT"
 
 STORAGE_SCHEMES: Final = ("s3", "file")
-
-# The end of the coordinator's status.message when ranks reported different numbers of times;
-# the operator keeps that message (and emits a Warning event) when the job then succeeds.
-REPORT_COUNT_MISMATCH = "not reported by every rank"

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
-from trainjob_operator.api import constants
+from trainjob_operator.api.types import ReportCountMismatch
 from worker_sdk.protocol import Finalize, MetricValue, Report
 
 Metrics = dict[str, MetricValue]
@@ -127,7 +127,7 @@ class Aggregator:
         self.iteration = 0
         self.metrics: Metrics = {}
         # Set once every rank has finalized, when they reported different numbers of times.
-        self.report_count_mismatch: str | None = None
+        self.report_count_mismatch: ReportCountMismatch | None = None
 
     # -- input ------------------------------------------------------------------------------
     def add_report(self, report: Report, now: float) -> Verdict:
@@ -204,7 +204,8 @@ class Aggregator:
         iterations only some ranks reported can never complete: say which ranks stopped short and
         which iterations, and give those iterations up, so the attempt settles at once instead of
         rank 0 waiting out TRAINJOB_FINAL_WAIT_SECONDS. Documented outcome: the job ends as its
-        workers do (Succeeded when they exit 0) with this in status.message; status.iteration
+        workers do (Succeeded when they exit 0) with this in status.reportCountMismatch (which the
+        operator turns into a condition, an event and a note in its message); status.iteration
         stays at the last iteration every rank reported, and its checkpoint is the latest."""
         if self.report_count_mismatch is not None or not self.all_finalized:
             return
@@ -218,9 +219,14 @@ class Aggregator:
         what = (
             f"iteration {highest} was" if highest == lowest + 1 else f"iterations {lowest + 1}-{highest} were"
         )
-        self.report_count_mismatch = (
-            f"{who} finalized after {lowest} reports but rank {longest} after {highest}: "
-            f"{what} {constants.REPORT_COUNT_MISMATCH}"
+        self.report_count_mismatch = ReportCountMismatch(
+            attempt=self.attempt,
+            short_ranks=short,
+            reports=lowest,
+            longest_rank=longest,
+            most_reports=highest,
+            message=f"{who} finalized after {lowest} reports but rank {longest} after {highest}: "
+            f"{what} not reported by every rank",
         )
         for iteration in [i for i in self.pending if i > lowest]:
             self.drop_pending(iteration)

@@ -148,7 +148,7 @@ class Coordinator:
             raise
         self._after_progress()
         if self.aggregator.report_count_mismatch:
-            log.warning("%s", self.aggregator.report_count_mismatch)
+            log.warning("%s", self.aggregator.report_count_mismatch.message)
         if self.aggregator.all_finalized:
             self._history_wakeup.set()  # settle quickly: the SDK's rank 0 waits for it
             self.publisher.changed(urgent=True)
@@ -200,13 +200,21 @@ class Coordinator:
 
     @property
     def message(self) -> str | None:
-        """What is wrong, for people: None when nothing is."""
+        """What is wrong, for people: None when nothing is (`GET /v1/state`)."""
         problems = []
         if self.storage_error:
             problems.append(f"storage unavailable: {self.storage_error}")
-        problems.extend(self.aggregator.conflicts)
         if self.aggregator.report_count_mismatch:
-            problems.append(self.aggregator.report_count_mismatch)
+            problems.append(self.aggregator.report_count_mismatch.message)
+        if self.problems:
+            problems.append(self.problems)
+        return "; ".join(problems) if problems else None
+
+    @property
+    def problems(self) -> str | None:
+        """`status.coordinatorMessage`: what is wrong that no typed field says (storage and the
+        report counts have their own), for people; None when nothing is."""
+        problems = list(self.aggregator.conflicts)
         problems.extend(
             reason
             for iteration, reason in sorted(self.commit_problems.items())
@@ -241,11 +249,14 @@ class Coordinator:
         return listed
 
     def status(self) -> dict[str, Any]:
-        """The coordinator-owned TrainJob status fields (None: absent)."""
+        """The coordinator-owned TrainJob status fields (None: absent), exactly the wire names of
+        `api.types.COORDINATOR_STATUS_FIELDS`: the operator owns every other field, `message`
+        included."""
         slowest = self.aggregator.slowest_rank()
         last_report = self.aggregator.last_report_time
         latest = self.latest_checkpoint
         best = self.best_checkpoint
+        mismatch = self.aggregator.report_count_mismatch
         return {
             "iteration": self.iteration,
             "metrics": self.job_metrics,
@@ -261,7 +272,8 @@ class Coordinator:
                 "lastReportTime": rfc3339(slowest[1].last_report_time),
             },
             "storage": self._storage_status(),
-            "message": self.message,
+            "reportCountMismatch": mismatch.to_wire() if mismatch else None,
+            "coordinatorMessage": self.problems,
         }
 
     def _storage_status(self) -> dict[str, Any] | None:

@@ -9,12 +9,13 @@ import pytest
 
 from trainjob_operator.coordinator.aggregation import CommitCandidate
 from trainjob_operator.coordinator.committing import (
-    CommittedCheckpoint,
     Committer,
     NotCommitted,
     RetentionPolicy,
+    checkpoint_status,
 )
 from trainjob_operator.coordinator.recovery import recover
+from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
 from worker_sdk.storage import Storage, open_storage
 
@@ -62,7 +63,7 @@ def test_commit_writes_the_manifest_with_every_rank_files(storage: Storage) -> N
     assert {f.path: f.size for f in manifest.files} == files
     assert manifest.size_bytes == 35
     assert manifest.committed_at == "2023-11-14T22:13:20.000Z"
-    assert committed.to_status()["sizeBytes"] == 35
+    assert checkpoint_status(committed)["sizeBytes"] == 35
 
 
 @pytest.mark.parametrize("problem", ["missing", "short"])

@@ -37,14 +37,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from worker_sdk import _exit
+from worker_sdk import _exit, _layout
 from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
     committed_checkpoint,
     empty_directory,
     list_checkpoint_files,
-    read_manifest,
     snapshot_checkpoint,
     take_checkpoint,
 )
@@ -225,17 +224,9 @@ class Session:
         return state
 
     def _latest_own_checkpoint(self) -> str | None:
-        """Standalone: the committed checkpoint of this job with the highest iteration, if any."""
-        best: tuple[int, str] | None = None
-        for stored in self._storage.list_objects(self._job_prefix):
-            relative = stored.key[len(self._job_prefix) + 1 :]
-            dir_name, _, name = relative.partition("/")
-            if name != MANIFEST_NAME:
-                continue
-            manifest = read_manifest(self._storage, stored.key)
-            if manifest is not None and (best is None or manifest.iteration > best[0]):
-                best = (manifest.iteration, self._storage.uri_for(join_key(self._job_prefix, dir_name)))
-        return None if best is None else best[1]
+        """Standalone: this job's latest committed checkpoint (the contract of `_layout`), if any."""
+        found = _layout.latest(_layout.read_committed(self._storage, self._job_prefix))
+        return None if found is None else found.uri
 
     def _upload(
         self, files: list[LocalFile], number: int, custom_dir_name: str | None, mode: str

@@ -30,6 +30,9 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+# Re-exported: spec.checkpoints.scoreOrder is the order of the SDK contract, defined once there.
+from worker_sdk._layout import ScoreOrder as ScoreOrder
+
 from . import constants
 
 
@@ -67,13 +70,6 @@ class RestartPolicy(enum.StrEnum):
     ON_FAILURE = "OnFailure"
     EXIT_CODE = "ExitCode"
     NEVER = "Never"
-
-
-class ScoreOrder(enum.StrEnum):
-    """Whether a higher or lower score is better."""
-
-    MIN = "min"
-    MAX = "max"
 
 
 class Phase(enum.StrEnum):
@@ -325,8 +321,9 @@ class WorkerCounts(WireModel):
     failed: NonNegativeInt = Field(default=0, description="Trainer exited non-zero or the pod failed.")
 
 
-class CommittedCheckpoint(WireModel):
-    """A checkpoint whose manifest the coordinator has written (DESIGN §6)."""
+class CheckpointSummary(WireModel):
+    """status.latestCheckpoint / bestCheckpoint: a committed checkpoint (`worker_sdk._layout`)
+    as the status shows it."""
 
     uri: str
     iteration: int | None = None
@@ -438,10 +435,10 @@ class TrainJobStatus(WireModel):
     last_report_time: datetime | None = Field(
         default=None, description="When the coordinator last got a report."
     )
-    latest_checkpoint: CommittedCheckpoint | None = Field(
+    latest_checkpoint: CheckpointSummary | None = Field(
         default=None, description="The newest committed checkpoint: what a restart resumes from."
     )
-    best_checkpoint: CommittedCheckpoint | None = Field(
+    best_checkpoint: CheckpointSummary | None = Field(
         default=None, description="The committed checkpoint with the best checkpoints.scoreAttribute."
     )
     checkpoints: list[RetainedCheckpoint] | None = Field(

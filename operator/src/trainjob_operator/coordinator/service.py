@@ -26,10 +26,10 @@ from typing import Any
 
 from trainjob_operator.coordinator.aggregation import Aggregator, Metrics, ReportRejected, Verdict
 from trainjob_operator.coordinator.committing import (
-    CommittedCheckpoint,
     Committer,
     NotCommitted,
     RetentionPolicy,
+    checkpoint_status,
     rfc3339,
 )
 from trainjob_operator.coordinator.history import MetricHistory, write_part
@@ -37,6 +37,8 @@ from trainjob_operator.coordinator.metrics import CoordinatorMetrics
 from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
+from worker_sdk import _layout
+from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.protocol import Finalize, Report
 from worker_sdk.storage import Storage, StorageError, join_key
 
@@ -261,8 +263,8 @@ class Coordinator:
             "iteration": self.iteration,
             "metrics": self.job_metrics,
             "lastReportTime": None if last_report is None else rfc3339(last_report),
-            "latestCheckpoint": latest.to_status() if latest else None,
-            "bestCheckpoint": best.to_status() if best else None,
+            "latestCheckpoint": checkpoint_status(latest) if latest else None,
+            "bestCheckpoint": checkpoint_status(best) if best else None,
             "checkpoints": self._checkpoint_list(),
             "slowestRank": None
             if slowest is None
@@ -302,8 +304,8 @@ class Coordinator:
             "ranks": {str(rank): p.last_iteration for rank, p in sorted(self.aggregator.ranks.items())},
             "finalized": self.aggregator.finalized,
             "pendingCommits": len(self.aggregator.pending),
-            "latestCheckpoint": latest.to_status() if latest else None,
-            "bestCheckpoint": best.to_status() if best else None,
+            "latestCheckpoint": checkpoint_status(latest) if latest else None,
+            "bestCheckpoint": checkpoint_status(best) if best else None,
             "checkpoints": self._checkpoint_list(),
             "lastReportTime": None if last_report is None else rfc3339(last_report),
             "recovered": self.recovered,
@@ -464,7 +466,7 @@ class Coordinator:
             del self.commit_problems[iteration]
         self.checkpoints = [c for c in self.checkpoints if c.dir_name != checkpoint.dir_name]
         self.checkpoints.append(checkpoint)
-        self.checkpoints.sort(key=lambda c: c.iteration)
+        self.checkpoints.sort(key=_layout.recency)
         self.metrics.checkpoints_committed.inc()
         self.metrics.checkpoint_bytes_committed.inc(checkpoint.manifest.size_bytes)
         self._plan_retention()

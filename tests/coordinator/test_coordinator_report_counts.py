@@ -6,6 +6,7 @@ from __future__ import annotations
 from coordinator_harness import StartCoordinator, upload
 
 from trainjob_operator.api.types import COORDINATOR_STATUS_FIELDS, TrainJobStatus
+from worker_sdk._contract import CoordinatorState
 
 
 async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
@@ -21,6 +22,9 @@ async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     await harness.finalize(1, 2)
 
     state = await harness.wait_for(lambda s: bool(s["settled"]))
+    parsed = CoordinatorState.from_json(state)  # what the SDK reads of it
+    assert parsed.settled and parsed.recovered and parsed.coordinator_id == harness.coordinator.id
+    assert parsed.latest_checkpoint is not None and parsed.latest_checkpoint.iteration == 2
     message = (
         "rank 1 finalized after 2 reports but rank 0 after 3: iteration 3 was not reported by every rank"
     )

@@ -35,9 +35,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from worker_sdk import _exit, _layout
+from worker_sdk._contract import CoordinatorState
 from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
@@ -189,9 +190,9 @@ class Session:
     def _find_resume_point(self) -> ResumePoint:
         candidates: list[tuple[str, str]] = []
         if self._link is not None:
-            latest = self._coordinator_state_after_recovery().get("latestCheckpoint")
-            if isinstance(latest, dict) and isinstance(latest.get("uri"), str):
-                candidates.append(("the coordinator's latest checkpoint", latest["uri"]))
+            latest = self._coordinator_state_after_recovery().latest_checkpoint
+            if latest is not None:
+                candidates.append(("the coordinator's latest checkpoint", latest.uri))
         else:
             own = self._latest_own_checkpoint()
             if own is not None:
@@ -207,20 +208,20 @@ class Session:
             log.warning("%s %s has no %s: not a committed checkpoint, ignored", source, uri, MANIFEST_NAME)
         return ResumePoint(None, 0)
 
-    def _coordinator_state_after_recovery(self) -> dict[str, Any]:
+    def _coordinator_state_after_recovery(self) -> CoordinatorState:
         """The coordinator's state once it has read the committed checkpoints from storage (a
         coordinator that just started may not have yet), or as it is when that takes too long."""
         assert self._link is not None
-        state = self._link.get_state()
+        state = CoordinatorState.from_json(self._link.get_state())
         give_up_at = time.monotonic() + self.env.settings.storage_retry_seconds
         delay = 0.05
-        while state.get("recovered") is False:
+        while not state.recovered:
             if time.monotonic() + delay > give_up_at:
                 log.warning("the coordinator has not recovered its checkpoints from storage yet: %s", state)
                 break
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-            state = self._link.get_state()
+            state = CoordinatorState.from_json(self._link.get_state())
         return state
 
     def _latest_own_checkpoint(self) -> str | None:

@@ -38,6 +38,7 @@ from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
 from worker_sdk import _layout
+from worker_sdk._contract import CoordinatorState
 from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.protocol import Finalize, Report
 from worker_sdk.storage import Storage, StorageError, join_key
@@ -289,12 +290,16 @@ class Coordinator:
         }
 
     def state(self) -> dict[str, Any]:
-        """``GET /v1/state``."""
+        """``GET /v1/state``: what the SDK acts on (`worker_sdk._contract.CoordinatorState`), and
+        more for people and tests."""
         latest = self.latest_checkpoint
         best = self.best_checkpoint
         last_report = self.aggregator.last_report_time
+        answer = CoordinatorState(
+            coordinator_id=self.id, recovered=self.recovered, settled=self.settled, latest_checkpoint=None
+        )
         return {
-            "coordinatorId": self.id,
+            **answer.to_json(),
             "job": self.config.job,
             "namespace": self.config.namespace,
             "attempt": self.config.attempt,
@@ -308,10 +313,8 @@ class Coordinator:
             "bestCheckpoint": checkpoint_status(best) if best else None,
             "checkpoints": self._checkpoint_list(),
             "lastReportTime": None if last_report is None else rfc3339(last_report),
-            "recovered": self.recovered,
             "storageAvailable": self.storage_error is None,
             "message": self.message,
-            "settled": self.settled,
         }
 
     # -- storage work -------------------------------------------------------------------------

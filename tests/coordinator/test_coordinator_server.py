@@ -50,9 +50,9 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
     assert state["finalized"] == [0, 1] and state["pendingCommits"] == 0
     assert [k for k in keys(harness.storage) if "checkpoint_" in k] == [
         f"{PREFIX}/checkpoint_000002/{MANIFEST_NAME}",
-        f"{PREFIX}/checkpoint_000002/model.pt",
+        f"{PREFIX}/checkpoint_000002/attempt-0/model.pt",
         f"{PREFIX}/checkpoint_000004/{MANIFEST_NAME}",
-        f"{PREFIX}/checkpoint_000004/model.pt",
+        f"{PREFIX}/checkpoint_000004/attempt-0/model.pt",
     ]
     lines = history_lines(harness.storage)
     assert [(line["iteration"], line["metrics"]) for line in lines] == [
@@ -98,7 +98,7 @@ async def test_sharded_checkpoint_merges_and_removes_a_dead_attempt_leftovers(
 
 async def test_a_checkpoint_with_a_short_file_waits_and_says_why(start_coordinator: StartCoordinator) -> None:
     harness = await start_coordinator(world_size=1)
-    harness.storage.put_bytes(f"{PREFIX}/checkpoint_000001/model.pt", b"half")
+    harness.storage.put_bytes(f"{PREFIX}/checkpoint_000001/attempt-0/model.pt", b"half")
     await harness.report(0, 1, files={"model.pt": 8})
     state = await harness.wait_for(lambda s: s["message"] is not None)
     assert "model.pt has 4 bytes, the report listed 8" in state["message"]

@@ -78,3 +78,47 @@ def test_coordinator_and_cli_agree_on_the_best(storage: Storage) -> None:
     assert ranked is not None and ranked.uri.endswith("/epoch-5")
     by_cli = cli(storage, {"checkpoints": {"scoreAttribute": "loss", "scoreOrder": "min"}}).best(listed)
     assert by_cli is not None and by_cli.uri == ranked.uri
+
+
+def test_a_changed_committed_file_is_refused_and_the_previous_checkpoint_loads(
+    tmp_path: Path, sdk_env: SetEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fencing's last line: the manifest's SHA-256s. A committed file that changed (whatever
+    wrote it) is refused by get_checkpoint(), which falls back to the previous committed
+    checkpoint and says so; `trainjob checkpoints download` refuses it with the file named."""
+    from worker_sdk import session
+    from worker_sdk.checkpoint import committed_checkpoint
+
+    store = open_storage((tmp_path / "store").as_uri())
+    sdk_env(TRAINJOB_STORAGE_URI=store.uri, TRAINJOB_NAME=JOB, TRAINJOB_NAMESPACE=NS)
+    for step in (1, 2):
+        local = tmp_path / f"local-{step}"
+        local.mkdir()
+        (local / "model.pt").write_bytes(f"weights {step}".encode())
+        train.report({"step": step}, checkpoint=train.Checkpoint.from_directory(local))
+    assert session.shutdown(wait_settled=False) == []
+    changed = f"{NS}/{JOB}/checkpoint_000002/attempt-0/model.pt"
+    store.put_bytes(changed, b"weights X")  # same size, other bytes
+
+    latest = committed_checkpoint(store.uri_for(f"{NS}/{JOB}/checkpoint_000002"), retry_budget_seconds=5)
+    assert latest is not None
+    with pytest.raises(train.CheckpointCorruptError, match=r"model\.pt has SHA-256 .* the manifest recorded"):
+        latest.to_directory(tmp_path / "refused")
+    assert list((tmp_path / "refused").iterdir()) == []  # nothing half-loaded is left
+
+    resumed = train.get_checkpoint()
+    assert resumed is not None and resumed.uri == store.uri_for(f"{NS}/{JOB}/checkpoint_000001")
+    with resumed.as_directory() as directory:
+        assert (Path(directory) / "model.pt").read_bytes() == b"weights 1"
+    assert any(
+        "checkpoint_000002 does not match its manifest" in r.message and "falling back to" in r.message
+        for r in caplog.records
+    ), caplog.text
+
+    from trainjob_operator.client import CommandError
+
+    listed = cli(store).committed_checkpoints()
+    with pytest.raises(CommandError, match=r"model\.pt has SHA-256"):
+        cli(store).download(listed[-1], tmp_path / "cli")
+    cli(store).download(listed[0], tmp_path / "cli-ok")
+    assert (tmp_path / "cli-ok" / "model.pt").read_bytes() == b"weights 1"

@@ -25,6 +25,8 @@ from trainjob_operator.api import constants
 from trainjob_operator.client import CommandError, Kube
 from worker_sdk import _layout
 from worker_sdk._layout import CommittedCheckpoint, ScoreOrder
+from worker_sdk.checkpoint import download_verified
+from worker_sdk.errors import CheckpointCorruptError
 from worker_sdk.protocol import MetricValue, job_prefix
 from worker_sdk.storage import S3Storage, Storage, StorageError, join_key, open_storage
 
@@ -88,13 +90,15 @@ class JobStorage:
         return _layout.best(checkpoints, settings.get("scoreAttribute"), order)
 
     def download(self, checkpoint: CommittedCheckpoint, directory: Path) -> list[Path]:
-        """Fetch the files the manifest lists (nothing else that lies in the directory)."""
-        targets = [(join_key(checkpoint.key, f.path), directory / f.path) for f in checkpoint.manifest.files]
+        """Fetch the files the manifest lists (nothing else that lies in the directory), verified
+        against the manifest's sizes and SHA-256s: a mismatch is refused and leaves nothing."""
         try:
-            self.storage.download_files(targets)
+            download_verified(self.storage, checkpoint.key, checkpoint.uri, checkpoint.manifest, directory)
         except StorageError as error:
             raise CommandError(f"cannot download {checkpoint.uri}: {error}") from None
-        return [path for _, path in targets]
+        except CheckpointCorruptError as error:
+            raise CommandError(str(error)) from None
+        return [directory / f.path for f in checkpoint.manifest.files]
 
     def _list(self, prefix: str) -> list[str]:
         try:

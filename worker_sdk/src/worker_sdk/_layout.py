@@ -19,10 +19,12 @@ Private to the project: the names here may change with the layout.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest, MetricValue, ProtocolError
 from worker_sdk.storage import Storage, StoredObject, join_key
@@ -53,6 +55,11 @@ class CommittedCheckpoint:
     @property
     def attempt(self) -> int:
         return self.manifest.attempt
+
+    @property
+    def data_key(self) -> str:
+        """Where its files are: the manifest's data directory (``attempt-<a>``) under ``key``."""
+        return join_key(self.key, self.manifest.data_dir)
 
     def score(self, attribute: str | None) -> float | None:
         """The metric checkpoints are ranked by, or None when it is unset, missing or not a number."""
@@ -141,3 +148,31 @@ def best(
         return None
     scored = [c for c in checkpoints if c.score(attribute) is not None]
     return ranked(scored, attribute, order)[0] if scored else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_download(directory: Path, manifest: CheckpointManifest) -> list[str]:
+    """What differs between the files downloaded into ``directory`` and what the manifest
+    recorded when they were uploaded (size, SHA-256); empty when nothing does. Files of a format 1
+    manifest have no checksum: only their size is checked."""
+    problems = []
+    for recorded in manifest.files:
+        path = directory / recorded.path
+        size = path.stat().st_size
+        if size != recorded.size:
+            problems.append(f"{recorded.path} has {size} bytes, the manifest recorded {recorded.size}")
+            continue
+        if recorded.sha256 is not None:
+            actual = file_sha256(path)
+            if actual != recorded.sha256:
+                problems.append(
+                    f"{recorded.path} has SHA-256 {actual}, the manifest recorded {recorded.sha256}"
+                )
+    return problems

@@ -1,9 +1,13 @@
-"""The commit protocol and retention, on a :class:`~worker_sdk.storage.Storage` (DESIGN §6).
+"""The commit protocol and retention, on a :class:`~worker_sdk.storage.Storage`.
 
 A checkpoint directory is committed by writing its manifest, last, after checking with one
 listing that every file any rank listed is there with its listed size. Only directories with
-a manifest count. Retention deletes a checkpoint's manifest first, then its files, so a crash
-in between leaves an uncommitted directory (ignored), never a committed one with missing files.
+a manifest count. The files are those the ranks of this attempt uploaded under
+``<dir>/attempt-<a>/`` (fencing: README.md, "Checkpoints in storage"); the manifest names that
+data directory and the SHA-256 each rank computed while uploading, which readers verify. A
+coordinator never replaces the manifest of a later attempt. Retention deletes a checkpoint's
+manifest first, then its files, so a crash in between leaves an uncommitted directory
+(ignored), never a committed one with missing files.
 
 Everything here blocks (boto3): the service calls it through ``asyncio.to_thread``, one
 operation at a time.
@@ -22,9 +26,9 @@ from trainjob_operator.coordinator.aggregation import CommitCandidate
 from worker_sdk import _layout
 from worker_sdk._layout import CommittedCheckpoint, ScoreOrder
 from worker_sdk.protocol import (
-    MANIFEST_NAME,
     CheckpointFile,
     CheckpointManifest,
+    attempt_data_dir,
     job_prefix,
     manifest_key,
 )
@@ -106,12 +110,21 @@ class Committer:
         return _layout.committed(self.storage, self.prefix, dir_name, manifest)
 
     def commit(self, candidate: CommitCandidate, now: float) -> CommittedCheckpoint | NotCommitted:
-        """Check the directory against what the ranks listed; delete stale files; write the manifest."""
+        """Check this attempt's data directory against what the ranks listed; delete stale
+        files; write the manifest."""
         dir_key = self.dir_key(candidate.dir_name)
-        base = f"{dir_key}/"
-        found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(dir_key)}
-        if found.pop(MANIFEST_NAME, None) is not None:
+        data_dir = attempt_data_dir(self.attempt)
+        data_key = join_key(dir_key, data_dir)
+        base = f"{data_key}/"
+        found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(data_key)}
+        if self.storage.get_bytes(manifest_key(self.namespace, self.job, candidate.dir_name)) is not None:
             existing = self._read_manifest(candidate.dir_name)
+            if existing is not None and existing.attempt > self.attempt:
+                return NotCommitted(
+                    f"{candidate.dir_name} holds the checkpoint attempt {existing.attempt} committed; this "
+                    f"coordinator serves the earlier attempt {self.attempt} and never replaces it",
+                    retry=False,
+                )
             if existing is not None and existing.iteration != candidate.iteration:
                 return NotCommitted(
                     f"{candidate.dir_name} already holds the committed checkpoint of iteration "
@@ -143,8 +156,12 @@ class Committer:
             iteration=candidate.iteration,
             attempt=self.attempt,
             metrics=candidate.metrics,
-            files=tuple(CheckpointFile(path, size) for path, size in sorted(candidate.files.items())),
+            files=tuple(
+                CheckpointFile(path, size, candidate.checksums.get(path))
+                for path, size in sorted(candidate.files.items())
+            ),
             committed_at=rfc3339(now),
+            data_dir=data_dir,
         )
         self.storage.put_bytes(
             manifest_key(self.namespace, self.job, candidate.dir_name),

@@ -48,12 +48,12 @@ async def test_the_published_status_holds_only_coordinator_owned_fields(
     start_coordinator: StartCoordinator,
 ) -> None:
     """One writer per status field: everything the coordinator can publish, with every problem it
-    can have at once (a conflict, a report-count mismatch, storage state), is exactly the
+    can have at once (a checkpoint that cannot commit, a report-count mismatch, storage state), is exactly the
     coordinator-owned list next to the API types; `message` and the rest are the operator's."""
     harness = await start_coordinator(world_size=2)
     upload(harness.storage, 1, {"model.pt": 3})
-    await harness.report(0, 1, files={"model.pt": 3})
-    await harness.report(1, 1, files={"model.pt": 3})  # both ranks list one file: a conflict
+    await harness.report(0, 1, files={"model.pt": 8})  # 3 bytes stored: iteration 1 cannot commit
+    await harness.report(1, 1)
     await harness.report(0, 2)
     await harness.finalize(0, 2)
     await harness.finalize(1, 1)
@@ -66,5 +66,5 @@ async def test_the_published_status_holds_only_coordinator_owned_fields(
     published = {key for patch in harness.sink.patches for key in patch}
     assert published <= owned
     assert {"reportCountMismatch", "coordinatorMessage", "storage"} <= published
-    assert "ranks 0 and 1 both listed" in harness.sink.status["coordinatorMessage"]
+    assert "model.pt has 3 bytes, the report listed 8" in harness.sink.status["coordinatorMessage"]
     TrainJobStatus.from_wire(harness.sink.status)  # and it parses as the API type

@@ -119,7 +119,8 @@ async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
     await harness.report(1, 1, files={"model.pt": 4})
     state = await harness.state()
     assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes" in state["message"]
-    await asyncio.sleep(0.5)
+    # Published within the status interval; waited for, not slept on (the machine may be loaded).
+    await harness.wait_for(lambda s: "coordinatorMessage" in harness.sink.status)
     assert "ranks 0 and 1 both listed" in harness.sink.status["coordinatorMessage"]
     assert (await harness.state())["latestCheckpoint"] is None
 

@@ -234,6 +234,7 @@ class Coordinator:
         return (
             self.aggregator.all_finalized
             and not self.aggregator.pending
+            and not self._to_delete  # retention's deletions too: the sidecar stops once settled
             and self.recovered
             and self.history.buffered == 0
             and self.publisher.up_to_date

@@ -11,16 +11,12 @@ its share of the weights into the same checkpoint, instead of rank 0 saving ever
 ``upload`` (``sync`` or ``async``), ``step_sleep`` (seconds per step, to slow it down for demos
 and tests), ``seed``.
 
-Test hooks (environment, never set in real jobs): ``TRAINJOB_TEST_KILL_AFTER_UPLOAD=<iteration>``
-makes rank ``TRAINJOB_TEST_KILL_RANK`` (default 0) store its checkpoint files for that iteration
-and SIGKILL itself before reporting them; ``TRAINJOB_TEST_RESUMED_WEIGHTS=<path>`` makes rank 0
-save the weights it resumed with there.
+It uses the public SDK only (``worker_sdk`` and ``worker_sdk.torch``); the tests' hooks live in
+``tests/integration/digits_hooks.py``.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +29,6 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import worker_sdk as train
-from worker_sdk.protocol import checkpoint_dir_name, job_prefix
-from worker_sdk.storage import join_key, open_storage
 from worker_sdk.torch import load_state, prepare_model, save_state, unwrap_model
 
 DEFAULTS: dict[str, Any] = {
@@ -125,21 +119,6 @@ def mean_over_ranks(value: float) -> float:
     return float(total.item()) / dist.get_world_size()
 
 
-def kill_after_upload_if_asked(iteration: int, directory: Path) -> None:
-    """Test hook: store this checkpoint's files as report() would, then die before reporting."""
-    context = train.get_context()
-    if os.environ.get("TRAINJOB_TEST_KILL_AFTER_UPLOAD") != str(iteration):
-        return
-    if context.get_world_rank() != int(os.environ.get("TRAINJOB_TEST_KILL_RANK", "0")):
-        return
-    storage = open_storage(context.get_storage_uri())
-    job = job_prefix(context.get_namespace(), context.get_job_name())
-    prefix = join_key(job, checkpoint_dir_name(iteration))
-    storage.upload_files((path, join_key(prefix, path.name)) for path in sorted(directory.iterdir()))
-    print(f"test hook: rank {context.get_world_rank()} stored iteration {iteration} and dies", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def main() -> None:
     context = train.get_context()
     config = {**DEFAULTS, **context.get_config()}
@@ -167,9 +146,6 @@ def main() -> None:
             optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
             start_epoch = 0
         print(f"rank {rank}: resumed from {checkpoint.uri} at epoch {start_epoch}", flush=True)
-        resumed_weights = os.environ.get("TRAINJOB_TEST_RESUMED_WEIGHTS")
-        if resumed_weights and rank == 0:
-            torch.save(model.state_dict(), resumed_weights)
     ddp_model = prepare_model(model)
 
     epochs = int(config["epochs"])
@@ -201,7 +177,6 @@ def main() -> None:
             reported = None
             if saves and (config["sharded"] or rank == 0):
                 save_checkpoint(Path(directory), model, optimizer, epoch, sharded=bool(config["sharded"]))
-                kill_after_upload_if_asked(epoch + 1, Path(directory))  # one report per epoch
                 reported = train.Checkpoint.from_directory(directory)
             train.report(metrics, checkpoint=reported, upload=config["upload"])
         if rank == 0:

@@ -2,8 +2,9 @@
 rank stopped short and which iteration was never reported by every rank.
 
 Documented outcome (see `Aggregator._check_report_counts`): every worker exits 0, so the job
-Succeeds; `status.message` names the rank and the iteration and a Warning event
-ReportCountMismatch says it too; the iteration only some ranks reported is not
+Succeeds; the coordinator publishes the typed `status.reportCountMismatch`, which the operator
+turns into the condition ReportCountMismatch, a Warning event and a note in `status.message`
+naming the rank and the iteration; the iteration only some ranks reported is not
 counted (status.iteration stays at the last one every rank reported) and its checkpoint is not
 committed."""
 
@@ -42,4 +43,7 @@ def test_a_rank_reporting_one_time_fewer_is_named_with_the_iteration(cluster: Cl
         "rank 1 finalized after 3 reports but rank 0 after 4: iteration 4 was not reported by every rank"
         in (status.get("message") or "")
     ), status
+    assert status["reportCountMismatch"]["shortRanks"] == [1], status
+    condition = next(c for c in status["conditions"] if c["type"] == "ReportCountMismatch")
+    assert condition["status"] == "True" and "rank 1 finalized after 3 reports" in condition["message"]
     assert elapsed < 90, f"took {elapsed:.0f}s: the job waited out a timeout instead of ending"

@@ -9,12 +9,13 @@ import pytest
 
 from trainjob_operator.coordinator.aggregation import CommitCandidate
 from trainjob_operator.coordinator.committing import (
-    CommittedCheckpoint,
     Committer,
     NotCommitted,
     RetentionPolicy,
+    checkpoint_status,
 )
 from trainjob_operator.coordinator.recovery import recover
+from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
 from worker_sdk.storage import Storage, open_storage
 
@@ -28,9 +29,10 @@ def candidate(
     return CommitCandidate(iteration, f"checkpoint_{iteration:06d}", files, {"loss": loss}, every_rank_known)
 
 
-def upload(storage: Storage, iteration: int, files: dict[str, int]) -> None:
+def upload(storage: Storage, iteration: int, files: dict[str, int], *, attempt: int = 0) -> None:
+    """What the ranks of `attempt` upload: under the checkpoint directory's `attempt-<a>/`."""
     for path, size in files.items():
-        storage.put_bytes(f"{PREFIX}/checkpoint_{iteration:06d}/{path}", b"x" * size)
+        storage.put_bytes(f"{PREFIX}/checkpoint_{iteration:06d}/attempt-{attempt}/{path}", b"x" * size)
 
 
 def keys(storage: Storage) -> list[str]:
@@ -40,7 +42,7 @@ def keys(storage: Storage) -> list[str]:
 def commit(
     committer: Committer, iteration: int, files: dict[str, int], loss: float = 1.0
 ) -> CommittedCheckpoint:
-    upload(committer.storage, iteration, files)
+    upload(committer.storage, iteration, files, attempt=committer.attempt)
     outcome = committer.commit(candidate(iteration, files, loss=loss), now=1_700_000_000.0)
     assert isinstance(outcome, CommittedCheckpoint), outcome
     return outcome
@@ -48,7 +50,7 @@ def commit(
 
 def test_commit_writes_the_manifest_with_every_rank_files(storage: Storage) -> None:
     files = {"shard-0.pt": 10, "shard-1.pt": 20, "sub/optimizer.pt": 5}
-    upload(storage, 3, files)
+    upload(storage, 3, files, attempt=2)
     committed = Committer(storage, NS, JOB, attempt=2).commit(
         candidate(3, files, loss=0.5), now=1_700_000_000.0
     )
@@ -62,7 +64,7 @@ def test_commit_writes_the_manifest_with_every_rank_files(storage: Storage) -> N
     assert {f.path: f.size for f in manifest.files} == files
     assert manifest.size_bytes == 35
     assert manifest.committed_at == "2023-11-14T22:13:20.000Z"
-    assert committed.to_status()["sizeBytes"] == 35
+    assert checkpoint_status(committed)["sizeBytes"] == 35
 
 
 @pytest.mark.parametrize("problem", ["missing", "short"])
@@ -82,7 +84,7 @@ def test_files_nobody_listed_are_deleted_before_the_manifest(storage: Storage) -
     commit(Committer(storage, NS, JOB, 0), 1, {"model.pt": 4})
     assert keys(storage) == [
         f"{PREFIX}/checkpoint_000001/{MANIFEST_NAME}",
-        f"{PREFIX}/checkpoint_000001/model.pt",
+        f"{PREFIX}/checkpoint_000001/attempt-0/model.pt",
     ]
 
 
@@ -132,7 +134,7 @@ def test_retention_deletes_the_manifest_first_then_the_files(storage: Storage) -
     assert spy.calls[0] == ("delete", [manifest])
     assert spy.calls[1] == (
         "delete",
-        [f"{PREFIX}/checkpoint_000001/a.pt", f"{PREFIX}/checkpoint_000001/b.pt"],
+        [f"{PREFIX}/checkpoint_000001/attempt-0/a.pt", f"{PREFIX}/checkpoint_000001/attempt-0/b.pt"],
     )
     assert keys(storage) == []
 
@@ -209,7 +211,7 @@ def test_recovery_finds_only_committed_checkpoints(storage_uri: str) -> None:
 def test_a_later_attempt_rewriting_a_committed_iteration_gets_a_new_manifest(storage: Storage) -> None:
     """Attempt 1 resumed from an older checkpoint (the status lagged) and wrote iteration 2 again."""
     commit(Committer(storage, NS, JOB, attempt=0), 2, {"model.pt": 4})
-    upload(storage, 2, {"model.pt": 6})
+    upload(storage, 2, {"model.pt": 6}, attempt=1)
     again = Committer(storage, NS, JOB, attempt=1).commit(candidate(2, {"model.pt": 6}), now=0.0)
     assert isinstance(again, CommittedCheckpoint)
     assert again.manifest.attempt == 1 and again.manifest.size_bytes == 6
@@ -217,3 +219,29 @@ def test_a_later_attempt_rewriting_a_committed_iteration_gets_a_new_manifest(sto
         CommitCandidate(3, "checkpoint_000002", {"model.pt": 6}, {}, True), now=0.0
     )
     assert isinstance(refused, NotCommitted) and not refused.retry
+
+
+def test_an_earlier_attempts_writes_never_touch_a_later_commit(storage: Storage) -> None:
+    """Fencing: iteration 2 committed by attempt 1; a rank and the coordinator of attempt 0 that
+    are still alive write iteration 2 again. The committed files and manifest do not change."""
+    committed = commit(Committer(storage, NS, JOB, attempt=1), 2, {"model.pt": 6})
+    before = {key: storage.get_bytes(key) for key in keys(storage)}
+    storage.put_bytes(f"{PREFIX}/checkpoint_000002/attempt-0/model.pt", b"zombie")  # the zombie rank
+    zombie = Committer(storage, NS, JOB, attempt=0).commit(candidate(2, {"model.pt": 6}), now=0.0)
+    assert isinstance(zombie, NotCommitted) and not zombie.retry
+    assert "attempt 1 committed" in zombie.reason
+    after = {key: storage.get_bytes(key) for key in keys(storage) if "/attempt-0/" not in key}
+    assert after == before
+    assert recover(Committer(storage, NS, JOB, 2)).checkpoints[-1].manifest == committed.manifest
+
+
+def test_the_manifest_records_each_files_checksum_and_data_directory(storage: Storage) -> None:
+    upload(storage, 1, {"model.pt": 3}, attempt=4)
+    digest = "ab" * 32
+    outcome = Committer(storage, NS, JOB, attempt=4).commit(
+        CommitCandidate(1, "checkpoint_000001", {"model.pt": 3}, {}, True, {"model.pt": digest}), now=0.0
+    )
+    assert isinstance(outcome, CommittedCheckpoint)
+    assert outcome.manifest.data_dir == "attempt-4"
+    assert [(f.path, f.sha256) for f in outcome.manifest.files] == [("model.pt", digest)]
+    assert outcome.data_key == f"{PREFIX}/checkpoint_000001/attempt-4"

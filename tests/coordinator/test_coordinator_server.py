@@ -18,8 +18,10 @@ from tests.support.coordinator import (
     report_body,
     upload,
 )
+from trainjob_operator.api.types import COORDINATOR_STATUS_FIELDS, TrainJobStatus
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.local.seaweedfs import SeaweedFS
+from worker_sdk._contract import CoordinatorState
 from worker_sdk.protocol import MANIFEST_NAME
 from worker_sdk.storage import open_storage
 
@@ -57,9 +59,9 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
     assert state["finalized"] == [0, 1] and state["pendingCommits"] == 0
     assert [k for k in keys(harness.storage) if "checkpoint_" in k] == [
         f"{PREFIX}/checkpoint_000002/{MANIFEST_NAME}",
-        f"{PREFIX}/checkpoint_000002/model.pt",
+        f"{PREFIX}/checkpoint_000002/attempt-0/model.pt",
         f"{PREFIX}/checkpoint_000004/{MANIFEST_NAME}",
-        f"{PREFIX}/checkpoint_000004/model.pt",
+        f"{PREFIX}/checkpoint_000004/attempt-0/model.pt",
     ]
     lines = history_lines(harness.storage)
     assert [(line["iteration"], line["metrics"]) for line in lines] == [
@@ -77,7 +79,7 @@ async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordi
         "slowestRank",
         "storage",
         "lastCommitTime",
-    }
+    }  # nothing wrong: reportCountMismatch and coordinatorMessage stay absent
     assert status["storage"]["available"] is True
     assert status["lastCommitTime"] == status["latestCheckpoint"]["committedAt"]
     assert status["iteration"] == 4
@@ -107,7 +109,7 @@ async def test_sharded_checkpoint_merges_and_removes_a_dead_attempt_leftovers(
 
 async def test_a_checkpoint_with_a_short_file_waits_and_says_why(start_coordinator: StartCoordinator) -> None:
     harness = await start_coordinator(world_size=1)
-    harness.storage.put_bytes(f"{PREFIX}/checkpoint_000001/model.pt", b"half")
+    harness.storage.put_bytes(f"{PREFIX}/checkpoint_000001/attempt-0/model.pt", b"half")
     await harness.report(0, 1, files={"model.pt": 8})
     state = await harness.wait_for(lambda s: s["message"] is not None)
     assert "model.pt has 4 bytes, the report listed 8" in state["message"]
@@ -128,8 +130,9 @@ async def test_two_ranks_listing_one_file_is_not_committed_and_surfaced(
     await harness.report(1, 1, files={"model.pt": 4})
     state = await harness.state()
     assert "ranks 0 and 1 both listed checkpoint_000001/model.pt with different sizes" in state["message"]
-    await asyncio.sleep(0.5)
-    assert "ranks 0 and 1 both listed" in harness.sink.status["message"]
+    # Published within the status interval; waited for, not slept on (the machine may be loaded).
+    await harness.wait_for(lambda s: "coordinatorMessage" in harness.sink.status)
+    assert "ranks 0 and 1 both listed" in harness.sink.status["coordinatorMessage"]
     assert (await harness.state())["latestCheckpoint"] is None
 
 
@@ -228,14 +231,15 @@ async def test_storage_outage_keeps_accepting_reports_and_commits_when_back(
     assert "storage unavailable" in state["message"]
     assert state["iteration"] == 3 and state["pendingCommits"] == 1
     await asyncio.sleep(0.5)
-    assert "storage unavailable" in harness.sink.status["message"]
+    assert harness.sink.status["storage"]["available"] is False
 
     boto3.client("s3", endpoint_url=seaweedfs.endpoint).create_bucket(Bucket=bucket)
     upload(storage, 3, {"model.pt": 2})
     state = await harness.wait_for(lambda s: s["latestCheckpoint"] is not None, timeout=30)
     assert state["storageAvailable"] and state["message"] is None
     await asyncio.sleep(0.5)
-    assert "message" not in harness.sink.status
+    assert harness.sink.status["storage"]["available"] is True
+    assert "coordinatorMessage" not in harness.sink.status
 
 
 async def test_the_status_without_a_score_attribute_is_valid_for_the_crd(
@@ -292,7 +296,8 @@ async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     start_coordinator: StartCoordinator,
 ) -> None:
     """Ranks that report different numbers of times: once all have finalized, the coordinator names the
-    ranks and iterations, gives up the iterations not every rank reported, and settles at once."""
+    ranks and iterations, gives up the iterations not every rank reported, and settles at once; it
+    publishes the mismatch as its typed field, never as status.message."""
     harness = await start_coordinator(world_size=2)
     for iteration in (1, 2, 3):
         upload(harness.storage, iteration, {"model.pt": 2})
@@ -303,6 +308,9 @@ async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     await harness.finalize(1, 2)
 
     state = await harness.wait_for(lambda s: bool(s["settled"]))
+    parsed = CoordinatorState.from_json(state)  # what the SDK reads of it
+    assert parsed.settled and parsed.recovered and parsed.coordinator_id == harness.coordinator.id
+    assert parsed.latest_checkpoint is not None and parsed.latest_checkpoint.iteration == 2
     message = (
         "rank 1 finalized after 2 reports but rank 0 after 3: iteration 3 was not reported by every rank"
     )
@@ -310,4 +318,39 @@ async def test_a_rank_reporting_one_time_fewer_is_named_and_the_attempt_settles(
     assert state["iteration"] == 2
     assert state["latestCheckpoint"]["iteration"] == 2
     assert state["pendingCommits"] == 0
-    await harness.wait_for(lambda s: harness.sink.status.get("message") == message)
+    await harness.wait_for(lambda s: "reportCountMismatch" in harness.sink.status)
+    assert harness.sink.status["reportCountMismatch"] == {
+        "attempt": 0,
+        "shortRanks": [1],
+        "reports": 2,
+        "longestRank": 0,
+        "mostReports": 3,
+        "message": message,
+    }
+    assert "message" not in harness.sink.status  # the operator's: it turns the field into a condition
+
+
+async def test_the_published_status_holds_only_coordinator_owned_fields(
+    start_coordinator: StartCoordinator,
+) -> None:
+    """One writer per status field: everything the coordinator can publish, with every problem it
+    can have at once (a checkpoint that cannot commit, a report-count mismatch, storage state), is exactly the
+    coordinator-owned list next to the API types; `message` and the rest are the operator's."""
+    harness = await start_coordinator(world_size=2)
+    upload(harness.storage, 1, {"model.pt": 3})
+    await harness.report(0, 1, files={"model.pt": 8})  # 3 bytes stored: iteration 1 cannot commit
+    await harness.report(1, 1)
+    await harness.report(0, 2)
+    await harness.finalize(0, 2)
+    await harness.finalize(1, 1)
+    await harness.wait_for(lambda s: "reportCountMismatch" in harness.sink.status)
+    await harness.wait_for(lambda s: {"coordinatorMessage", "storage"} <= set(harness.sink.status))
+
+    owned = {TrainJobStatus.model_fields[name].alias for name in COORDINATOR_STATUS_FIELDS}
+    built = harness.coordinator.status()
+    assert set(built) == owned
+    published = {key for patch in harness.sink.patches for key in patch}
+    assert published <= owned
+    assert {"reportCountMismatch", "coordinatorMessage", "storage"} <= published
+    assert "model.pt has 3 bytes, the report listed 8" in harness.sink.status["coordinatorMessage"]
+    TrainJobStatus.from_wire(harness.sink.status)  # and it parses as the API type

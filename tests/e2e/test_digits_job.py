@@ -82,6 +82,12 @@ def test_a_killed_worker_restarts_the_gang_from_the_latest_committed_checkpoint(
     manifest = digits_job("resume", epochs=8, step_sleep=0.15)
     trainer = manifest["spec"]["template"]["spec"]["containers"][0]
     trainer["env"] = [{"name": "TRAINJOB_TEST_RESUMED_WEIGHTS", "value": str(resumed_weights)}]
+    # The example with the test's hook (tests/integration/digits_hooks.py); pods run in the repository.
+    trainer["command"] = [
+        "python",
+        "-c",
+        "import runpy; runpy.run_path('tests/integration/digits_hooks.py', run_name='__main__')",
+    ]
     # Keep every checkpoint, so the one the new attempt resumed from is still there to compare.
     manifest["spec"]["checkpoints"]["numToKeep"] = 10
     cluster.apply(manifest)

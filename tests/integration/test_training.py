@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from examples.digits.train import load_checkpoint, make_model
+from tests.integration.digits_hooks import HOOKED_DIGITS
 from tests.support.job import JobRunner
 from tests.support.processes import wait_until
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
@@ -136,6 +137,7 @@ def test_a_killed_job_resumes_from_the_latest_committed_checkpoint(
             "TRAINJOB_RESUME_CHECKPOINT": seen_latest["uri"],
             "TRAINJOB_TEST_RESUMED_WEIGHTS": str(resumed_weights),
         },
+        args=HOOKED_DIGITS,
     )
     assert runner.wait(workers) == [0, 0], runner.tails()
     uri, epoch = resumed_from(runner.log("rank-0-attempt-1"))
@@ -169,7 +171,11 @@ def test_a_checkpoint_one_rank_never_reported_is_never_committed_nor_resumed(
     coordinator = runner.start_coordinator(0)
     # Rank 1 stores its shard of iteration 3, then dies before reporting it.
     workers = runner.start_workers(
-        0, coordinator, config, env={"TRAINJOB_TEST_KILL_AFTER_UPLOAD": "3", "TRAINJOB_TEST_KILL_RANK": "1"}
+        0,
+        coordinator,
+        config,
+        env={"TRAINJOB_TEST_KILL_AFTER_UPLOAD": "3", "TRAINJOB_TEST_KILL_RANK": "1"},
+        args=HOOKED_DIGITS,
     )
     wait_until("rank 1 to die", lambda: workers[1].poll() is not None)
     assert workers[1].returncode == -signal.SIGKILL

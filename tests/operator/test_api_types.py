@@ -137,7 +137,10 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "storage",
         "stopAt",
         "lastCommitTime",
+        "reportCountMismatch",
+        "coordinatorMessage",
     }
+    assert "message" in {TrainJobStatus.model_fields[f].alias for f in OPERATOR_STATUS_FIELDS}
 
 
 def test_constants() -> None:
@@ -149,3 +152,14 @@ def test_constants() -> None:
         "trainjob.dev/rank",
     )
     assert constants.COORDINATOR_PORT == 8470 and constants.MASTER_PORT == 29500
+
+
+def test_the_env_contract_is_the_sdks() -> None:
+    """The operator sets exactly the names the SDK reads: re-exported, never spelled twice."""
+    from worker_sdk import _contract
+
+    for name in dir(_contract):
+        if name.startswith("ENV_"):
+            assert getattr(constants, name, getattr(_contract, name)) is getattr(_contract, name), name
+    assert constants.ENV_JOB_NAME is _contract.ENV_JOB_NAME
+    assert constants.DEFAULT_STORAGE_RETRY_SECONDS == _contract.DEFAULT_STORAGE_RETRY_SECONDS

@@ -48,8 +48,9 @@ def test_a_given_up_directory_is_emptied_and_what_it_held_is_stored(
     assert session.shutdown() == []
     for step in (1, 2):
         prefix = f"default/givenup/checkpoint_{step:06d}"
-        assert storage.get_bytes(f"{prefix}/model.pt") == f"model {step}".encode() * 1000
-        assert storage.get_bytes(f"{prefix}/shards/0.pt") == f"shard {step}".encode()
+        data = f"{prefix}/attempt-0"  # attempt-scoped (fencing)
+        assert storage.get_bytes(f"{data}/model.pt") == f"model {step}".encode() * 1000
+        assert storage.get_bytes(f"{data}/shards/0.pt") == f"shard {step}".encode()
         assert storage.get_bytes(f"{prefix}/.trainjob-checkpoint.json")
     # Nothing staged is left beside the caller's directories.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".trainjob-staging-")] == []
@@ -64,7 +65,7 @@ def test_by_default_the_callers_files_are_kept(
 
     assert session.shutdown() == []
     assert (tmp_path / "c" / "model.pt").read_bytes() == b"model 1" * 1000
-    assert storage.get_bytes("default/kept/checkpoint_000001/model.pt") == b"model 1" * 1000
+    assert storage.get_bytes("default/kept/checkpoint_000001/attempt-0/model.pt") == b"model 1" * 1000
 
 
 def test_a_given_up_directory_whose_upload_fails_is_kept_where_the_log_says(

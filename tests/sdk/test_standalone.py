@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -68,7 +69,9 @@ def test_a_rerun_resumes_from_the_first_runs_checkpoint(tmp_path: Path, storage_
     assert second["resumed"]["state"] == {"step": 3}
     metadata = second["resumed"]["metadata"]
     assert (metadata["iteration"], metadata["attempt"], metadata["metrics"]) == (3, 0, {"step": 3})
-    assert metadata["files"] == [{"path": "state.json", "size": len('{"step": 3}')}]
+    sha256 = hashlib.sha256(b'{"step": 3}').hexdigest()  # computed while uploading
+    assert metadata["files"] == [{"path": "state.json", "size": len('{"step": 3}'), "sha256": sha256}]
+    assert metadata["dataDir"] == "attempt-0"
 
     # The rerun's iterations continue after the checkpoint's: directory names never collide.
     storage = open_storage(storage_uri)

@@ -46,7 +46,7 @@ def test_async_upload_stores_a_snapshot_of_the_directory(
 
     assert session.shutdown() == []
     for step in range(1, 4):
-        stored = storage.get_bytes(f"default/snap/checkpoint_{step:06d}/model.pt")
+        stored = storage.get_bytes(f"default/snap/checkpoint_{step:06d}/attempt-0/model.pt")
         assert stored == f"step {step}".encode() * 1000
         assert storage.get_bytes(f"default/snap/checkpoint_{step:06d}/.trainjob-checkpoint.json")
 
@@ -86,8 +86,8 @@ def test_a_full_upload_queue_blocks_report_until_an_upload_finishes(
 
     assert session.shutdown() == []
     storage = open_storage(storage_uri)
-    assert storage.get_bytes("default/bp/checkpoint_000001/model.pt") == b"one"
-    assert storage.get_bytes("default/bp/checkpoint_000002/model.pt") == b"two"
+    assert storage.get_bytes("default/bp/checkpoint_000001/attempt-0/model.pt") == b"one"
+    assert storage.get_bytes("default/bp/checkpoint_000002/attempt-0/model.pt") == b"two"
 
 
 def test_a_failed_async_upload_is_raised_from_the_next_report(
@@ -105,7 +105,7 @@ def test_a_failed_async_upload_is_raised_from_the_next_report(
     message = str(raised.value)
     assert message.startswith(
         f"the checkpoint of iteration 1 (async upload) could not be stored at "
-        f"{vanishing_s3}/default/lost/checkpoint_000001: cannot upload "
+        f"{vanishing_s3}/default/lost/checkpoint_000001/attempt-0: cannot upload "
     )
     assert "storage unavailable for 1s" in message
     assert message.endswith("Its report was not sent, so this checkpoint is never committed")

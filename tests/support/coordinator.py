@@ -61,9 +61,13 @@ def report_body(
     return body
 
 
-def upload(storage: Storage, iteration: int, files: dict[str, int], dir_name: str | None = None) -> None:
+def upload(
+    storage: Storage, iteration: int, files: dict[str, int], dir_name: str | None = None, *, attempt: int = 0
+) -> None:
+    """What the ranks of `attempt` upload: under the checkpoint directory's `attempt-<a>/`."""
     for path, size in files.items():
-        storage.put_bytes(f"{PREFIX}/{dir_name or f'checkpoint_{iteration:06d}'}/{path}", b"x" * size)
+        directory = dir_name or f"checkpoint_{iteration:06d}"
+        storage.put_bytes(f"{PREFIX}/{directory}/attempt-{attempt}/{path}", b"x" * size)
 
 
 def keys(storage: Storage) -> list[str]:

@@ -1,8 +1,10 @@
 """What the CLI reads from a job's storage: the metric history and the committed checkpoints.
 
-Layout (docs/architecture.md) under `<spec.storage.uri>/<namespace>/<job>/`:
-`checkpoint_<iteration>/` with its manifest, and `metrics/attempt-<a>/part-<n>.jsonl`. Only
-directories with a manifest are checkpoints; a download fetches exactly the files the manifest lists.
+Layout under `<spec.storage.uri>/<namespace>/<job>/` (docs/architecture.md, "Storage layout
+and commit protocol"): checkpoint
+directories with their manifest, read through `worker_sdk._layout` like the SDK and the
+coordinator do, and `metrics/attempt-<a>/part-<n>.jsonl`. A download fetches exactly the files
+the manifest lists.
 
 Credentials: `AWS_*` from the environment when set, else the job's `spec.storage.credentialsSecret`
 read through the API. Endpoint: the spec's, else `$AWS_ENDPOINT_URL_S3`, else the local stack's.
@@ -22,10 +24,13 @@ from urllib.parse import urlparse
 
 from trainjob_operator.api import constants
 from trainjob_operator.client import CommandError, Kube
-from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest, MetricValue, ProtocolError, job_prefix
+from worker_sdk import _layout
+from worker_sdk._layout import CommittedCheckpoint, ScoreOrder
+from worker_sdk.checkpoint import download_verified
+from worker_sdk.errors import CheckpointCorruptError
+from worker_sdk.protocol import MetricValue, job_prefix
 from worker_sdk.storage import S3Storage, Storage, StorageError, join_key, open_storage
 
-_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 _HISTORY_PART = re.compile(r"^metrics/attempt-(\d+)/part-(\d+)\.jsonl$")
 # A CLI call should not sit through the SDK's two-minute outage budget.
 RETRY_BUDGET_SECONDS = 10.0
@@ -39,21 +44,6 @@ class HistoryPoint:
     attempt: int
     time: str
     metrics: dict[str, MetricValue]
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    uri: str
-    key: str  # of the checkpoint directory, relative to the storage root
-    manifest: CheckpointManifest
-
-    @property
-    def iteration(self) -> int:
-        return self.manifest.iteration
-
-    def score(self, attribute: str | None) -> float | None:
-        value = self.manifest.metrics.get(attribute) if attribute else None
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -85,46 +75,31 @@ class JobStorage:
                     )
         return points
 
-    def committed_checkpoints(self) -> list[StoredCheckpoint]:
-        """The checkpoints whose manifest exists, by iteration."""
-        names = {
-            key[len(self.prefix) + 1 :].split("/", 1)[0]
-            for key in self._list(self.prefix)
-            if key.endswith("/" + MANIFEST_NAME)
-        }
-        found: list[StoredCheckpoint] = []
-        for name in names:
-            if not _CHECKPOINT_DIR.match(name):
-                continue
-            key = join_key(self.prefix, name)
-            data = self._read(join_key(key, MANIFEST_NAME))
-            if data is None:
-                continue  # deleted by retention since the listing
-            try:
-                manifest = CheckpointManifest.from_json(json.loads(data))
-            except (ValueError, ProtocolError):
-                continue  # not one the coordinator wrote: never offered
-            found.append(StoredCheckpoint(self.storage.uri_for(key), key, manifest))
-        return sorted(found, key=lambda checkpoint: checkpoint.iteration)
-
-    def best(self, checkpoints: list[StoredCheckpoint]) -> StoredCheckpoint | None:
-        """The best by spec.checkpoints.scoreAttribute; the latest when the job ranks by none."""
-        settings = self.spec.get("checkpoints") or {}
-        attribute = settings.get("scoreAttribute")
-        scored = [c for c in checkpoints if c.score(attribute) is not None]
-        if not attribute or not scored:
-            return checkpoints[-1] if checkpoints else None
-        lower_is_better = settings.get("scoreOrder") == "min"
-        return (min if lower_is_better else max)(scored, key=lambda c: (c.score(attribute), c.iteration))
-
-    def download(self, checkpoint: StoredCheckpoint, directory: Path) -> list[Path]:
-        """Fetch the files the manifest lists (nothing else that lies in the directory)."""
-        targets = [(join_key(checkpoint.key, f.path), directory / f.path) for f in checkpoint.manifest.files]
+    def committed_checkpoints(self) -> list[CommittedCheckpoint]:
+        """The committed checkpoints, oldest first, as the SDK and the coordinator see them
+        (`worker_sdk._layout`): every directory with a valid manifest, whatever its name."""
         try:
-            self.storage.download_files(targets)
+            return _layout.read_committed(self.storage, self.prefix)
+        except StorageError as error:
+            raise CommandError(f"cannot read {self.storage.uri_for(self.prefix)}: {error}") from None
+
+    def best(self, checkpoints: list[CommittedCheckpoint]) -> CommittedCheckpoint | None:
+        """The best by spec.checkpoints.scoreAttribute (status.bestCheckpoint's rule): none when
+        the job ranks by no score."""
+        settings = self.spec.get("checkpoints") or {}
+        order = settings.get("scoreOrder") or ScoreOrder.MAX
+        return _layout.best(checkpoints, settings.get("scoreAttribute"), order)
+
+    def download(self, checkpoint: CommittedCheckpoint, directory: Path) -> list[Path]:
+        """Fetch the files the manifest lists (nothing else that lies in the directory), verified
+        against the manifest's sizes and SHA-256s: a mismatch is refused and leaves nothing."""
+        try:
+            download_verified(self.storage, checkpoint.key, checkpoint.uri, checkpoint.manifest, directory)
         except StorageError as error:
             raise CommandError(f"cannot download {checkpoint.uri}: {error}") from None
-        return [path for _, path in targets]
+        except CheckpointCorruptError as error:
+            raise CommandError(str(error)) from None
+        return [directory / f.path for f in checkpoint.manifest.files]
 
     def _list(self, prefix: str) -> list[str]:
         try:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from trainjob_operator.job_storage import HistoryPoint, JobStorage, StoredCheckpoint
+from trainjob_operator.job_storage import HistoryPoint, JobStorage
+from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.checkpoint import Checkpoint
 from worker_sdk.protocol import MetricValue
 from worker_sdk.storage import open_storage
@@ -99,7 +100,7 @@ class Result:
         )
 
 
-def _checkpoint(stored: StoredCheckpoint) -> Checkpoint:
+def _checkpoint(stored: CommittedCheckpoint) -> Checkpoint:
     return Checkpoint(path=None, uri=stored.uri, manifest=stored.manifest)
 
 

@@ -194,6 +194,8 @@ def progress_view(job: dict[str, Any], *, elapsed: float | None = None, note: st
         head.add_row(f"  {name}", format_value(value))
     if status.get("message"):
         head.add_row("message", str(status["message"]))
+    if status.get("coordinatorMessage"):
+        head.add_row("coordinator", str(status["coordinatorMessage"]))
     parts: list[RenderableType] = [head]
     retained = status.get("checkpoints") or []
     if retained:

@@ -27,12 +27,18 @@ from types import ModuleType
 from worker_sdk import session as _session
 from worker_sdk.checkpoint import Checkpoint
 from worker_sdk.context import TrainContext
-from worker_sdk.errors import CheckpointUploadError, CoordinatorError, JobEnvironmentError
+from worker_sdk.errors import (
+    CheckpointCorruptError,
+    CheckpointUploadError,
+    CoordinatorError,
+    JobEnvironmentError,
+)
 from worker_sdk.preemption import PreemptionInfo
 from worker_sdk.session import UploadMode
 
 __all__ = [
     "Checkpoint",
+    "CheckpointCorruptError",
     "CheckpointUploadError",
     "CoordinatorError",
     "JobEnvironmentError",

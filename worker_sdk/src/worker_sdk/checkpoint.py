@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker_sdk._layout import verify_download
+from worker_sdk.errors import CheckpointCorruptError
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointFile, CheckpointManifest, ProtocolError
-from worker_sdk.storage import Storage, check_relative_key, open_storage
+from worker_sdk.storage import Storage, check_relative_key, join_key, open_storage
 
 log = logging.getLogger("worker_sdk")
 
@@ -29,10 +31,19 @@ class Checkpoint:
     """A checkpoint directory. Make one with :meth:`from_directory`; ``get_checkpoint()`` returns
     committed ones."""
 
-    def __init__(self, *, path: Path | None, uri: str, manifest: CheckpointManifest | None) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path | None,
+        uri: str,
+        manifest: CheckpointManifest | None,
+        verified: Path | None = None,
+    ) -> None:
         self._path = path
         self._uri = uri
         self._manifest = manifest
+        # A stored checkpoint already downloaded and verified (get_checkpoint does that).
+        self._verified = verified
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str]) -> Checkpoint:
@@ -49,6 +60,11 @@ class Checkpoint:
     def path(self) -> Path | None:
         """The local directory of a checkpoint made with :meth:`from_directory`; None for a stored one."""
         return self._path
+
+    @property
+    def manifest(self) -> CheckpointManifest | None:
+        """A committed checkpoint's manifest; None for a local one."""
+        return self._manifest
 
     def get_metadata(self) -> dict[str, Any]:
         """A committed checkpoint's manifest (iteration, attempt, metrics, files, committedAt);
@@ -73,10 +89,11 @@ class Checkpoint:
         target.mkdir(parents=True, exist_ok=True)
         if self._path is not None:
             shutil.copytree(self._path, target, dirs_exist_ok=True)
+        elif self._verified is not None:
+            shutil.copytree(self._verified, target, dirs_exist_ok=True)
         else:
             assert self._manifest is not None
-            storage = open_storage(self._uri)
-            storage.download_files((f.path, target / f.path) for f in self._manifest.files)
+            download_verified(open_storage(self._uri), "", self._uri, self._manifest, target)
         return str(target)
 
     def __repr__(self) -> str:
@@ -210,3 +227,23 @@ def committed_checkpoint(uri: str, *, retry_budget_seconds: float) -> Checkpoint
     if manifest is None:
         return None
     return Checkpoint(path=None, uri=storage.uri, manifest=manifest)
+
+
+def download_verified(
+    storage: Storage, dir_key: str, uri: str, manifest: CheckpointManifest, target: Path
+) -> None:
+    """Download exactly the files the manifest lists from its data directory into ``target``
+    and verify them against it; raise :class:`CheckpointCorruptError` (removing what was
+    downloaded) on any difference: a committed checkpoint never changes, so one that did is not
+    loaded."""
+    data_key = join_key(dir_key, manifest.data_dir)
+    targets = [(join_key(data_key, f.path), target / f.path) for f in manifest.files]
+    storage.download_files(targets)
+    problems = verify_download(target, manifest)
+    if problems:
+        for _, path in targets:
+            path.unlink(missing_ok=True)
+        raise CheckpointCorruptError(
+            f"committed checkpoint {uri} does not match its manifest: {'; '.join(problems[:5])}. "
+            "A committed checkpoint never changes, so it is refused rather than loaded"
+        )

@@ -31,23 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker_sdk import _contract as names
+from worker_sdk._contract import JOB_MARKERS, JOB_REQUIRED
 from worker_sdk.errors import JobEnvironmentError
 
-# Only the operator sets these: any of them means "this is a worker of a TrainJob".
-JOB_MARKERS = ("TRAINJOB_COORDINATOR_URL", "TRAINJOB_REPORT_TOKEN", "TRAINJOB_ATTEMPT")
-JOB_REQUIRED = (
-    "TRAINJOB_NAME",
-    "TRAINJOB_NAMESPACE",
-    "TRAINJOB_ATTEMPT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "TRAINJOB_COORDINATOR_URL",
-    "TRAINJOB_REPORT_TOKEN",
-    "TRAINJOB_STORAGE_URI",
-)
 STANDALONE_NAMESPACE = "default"
 STANDALONE_STORAGE_DIR = "trainjob-results"
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -149,16 +136,16 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         defaults = cls()
         return cls(
-            final_wait_seconds=_number(environ, "TRAINJOB_FINAL_WAIT_SECONDS", defaults.final_wait_seconds),
-            upload_queue=int(_number(environ, "TRAINJOB_UPLOAD_QUEUE", defaults.upload_queue, minimum=1)),
-            report_buffer=int(_number(environ, "TRAINJOB_REPORT_BUFFER", defaults.report_buffer, minimum=1)),
+            final_wait_seconds=_number(environ, names.ENV_FINAL_WAIT_SECONDS, defaults.final_wait_seconds),
+            upload_queue=int(_number(environ, names.ENV_UPLOAD_QUEUE, defaults.upload_queue, minimum=1)),
+            report_buffer=int(_number(environ, names.ENV_REPORT_BUFFER, defaults.report_buffer, minimum=1)),
             storage_retry_seconds=_number(
-                environ, "TRAINJOB_STORAGE_RETRY_SECONDS", defaults.storage_retry_seconds
+                environ, names.ENV_STORAGE_RETRY_SECONDS, defaults.storage_retry_seconds
             ),
             http_timeout_seconds=_number(
-                environ, "TRAINJOB_HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds, minimum=0.1
+                environ, names.ENV_HTTP_TIMEOUT_SECONDS, defaults.http_timeout_seconds, minimum=0.1
             ),
-            staging_dir=environ.get("TRAINJOB_STAGING_DIR") or None,
+            staging_dir=environ.get(names.ENV_STAGING_DIR) or None,
         )
 
 
@@ -196,42 +183,42 @@ class JobEnvironment:
 
     @classmethod
     def _job(cls, env: Mapping[str, str]) -> JobEnvironment:
-        world_size = _integer(env, "WORLD_SIZE", minimum=1)
-        rank = _integer(env, "RANK")
+        world_size = _integer(env, names.ENV_WORLD_SIZE, minimum=1)
+        rank = _integer(env, names.ENV_RANK)
         if rank >= world_size:
             raise JobEnvironmentError(f"RANK={rank} is not below WORLD_SIZE={world_size}")
         context = TrainContext(
-            job_name=env["TRAINJOB_NAME"],
-            namespace=env["TRAINJOB_NAMESPACE"],
-            attempt=_integer(env, "TRAINJOB_ATTEMPT"),
+            job_name=env[names.ENV_JOB_NAME],
+            namespace=env[names.ENV_JOB_NAMESPACE],
+            attempt=_integer(env, names.ENV_ATTEMPT),
             world_size=world_size,
             world_rank=rank,
-            local_rank=_integer(env, "LOCAL_RANK"),
-            local_world_size=_integer(env, "LOCAL_WORLD_SIZE", minimum=1),
-            node_rank=_integer(env, "NODE_RANK"),
-            storage_uri=env["TRAINJOB_STORAGE_URI"],
+            local_rank=_integer(env, names.ENV_LOCAL_RANK),
+            local_world_size=_integer(env, names.ENV_LOCAL_WORLD_SIZE, minimum=1),
+            node_rank=_integer(env, names.ENV_NODE_RANK),
+            storage_uri=env[names.ENV_STORAGE_URI],
             config=_config(env),
         )
         return cls(
             context=context,
-            coordinator_url=env["TRAINJOB_COORDINATOR_URL"].rstrip("/"),
-            report_token=env["TRAINJOB_REPORT_TOKEN"],
-            resume_checkpoint_uri=env.get("TRAINJOB_RESUME_CHECKPOINT") or None,
+            coordinator_url=env[names.ENV_COORDINATOR_URL].rstrip("/"),
+            report_token=env[names.ENV_REPORT_TOKEN],
+            resume_checkpoint_uri=env.get(names.ENV_RESUME_CHECKPOINT) or None,
             settings=Settings.from_env(env),
         )
 
     @classmethod
     def _standalone(cls, env: Mapping[str, str]) -> JobEnvironment:
-        world_size = _integer(env, "WORLD_SIZE", minimum=1, default=1)
+        world_size = _integer(env, names.ENV_WORLD_SIZE, minimum=1, default=1)
         if world_size != 1:
             raise JobEnvironmentError(
                 f"WORLD_SIZE={world_size} but TRAINJOB_COORDINATOR_URL is not set: standalone mode "
                 "runs one process; several processes need a TrainJob (and its coordinator)"
             )
-        storage_uri = env.get("TRAINJOB_STORAGE_URI") or (Path.cwd() / STANDALONE_STORAGE_DIR).as_uri()
+        storage_uri = env.get(names.ENV_STORAGE_URI) or (Path.cwd() / STANDALONE_STORAGE_DIR).as_uri()
         context = TrainContext(
-            job_name=env.get("TRAINJOB_NAME") or standalone_job_name(),
-            namespace=env.get("TRAINJOB_NAMESPACE") or STANDALONE_NAMESPACE,
+            job_name=env.get(names.ENV_JOB_NAME) or standalone_job_name(),
+            namespace=env.get(names.ENV_JOB_NAMESPACE) or STANDALONE_NAMESPACE,
             attempt=0,
             world_size=1,
             world_rank=0,
@@ -245,7 +232,7 @@ class JobEnvironment:
             context=context,
             coordinator_url=None,
             report_token=None,
-            resume_checkpoint_uri=env.get("TRAINJOB_RESUME_CHECKPOINT") or None,
+            resume_checkpoint_uri=env.get(names.ENV_RESUME_CHECKPOINT) or None,
             settings=Settings.from_env(env),
         )
 
@@ -288,7 +275,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
 
 
 def _config(env: Mapping[str, str]) -> dict[str, Any]:
-    raw = env.get("TRAINJOB_CONFIG")
+    raw = env.get(names.ENV_CONFIG)
     if not raw:
         return {}
     try:

@@ -14,3 +14,8 @@ class CoordinatorError(RuntimeError):
 
 class CheckpointUploadError(RuntimeError):
     """A checkpoint's files could not be uploaded; that checkpoint is never committed."""
+
+
+class CheckpointCorruptError(RuntimeError):
+    """A committed checkpoint's files differ from what its manifest recorded (size or SHA-256):
+    it is refused rather than loaded."""

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worker_sdk import _contract
+
 log = logging.getLogger("worker_sdk")
 
-ENV_TERMINATION_GRACE = "TRAINJOB_TERMINATION_GRACE_SECONDS"
+ENV_TERMINATION_GRACE = _contract.ENV_TERMINATION_GRACE_SECONDS
 # Kubernetes' default terminationGracePeriodSeconds.
 DEFAULT_TERMINATION_GRACE_SECONDS = 30.0
 # Time kept, after a SIGTERM, for the flush of what is pending before the kubelet's SIGKILL.

@@ -7,9 +7,15 @@ because the coordinator must refuse anything malformed without writing a byte.
 Storage layout under ``<storage uri>/<namespace>/<job>/`` (docs/architecture.md, "Storage layout and
 commit protocol")::
 
-    checkpoint_<iteration:06d>/<files...>
-    checkpoint_<iteration:06d>/.trainjob-checkpoint.json   # the manifest, written last
+    <dir>/attempt-<a>/<files...>              # what the ranks of attempt <a> uploaded
+    <dir>/.trainjob-checkpoint.json           # the manifest, written last: dataDir, sha256 per file
     metrics/attempt-<a>/part-<n>.jsonl
+
+``<dir>`` is ``checkpoint_<iteration:06d>`` unless ``report(checkpoint_dir_name=...)`` names it.
+Uploads are attempt-scoped because iteration numbers repeat across attempts: a rank of an earlier
+attempt that is still alive (a stopped process, a partitioned node) can write only under its own
+``attempt-<a>/``, never where the files of a checkpoint another attempt committed live. Format 1
+manifests (files directly in ``<dir>``, no checksums) are still read.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from worker_sdk.storage import check_relative_key, join_key
 
 API_PREFIX = "/v1"
 MANIFEST_NAME = ".trainjob-checkpoint.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A checkpoint directory name: one safe path component.
 _DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -41,6 +48,11 @@ def job_prefix(namespace: str, job: str) -> str:
 
 def checkpoint_dir_name(iteration: int) -> str:
     return f"checkpoint_{iteration:06d}"
+
+
+def attempt_data_dir(attempt: int) -> str:
+    """Where the ranks of ``attempt`` upload inside a checkpoint directory (fencing, see above)."""
+    return f"attempt-{attempt}"
 
 
 def manifest_key(namespace: str, job: str, dir_name: str) -> str:
@@ -119,9 +131,14 @@ class CheckpointFile:
 
     path: str
     size: int
+    # Hex SHA-256 of the bytes the rank sent, computed while uploading; None in format 1.
+    sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size}
+        data: dict[str, Any] = {"path": self.path, "size": self.size}
+        if self.sha256 is not None:
+            data["sha256"] = self.sha256
+        return data
 
     @classmethod
     def from_json(cls, data: object, where: str = "file") -> CheckpointFile:
@@ -137,7 +154,10 @@ class CheckpointFile:
             raise ProtocolError(f"{where}.path: {MANIFEST_NAME} is reserved for the manifest")
         if size < 0:
             raise ProtocolError(f"{where}.size must be >= 0")
-        return cls(path, size)
+        sha256 = data.get("sha256")
+        if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256)):
+            raise ProtocolError(f"{where}.sha256 must be 64 lowercase hex digits")
+        return cls(path, size, sha256)
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,8 @@ class CheckpointManifest:
     committed_at: str
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where the files are, relative to the checkpoint directory ("" in format 1).
+    data_dir: str = ""
 
     @property
     def size_bytes(self) -> int:
@@ -294,6 +316,7 @@ class CheckpointManifest:
             "metrics": self.metrics,
             "files": [f.to_json() for f in self.files],
             "committedAt": self.committed_at,
+            **({"dataDir": self.data_dir} if self.data_dir else {}),
             **self.extra,
         }
 
@@ -302,7 +325,10 @@ class CheckpointManifest:
         where = "manifest"
         if not isinstance(data, dict):
             raise ProtocolError("manifest must be a JSON object")
-        known = {"format", "iteration", "attempt", "metrics", "files", "committedAt"}
+        known = {"format", "iteration", "attempt", "metrics", "files", "committedAt", "dataDir"}
+        data_dir = data.get("dataDir", "")
+        if not isinstance(data_dir, str) or (data_dir and not _DIR_NAME.match(data_dir)):
+            raise ProtocolError(f"{where}.dataDir must be one path component")
         return cls(
             iteration=_field(data, "iteration", int, where),
             attempt=_field(data, "attempt", int, where),
@@ -314,4 +340,5 @@ class CheckpointManifest:
             committed_at=_field(data, "committedAt", str, where),
             format=_field(data, "format", int, where),
             extra={k: v for k, v in data.items() if k not in known},
+            data_dir=data_dir,
         )

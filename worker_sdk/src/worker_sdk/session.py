@@ -28,10 +28,12 @@ the main container exits.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -41,7 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from worker_sdk import _exit
+from worker_sdk import _exit, _layout
+from worker_sdk._contract import CoordinatorState
 from worker_sdk._outbox import Outbox, OutboxFull
 from worker_sdk.checkpoint import (
     Checkpoint,
@@ -49,20 +52,21 @@ from worker_sdk.checkpoint import (
     committed_checkpoint,
     empty_directory,
     list_checkpoint_files,
-    read_manifest,
     snapshot_checkpoint,
     take_checkpoint,
 )
 from worker_sdk.context import JobEnvironment, TrainContext
 from worker_sdk.coordinator import CoordinatorLink
-from worker_sdk.errors import CheckpointUploadError, CoordinatorError
+from worker_sdk.errors import CheckpointCorruptError, CheckpointUploadError, CoordinatorError
 from worker_sdk.preemption import PreemptionInfo, StopSignal, termination_grace_seconds
 from worker_sdk.protocol import (
     MANIFEST_NAME,
+    CheckpointFile,
     CheckpointManifest,
     Finalize,
     Report,
     ReportedCheckpoint,
+    attempt_data_dir,
     check_dir_name,
     check_metrics,
     checkpoint_dir_name,
@@ -262,9 +266,9 @@ class Session:
     def _find_resume_point(self) -> ResumePoint:
         candidates: list[tuple[str, str]] = []
         if self._link is not None:
-            latest = self._coordinator_state_after_recovery().get("latestCheckpoint")
-            if isinstance(latest, dict) and isinstance(latest.get("uri"), str):
-                candidates.append(("the coordinator's latest checkpoint", latest["uri"]))
+            latest = self._coordinator_state_after_recovery().latest_checkpoint
+            if latest is not None:
+                candidates.append(("the coordinator's latest checkpoint", latest.uri))
         else:
             own = self._latest_own_checkpoint()
             if own is not None:
@@ -273,57 +277,101 @@ class Session:
             candidates.append(("TRAINJOB_RESUME_CHECKPOINT", self.env.resume_checkpoint_uri))
         for source, uri in candidates:
             found = committed_checkpoint(uri, retry_budget_seconds=self.env.settings.storage_retry_seconds)
-            if found is not None:
-                iteration = int(found.get_metadata()["iteration"])
-                log.info("resuming from %s at iteration %d (%s)", uri, iteration, source)
-                return ResumePoint(found, iteration)
-            log.warning("%s %s has no %s: not a committed checkpoint, ignored", source, uri, MANIFEST_NAME)
+            if found is None:
+                log.warning(
+                    "%s %s has no %s: not a committed checkpoint, ignored", source, uri, MANIFEST_NAME
+                )
+                continue
+            verified = self._verified(found)
+            if verified is not None:
+                iteration = int(verified.get_metadata()["iteration"])
+                log.info("resuming from %s at iteration %d (%s)", verified.uri, iteration, source)
+                return ResumePoint(verified, iteration)
         return ResumePoint(None, 0)
 
-    def _coordinator_state_after_recovery(self) -> dict[str, Any]:
+    def _verified(self, checkpoint: Checkpoint) -> Checkpoint | None:
+        """``checkpoint`` downloaded and verified against its manifest; when it does not match,
+        the job's previous committed checkpoints, newest first, until one does (None if none
+        does). Each refusal is logged: the run says which checkpoint it did not load and why."""
+        budget = self.env.settings.storage_retry_seconds
+        attempt: Checkpoint | None = checkpoint
+        older: list[_layout.CommittedCheckpoint] | None = None
+        while attempt is not None:
+            copy = Path(tempfile.mkdtemp(prefix="trainjob-resume-", dir=self.env.settings.staging_dir))
+            atexit.register(shutil.rmtree, copy, True)
+            try:
+                attempt.to_directory(copy)
+            except CheckpointCorruptError as exc:
+                shutil.rmtree(copy, ignore_errors=True)
+                if older is None:
+                    older = self._committed_before(attempt)
+                fallback = older.pop() if older else None
+                log.error(
+                    "%s; falling back to %s",
+                    exc,
+                    f"the previous committed checkpoint {fallback.uri}" if fallback else "no checkpoint",
+                )
+                attempt = (
+                    None
+                    if fallback is None
+                    else committed_checkpoint(fallback.uri, retry_budget_seconds=budget)
+                )
+                continue
+            return Checkpoint(path=None, uri=attempt.uri, manifest=attempt.manifest, verified=copy)
+        return None
+
+    def _committed_before(self, checkpoint: Checkpoint) -> list[_layout.CommittedCheckpoint]:
+        """This job's committed checkpoints older than ``checkpoint`` (oldest first), when it is
+        one of this job's; another job's (resumeFrom) has no fallback here."""
+        own = _layout.read_committed(self._storage, self._job_prefix)
+        position = next((i for i, c in enumerate(own) if c.uri == checkpoint.uri), None)
+        return [] if position is None else own[:position]
+
+    def _coordinator_state_after_recovery(self) -> CoordinatorState:
         """The coordinator's state once it has read the committed checkpoints from storage (a
         coordinator that just started may not have yet), or as it is when that takes too long."""
         assert self._link is not None
-        state = self._link.get_state()
+        state = CoordinatorState.from_json(self._link.get_state())
         give_up_at = time.monotonic() + self.env.settings.storage_retry_seconds
         delay = 0.05
-        while state.get("recovered") is False:
+        while not state.recovered:
             if time.monotonic() + delay > give_up_at:
                 log.warning("the coordinator has not recovered its checkpoints from storage yet: %s", state)
                 break
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-            state = self._link.get_state()
+            state = CoordinatorState.from_json(self._link.get_state())
         return state
 
     def _latest_own_checkpoint(self) -> str | None:
-        """Standalone: the committed checkpoint of this job with the highest iteration, if any."""
-        best: tuple[int, str] | None = None
-        for stored in self._storage.list_objects(self._job_prefix):
-            relative = stored.key[len(self._job_prefix) + 1 :]
-            dir_name, _, name = relative.partition("/")
-            if name != MANIFEST_NAME:
-                continue
-            manifest = read_manifest(self._storage, stored.key)
-            if manifest is not None and (best is None or manifest.iteration > best[0]):
-                best = (manifest.iteration, self._storage.uri_for(join_key(self._job_prefix, dir_name)))
-        return None if best is None else best[1]
+        """Standalone: this job's latest committed checkpoint (the contract of `_layout`), if any."""
+        found = _layout.latest(_layout.read_committed(self._storage, self._job_prefix))
+        return None if found is None else found.uri
 
     def _upload(
         self, files: list[LocalFile], number: int, custom_dir_name: str | None, mode: str
     ) -> ReportedCheckpoint:
         iteration = self.resume_point().iteration + number
         dir_name = custom_dir_name or checkpoint_dir_name(iteration)
-        prefix = join_key(self._job_prefix, dir_name)
+        # Attempt-scoped: this process may outlive its attempt (README.md, "Checkpoints in storage").
+        prefix = join_key(self._job_prefix, dir_name, attempt_data_dir(self.context.get_attempt()))
         try:
-            self._storage.upload_files((file.source, join_key(prefix, file.relative)) for file in files)
+            digests = self._storage.upload_files(
+                (file.source, join_key(prefix, file.relative)) for file in files
+            )
         except (StorageError, OSError) as exc:
             raise CheckpointUploadError(
                 f"the checkpoint of iteration {iteration} ({mode} upload) could not be stored at "
                 f"{self._storage.uri_for(prefix)}: {exc}. Its report was not sent, so this checkpoint "
                 "is never committed"
             ) from exc
-        return ReportedCheckpoint(dir_name, tuple(file.to_protocol() for file in files))
+        return ReportedCheckpoint(
+            dir_name,
+            tuple(
+                CheckpointFile(file.relative, file.size, digests[join_key(prefix, file.relative)])
+                for file in files
+            ),
+        )
 
     def _upload_in_background(
         self, files: list[LocalFile], number: int, custom_dir_name: str | None, given_up: Path | None
@@ -457,6 +505,7 @@ class Session:
             metrics=report.metrics,
             files=reported.files,
             committed_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            data_dir=attempt_data_dir(report.attempt),
         )
         key = join_key(self._job_prefix, reported.dir_name, MANIFEST_NAME)
         self._storage.put_bytes(key, json.dumps(manifest.to_json(), indent=1).encode())

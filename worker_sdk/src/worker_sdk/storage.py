@@ -5,6 +5,9 @@ Both backends address objects by a *key* relative to the storage root URI
 checkpoint files through this module and the coordinator commits, lists and deletes them
 through it, so both sides agree on the layout by construction.
 
+Uploads return the SHA-256 of the bytes they sent, computed while sending (not by reading the
+object back): the checkpoint manifest records it, and readers verify what they download.
+
 Retries: botocore retries each request a few times; on top of that every operation here
 retries with exponential backoff until ``retry_budget_seconds`` is spent, so a storage outage
 of seconds to minutes is ridden out and a longer one ends in :class:`StorageUnavailableError`
@@ -13,6 +16,7 @@ that names the operation. (A retry library would add a dependency the SDK must n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -84,7 +88,8 @@ class Storage(ABC):
 
     # -- the operations every backend implements -----------------------------------------
     @abstractmethod
-    def _upload_file(self, local_path: Path, key: str) -> None: ...
+    def _upload_file(self, local_path: Path, key: str) -> str:
+        """Store the file; return the hex SHA-256 of the bytes sent."""
 
     @abstractmethod
     def _put_bytes(self, key: str, data: bytes) -> None: ...
@@ -102,18 +107,22 @@ class Storage(ABC):
     def _download_file(self, key: str, local_path: Path) -> None: ...
 
     # -- the public API: each call retried within the budget ---------------------------------
-    def upload_file(self, local_path: Path, key: str) -> None:
+    def upload_file(self, local_path: Path, key: str) -> str:
+        """Upload one file; the hex SHA-256 of what was sent (of the try that succeeded)."""
         key = check_relative_key(key)
-        self._retrying(f"upload {local_path} to {self.uri_for(key)}", self._upload_file, local_path, key)
+        return self._retrying(
+            f"upload {local_path} to {self.uri_for(key)}", self._upload_file, local_path, key
+        )
 
-    def upload_files(self, files: Iterable[tuple[Path, str]], *, max_workers: int = 8) -> None:
-        """Upload (local path, key) pairs in parallel; the first failure is raised."""
+    def upload_files(self, files: Iterable[tuple[Path, str]], *, max_workers: int = 8) -> dict[str, str]:
+        """Upload (local path, key) pairs in parallel; the first failure is raised. Returns
+        key -> hex SHA-256 of the bytes sent."""
         pairs = list(files)
         if not pairs:
-            return
+            return {}
         with ThreadPoolExecutor(max_workers=min(max_workers, len(pairs))) as pool:
-            for future in [pool.submit(self.upload_file, path, key) for path, key in pairs]:
-                future.result()
+            futures = [(key, pool.submit(self.upload_file, path, key)) for path, key in pairs]
+            return {key: future.result() for key, future in futures}
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a whole object; readers see the old or the new content, never a mix."""
@@ -202,18 +211,28 @@ class FileStorage(Storage):
     def _path(self, key: str) -> Path:
         return self.root / check_relative_key(key) if key else self.root
 
-    def _upload_file(self, local_path: Path, key: str) -> None:
+    def _upload_file(self, local_path: Path, key: str) -> str:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Copy to a temporary name and rename: a reader never sees a half-written file.
+        digest = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tmp-", delete=False) as tmp:
             tmp_path = Path(tmp.name)
+            try:
+                with open(local_path, "rb") as source:
+                    while chunk := source.read(_MiB):
+                        digest.update(chunk)
+                        tmp.write(chunk)
+            except BaseException:
+                tmp.close()
+                tmp_path.unlink(missing_ok=True)
+                raise
         try:
-            shutil.copyfile(local_path, tmp_path)
             tmp_path.replace(target)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
+        return digest.hexdigest()
 
     def _put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)
@@ -260,6 +279,30 @@ def _size_or_zero(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+class _HashingReader:
+    """A read-only file object that hashes what is read from it, in order."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._digest = hashlib.sha256()
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._source.read(size)
+        self._digest.update(chunk)
+        self._position += len(chunk)
+        return chunk
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return False  # rewinding would hash bytes twice
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 class S3Storage(Storage):
@@ -323,9 +366,12 @@ class S3Storage(Storage):
     def _object_key(self, key: str) -> str:
         return join_key(self.prefix, check_relative_key(key)) if key else self.prefix
 
-    def upload_files(self, files: Iterable[tuple[Path, str]], *, max_workers: int | None = None) -> None:
+    def upload_files(
+        self, files: Iterable[tuple[Path, str]], *, max_workers: int | None = None
+    ) -> dict[str, str]:
         """Upload (local path, key) pairs: small files in parallel while the large ones go one at
-        a time, each in parallel parts; the first failure is raised."""
+        a time, each in parallel parts; the first failure is raised. Returns key -> SHA-256."""
+        digests: dict[str, str] = {}
         small: list[tuple[Path, str]] = []
         large: list[tuple[Path, str]] = []
         for path, key in files:
@@ -334,35 +380,41 @@ class S3Storage(Storage):
         workers = min(max_workers or self.small_file_workers, len(small))
         if not workers:
             for path, key in large:
-                self.upload_file(path, key)
-            return
+                digests[key] = self.upload_file(path, key)
+            return digests
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(self.upload_file, path, key) for path, key in small]
+            futures = [(key, pool.submit(self.upload_file, path, key)) for path, key in small]
             try:
                 for path, key in large:
-                    self.upload_file(path, key)
-                for future in futures:
-                    future.result()
+                    digests[key] = self.upload_file(path, key)
+                for key, future in futures:
+                    digests[key] = future.result()
             except BaseException:
                 # The checkpoint cannot be complete: do not start the files not begun yet.
-                for future in futures:
+                for _, future in futures:
                     future.cancel()
                 raise
+        return digests
 
-    def _upload_file(self, local_path: Path, key: str) -> None:
+    def _upload_file(self, local_path: Path, key: str) -> str:
         client = self.client
         if local_path.stat().st_size < self.multipart_threshold:
             # One request: the transfer manager's thread pool and futures cost more than the
-            # PUT of a small file itself.
-            with open(local_path, "rb") as body:
-                client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=body)
-            return
-        client.upload_file(
-            str(local_path),
-            self.bucket,
-            self._object_key(key),
-            Config=self._transfer_config,  # type: ignore[arg-type]
-        )
+            # PUT of a small file itself. The body is hashed as it is (the bytes sent).
+            data = local_path.read_bytes()
+            client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
+            return hashlib.sha256(data).hexdigest()
+        # The transfer manager reads a file object's parts in order, once each (a part it
+        # retries is resent from memory): hashing what it reads is hashing what it sends.
+        with open(local_path, "rb") as source:
+            reader = _HashingReader(source)
+            client.upload_fileobj(
+                reader,  # type: ignore[arg-type]
+                self.bucket,
+                self._object_key(key),
+                Config=self._transfer_config,  # type: ignore[arg-type]
+            )
+        return reader.hexdigest()
 
     def _put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from worker_sdk import _contract
+
 GROUP: Final = "trainjob.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -52,27 +54,26 @@ API_PLAIN_HTTP_FLAG: Final = "--api-plain-http"
 AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
 AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
 
-# The rank environment (docs/architecture.md, "The rank environment"): the worker SDK reads only these.
-ENV_JOB_NAME: Final = "TRAINJOB_NAME"
-ENV_JOB_NAMESPACE: Final = "TRAINJOB_NAMESPACE"
-ENV_ATTEMPT: Final = "TRAINJOB_ATTEMPT"
-ENV_WORLD_SIZE: Final = "WORLD_SIZE"
-ENV_RANK: Final = "RANK"
-ENV_LOCAL_RANK: Final = "LOCAL_RANK"
-ENV_LOCAL_WORLD_SIZE: Final = "LOCAL_WORLD_SIZE"
-ENV_NODE_RANK: Final = "NODE_RANK"
-ENV_MASTER_ADDR: Final = "MASTER_ADDR"
-ENV_MASTER_PORT: Final = "MASTER_PORT"
-ENV_COORDINATOR_URL: Final = "TRAINJOB_COORDINATOR_URL"
-ENV_REPORT_TOKEN: Final = "TRAINJOB_REPORT_TOKEN"
-ENV_STORAGE_URI: Final = "TRAINJOB_STORAGE_URI"
-ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL_S3"
-ENV_RESUME_CHECKPOINT: Final = "TRAINJOB_RESUME_CHECKPOINT"
-ENV_CONFIG: Final = "TRAINJOB_CONFIG"
-ENV_STORAGE_RETRY_SECONDS: Final = "TRAINJOB_STORAGE_RETRY_SECONDS"
-ENV_TERMINATION_GRACE_SECONDS: Final = "TRAINJOB_TERMINATION_GRACE_SECONDS"
-# The SDK's retry budget when spec.storage.retryBudgetSeconds is unset (worker_sdk.context.Settings).
-DEFAULT_STORAGE_RETRY_SECONDS: Final = 120
+# The env contract: defined once, in the SDK (worker_sdk._contract); re-exported, not repeated.
+DEFAULT_STORAGE_RETRY_SECONDS: Final = _contract.DEFAULT_STORAGE_RETRY_SECONDS
+ENV_ATTEMPT: Final = _contract.ENV_ATTEMPT
+ENV_CONFIG: Final = _contract.ENV_CONFIG
+ENV_COORDINATOR_URL: Final = _contract.ENV_COORDINATOR_URL
+ENV_JOB_NAME: Final = _contract.ENV_JOB_NAME
+ENV_JOB_NAMESPACE: Final = _contract.ENV_JOB_NAMESPACE
+ENV_LOCAL_RANK: Final = _contract.ENV_LOCAL_RANK
+ENV_LOCAL_WORLD_SIZE: Final = _contract.ENV_LOCAL_WORLD_SIZE
+ENV_MASTER_ADDR: Final = _contract.ENV_MASTER_ADDR
+ENV_MASTER_PORT: Final = _contract.ENV_MASTER_PORT
+ENV_NODE_RANK: Final = _contract.ENV_NODE_RANK
+ENV_RANK: Final = _contract.ENV_RANK
+ENV_REPORT_TOKEN: Final = _contract.ENV_REPORT_TOKEN
+ENV_RESUME_CHECKPOINT: Final = _contract.ENV_RESUME_CHECKPOINT
+ENV_S3_ENDPOINT: Final = _contract.ENV_S3_ENDPOINT
+ENV_STORAGE_RETRY_SECONDS: Final = _contract.ENV_STORAGE_RETRY_SECONDS
+ENV_STORAGE_URI: Final = _contract.ENV_STORAGE_URI
+ENV_TERMINATION_GRACE_SECONDS: Final = _contract.ENV_TERMINATION_GRACE_SECONDS
+ENV_WORLD_SIZE: Final = _contract.ENV_WORLD_SIZE
 # torchrun reads PET_<OPTION> for each of its command-line options.
 ENV_TORCHRUN_NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
 ENV_TORCHRUN_NNODES: Final = "PET_NNODES"
@@ -81,7 +82,3 @@ ENV_TORCHRUN_MASTER_ADDR: Final = "PET_MASTER_ADDR"
 ENV_TORCHRUN_MASTER_PORT: Final = "PET_MASTER_PORT"
 
 STORAGE_SCHEMES: Final = ("s3", "file")
-
-# The end of the coordinator's status.message when ranks reported different numbers of times;
-# the operator keeps that message (and emits a Warning event) when the job then succeeds.
-REPORT_COUNT_MISMATCH = "not reported by every rank"

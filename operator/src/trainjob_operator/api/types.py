@@ -13,7 +13,12 @@ Models ignore unknown keys (like the API server, which prunes them) and are froz
 reconcile logic derives new status values, it never mutates what it observed.
 
 Status fields have two owners, and each writes only its own with a merge patch:
-`OPERATOR_STATUS_FIELDS` (lifecycle) and `COORDINATOR_STATUS_FIELDS` (progress, checkpoints).
+`OPERATOR_STATUS_FIELDS` (lifecycle) and `COORDINATOR_STATUS_FIELDS` (progress, checkpoints,
+what the coordinator finds wrong). These two lists are the only definition of who owns what: the
+operator's patch and the coordinator's published status are both checked against them. When the
+operator must act on something the coordinator sees (storage down, ranks that reported different
+numbers of times) the coordinator publishes a typed field and the pure reconcile turns it into a
+condition and an event; neither ever reads the other's prose.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+# Re-exported: spec.checkpoints.scoreOrder is the order of the SDK contract, defined once there.
+from worker_sdk._layout import ScoreOrder as ScoreOrder
 
 from . import constants
 
@@ -64,13 +72,6 @@ class RestartPolicy(enum.StrEnum):
     NEVER = "Never"
 
 
-class ScoreOrder(enum.StrEnum):
-    """Whether a higher or lower score is better."""
-
-    MIN = "min"
-    MAX = "max"
-
-
 class Phase(enum.StrEnum):
     """The lifecycle phase; `reconciling.lifecycle` holds the allowed transitions."""
 
@@ -100,6 +101,9 @@ class ConditionType(enum.StrEnum):
     # Whether every pod of the current attempt runs; False names the pod and the scheduler's or
     # kubelet's reason (Unschedulable, ImagePullBackOff, ContainerCreating...).
     PODS_READY = "PodsReady"
+    # True once the ranks of the current attempt finalized after different numbers of reports
+    # (status.reportCountMismatch); left out otherwise.
+    REPORT_COUNT_MISMATCH = "ReportCountMismatch"
 
 
 class ConditionStatus(enum.StrEnum):
@@ -336,9 +340,9 @@ class WorkerCounts(WireModel):
     failed: NonNegativeInt = Field(default=0, description="Trainer exited non-zero or the pod failed.")
 
 
-class CommittedCheckpoint(WireModel):
-    """A checkpoint whose manifest the coordinator has written (docs/architecture.md, "Storage layout
-    and commit protocol")."""
+class CheckpointSummary(WireModel):
+    """status.latestCheckpoint / bestCheckpoint: a committed checkpoint (`worker_sdk._layout`)
+    as the status shows it."""
 
     uri: str
     iteration: int | None = None
@@ -404,6 +408,19 @@ class StartupState(WireModel):
     since: datetime
 
 
+class ReportCountMismatch(WireModel):
+    """Ranks of one attempt finalized after different numbers of reports: the iterations only
+    some ranks reported never complete (their checkpoints are given up). Typed, so that the
+    operator reads the fields and never parses the coordinator's prose."""
+
+    attempt: int = Field(description="The attempt whose ranks disagree (a later attempt ignores it).")
+    short_ranks: list[int] = Field(description="The ranks that reported the fewest times.")
+    reports: int = Field(description="How many times the short ranks reported.")
+    longest_rank: int = Field(description="The lowest rank that reported the most times.")
+    most_reports: int = Field(description="How many times that rank reported.")
+    message: str = Field(description="The same, for people.")
+
+
 class TrainJobStatus(WireModel):
     """Observed state. Lifecycle fields are the operator's, progress fields the coordinator's."""
 
@@ -412,7 +429,7 @@ class TrainJobStatus(WireModel):
     conditions: list[Condition] | None = Field(
         default=None,
         description="Created, PodsReady, Running, Restarting, Suspended, Stalled, Succeeded, Failed, "
-        "SpecChangeRefused, StorageUnavailable.",
+        "SpecChangeRefused, StorageUnavailable, ReportCountMismatch.",
     )
     observed_generation: int | None = Field(default=None, description="The generation last reconciled.")
     attempt: int | None = Field(
@@ -463,10 +480,10 @@ class TrainJobStatus(WireModel):
     last_report_time: datetime | None = Field(
         default=None, description="When the coordinator last got a report."
     )
-    latest_checkpoint: CommittedCheckpoint | None = Field(
+    latest_checkpoint: CheckpointSummary | None = Field(
         default=None, description="The newest committed checkpoint: what a restart resumes from."
     )
-    best_checkpoint: CommittedCheckpoint | None = Field(
+    best_checkpoint: CheckpointSummary | None = Field(
         default=None, description="The committed checkpoint with the best checkpoints.scoreAttribute."
     )
     checkpoints: list[RetainedCheckpoint] | None = Field(
@@ -487,6 +504,16 @@ class TrainJobStatus(WireModel):
         default=None,
         description="When the latest checkpoint was committed (a preemption victim that just saved "
         "loses least).",
+    )
+    report_count_mismatch: ReportCountMismatch | None = Field(
+        default=None,
+        description="Set once every rank finalized after different numbers of reports (condition "
+        "ReportCountMismatch).",
+    )
+    coordinator_message: str | None = Field(
+        default=None,
+        description="What the coordinator finds wrong now, for people (conflicting reports, checkpoints "
+        "that cannot commit yet, metric history lost in an outage); absent when nothing is.",
     )
 
     @classmethod
@@ -539,6 +566,8 @@ COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "storage",
     "stop_at",
     "last_commit_time",
+    "report_count_mismatch",
+    "coordinator_message",
 )
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from trainjob_operator import views
 from trainjob_operator.client import CommandError, add_cluster_arguments, connect
-from trainjob_operator.job_storage import StoredCheckpoint, open_job_storage
+from trainjob_operator.job_storage import open_job_storage
+from worker_sdk._layout import CommittedCheckpoint
 
 DOWNLOAD = "download"
 
@@ -106,12 +107,12 @@ def download(args: argparse.Namespace, *, job_name: str, directory: Path) -> int
     return 0
 
 
-def pick(checkpoints: list[StoredCheckpoint], iteration: int | None, job_name: str) -> StoredCheckpoint:
+def pick(checkpoints: list[CommittedCheckpoint], iteration: int | None, job_name: str) -> CommittedCheckpoint:
     if not checkpoints:
         raise CommandError(f'TrainJob "{job_name}" has no committed checkpoint')
     if iteration is None:
         return checkpoints[-1]
-    for checkpoint in checkpoints:
+    for checkpoint in reversed(checkpoints):  # a later attempt's commit of that iteration first
         if checkpoint.iteration == iteration:
             return checkpoint
     kept = ", ".join(str(c.iteration) for c in checkpoints)

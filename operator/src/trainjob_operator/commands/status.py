@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     overview.add_row("Phase", views.phase_text(status.get("phase")))
     if status.get("message"):
         overview.add_row("Message", str(status["message"]))
+    if status.get("coordinatorMessage"):
+        overview.add_row("Coordinator", str(status["coordinatorMessage"]))
     max_restarts = (spec.get("failurePolicy") or {}).get("maxRestarts", "-")
     overview.add_row("Attempt", str(status.get("attempt", 0)))
     overview.add_row("Restarts", f"{status.get('restarts', 0)} of at most {max_restarts}")

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
-from trainjob_operator.api import constants
+from trainjob_operator.api.types import ReportCountMismatch
 from worker_sdk.protocol import Finalize, MetricValue, Report
 
 Metrics = dict[str, MetricValue]
@@ -68,8 +68,12 @@ class PendingCheckpoint:
     # Ranks that re-sent this iteration after the coordinator restarted.
     resent_by: set[int] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)
+    # path -> the SHA-256 the rank computed while uploading (absent from older SDKs).
+    checksums: dict[str, str] = field(default_factory=dict)
 
-    def add_part(self, rank: int, dir_name: str, files: dict[str, int]) -> None:
+    def add_part(
+        self, rank: int, dir_name: str, files: dict[str, int], checksums: dict[str, str] | None = None
+    ) -> None:
         if dir_name != self.dir_name:
             self._conflict(
                 f"rank {rank} put iteration {self.iteration}'s checkpoint in {dir_name!r}, "
@@ -78,6 +82,7 @@ class PendingCheckpoint:
             return
         # A rank re-sending its part replaces what it listed before.
         self.files = {path: entry for path, entry in self.files.items() if entry[1] != rank}
+        self.checksums = {path: digest for path, digest in self.checksums.items() if path in self.files}
         for path, size in files.items():
             listed = self.files.get(path)
             if listed is not None and listed[0] == size:
@@ -91,6 +96,8 @@ class PendingCheckpoint:
                 )
                 continue
             self.files[path] = (size, rank)
+            if checksums and path in checksums:
+                self.checksums[path] = checksums[path]
 
     def _conflict(self, message: str) -> None:
         if message not in self.conflicts:
@@ -107,6 +114,8 @@ class CommitCandidate:
     # leftovers and may be deleted. Otherwise such a file may be the part of a rank whose
     # report went to the previous coordinator and has not been re-sent yet.
     every_rank_known: bool
+    # path -> SHA-256 computed by the uploading rank; recorded in the manifest.
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 class Aggregator:
@@ -127,7 +136,7 @@ class Aggregator:
         self.iteration = 0
         self.metrics: Metrics = {}
         # Set once every rank has finalized, when they reported different numbers of times.
-        self.report_count_mismatch: str | None = None
+        self.report_count_mismatch: ReportCountMismatch | None = None
 
     # -- input ------------------------------------------------------------------------------
     def add_report(self, report: Report, now: float) -> Verdict:
@@ -158,7 +167,7 @@ class Aggregator:
         if report.checkpoint is not None and report.iteration > self.committed_up_to:
             files = {f.path: f.size for f in report.checkpoint.files}
             self._pending_at(report.iteration, report.checkpoint.dir_name).add_part(
-                report.rank, report.checkpoint.dir_name, files
+                report.rank, report.checkpoint.dir_name, files, _checksums(report)
             )
         if progress is None:
             progress = RankProgress(report.iteration, report.iteration, now)
@@ -204,7 +213,8 @@ class Aggregator:
         iterations only some ranks reported can never complete: say which ranks stopped short and
         which iterations, and give those iterations up, so the attempt settles at once instead of
         rank 0 waiting out TRAINJOB_FINAL_WAIT_SECONDS. Documented outcome: the job ends as its
-        workers do (Succeeded when they exit 0) with this in status.message; status.iteration
+        workers do (Succeeded when they exit 0) with this in status.reportCountMismatch (which the
+        operator turns into a condition, an event and a note in its message); status.iteration
         stays at the last iteration every rank reported, and its checkpoint is the latest."""
         if self.report_count_mismatch is not None or not self.all_finalized:
             return
@@ -218,9 +228,14 @@ class Aggregator:
         what = (
             f"iteration {highest} was" if highest == lowest + 1 else f"iterations {lowest + 1}-{highest} were"
         )
-        self.report_count_mismatch = (
-            f"{who} finalized after {lowest} reports but rank {longest} after {highest}: "
-            f"{what} {constants.REPORT_COUNT_MISMATCH}"
+        self.report_count_mismatch = ReportCountMismatch(
+            attempt=self.attempt,
+            short_ranks=short,
+            reports=lowest,
+            longest_rank=longest,
+            most_reports=highest,
+            message=f"{who} finalized after {lowest} reports but rank {longest} after {highest}: "
+            f"{what} not reported by every rank",
         )
         for iteration in [i for i in self.pending if i > lowest]:
             self.drop_pending(iteration)
@@ -245,7 +260,7 @@ class Aggregator:
         if report.checkpoint is not None:
             pending = self._pending_at(report.iteration, report.checkpoint.dir_name)
             files = {f.path: f.size for f in report.checkpoint.files}
-            pending.add_part(report.rank, report.checkpoint.dir_name, files)
+            pending.add_part(report.rank, report.checkpoint.dir_name, files, _checksums(report))
         elif report.iteration in self.pending:
             pending = self.pending[report.iteration]
         else:
@@ -301,6 +316,7 @@ class Aggregator:
                     files={path: size for path, (size, _) in pending.files.items()},
                     metrics=self._rank0_metrics.get(iteration, {}),
                     every_rank_known=every_rank_known,
+                    checksums=dict(pending.checksums),
                 )
             )
         return ready
@@ -343,3 +359,8 @@ class Aggregator:
     @property
     def last_report_time(self) -> float | None:
         return max((p.last_report_time for p in self.ranks.values()), default=None)
+
+
+def _checksums(report: Report) -> dict[str, str]:
+    assert report.checkpoint is not None
+    return {f.path: f.sha256 for f in report.checkpoint.files if f.sha256 is not None}

@@ -3,8 +3,12 @@
 
 A checkpoint directory is committed by writing its manifest, last, after checking with one
 listing that every file any rank listed is there with its listed size. Only directories with
-a manifest count. Retention deletes a checkpoint's manifest first, then its files, so a crash
-in between leaves an uncommitted directory (ignored), never a committed one with missing files.
+a manifest count. The files are those the ranks of this attempt uploaded under
+``<dir>/attempt-<a>/`` (fencing: README.md, "Checkpoints in storage"); the manifest names that
+data directory and the SHA-256 each rank computed while uploading, which readers verify. A
+coordinator never replaces the manifest of a later attempt. Retention deletes a checkpoint's
+manifest first, then its files, so a crash in between leaves an uncommitted directory
+(ignored), never a committed one with missing files.
 
 Everything here blocks (boto3): the service calls it through ``asyncio.to_thread``, one
 operation at a time.
@@ -17,14 +21,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from trainjob_operator.coordinator.aggregation import CommitCandidate
+from worker_sdk import _layout
+from worker_sdk._layout import CommittedCheckpoint, ScoreOrder
 from worker_sdk.protocol import (
-    MANIFEST_NAME,
     CheckpointFile,
     CheckpointManifest,
-    MetricValue,
+    attempt_data_dir,
     job_prefix,
     manifest_key,
 )
@@ -32,68 +37,38 @@ from worker_sdk.storage import Storage, join_key
 
 log = logging.getLogger(__name__)
 
-ScoreOrder = Literal["min", "max"]
-
 
 def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class CommittedCheckpoint:
-    dir_name: str
-    uri: str
-    manifest: CheckpointManifest
-
-    @property
-    def iteration(self) -> int:
-        return self.manifest.iteration
-
-    def score(self, attribute: str | None) -> float | None:
-        """The metric retention ranks by, or None when it is unset, missing or not a number."""
-        if attribute is None:
-            return None
-        value: MetricValue = self.manifest.metrics.get(attribute)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
-
-    def to_status(self) -> dict[str, Any]:
-        """The ``latestCheckpoint`` / ``bestCheckpoint`` shape of the TrainJob status."""
-        return {
-            "uri": self.uri,
-            "iteration": self.manifest.iteration,
-            "attempt": self.manifest.attempt,
-            "metrics": self.manifest.metrics,
-            "sizeBytes": self.manifest.size_bytes,
-            "committedAt": self.manifest.committed_at,
-        }
+def checkpoint_status(checkpoint: CommittedCheckpoint) -> dict[str, Any]:
+    """The ``latestCheckpoint`` / ``bestCheckpoint`` shape of the TrainJob status."""
+    return {
+        "uri": checkpoint.uri,
+        "iteration": checkpoint.manifest.iteration,
+        "attempt": checkpoint.manifest.attempt,
+        "metrics": checkpoint.manifest.metrics,
+        "sizeBytes": checkpoint.manifest.size_bytes,
+        "committedAt": checkpoint.manifest.committed_at,
+    }
 
 
 @dataclass(frozen=True)
 class RetentionPolicy:
+    """spec.checkpoints; ranking and "best" are the SDK contract's (`worker_sdk._layout`)."""
+
     num_to_keep: int | None = None  # None keeps every checkpoint
     score_attribute: str | None = None
-    score_order: ScoreOrder = "max"
+    score_order: ScoreOrder = ScoreOrder.MAX
 
     def ranked(self, checkpoints: Sequence[CommittedCheckpoint]) -> list[CommittedCheckpoint]:
-        """Best first: by score when a score attribute is set (checkpoints without a usable
-        score last), then newest first."""
-
-        def key(checkpoint: CommittedCheckpoint) -> tuple[int, float, int]:
-            score = checkpoint.score(self.score_attribute)
-            if score is None:
-                return (1, 0.0, -checkpoint.iteration)
-            return (0, -score if self.score_order == "max" else score, -checkpoint.iteration)
-
-        return sorted(checkpoints, key=key)
+        """Best first (see `worker_sdk._layout.ranked`)."""
+        return _layout.ranked(checkpoints, self.score_attribute, self.score_order)
 
     def best(self, checkpoints: Sequence[CommittedCheckpoint]) -> CommittedCheckpoint | None:
         """The best by score; None without a score attribute or without any scored checkpoint."""
-        if self.score_attribute is None:
-            return None
-        scored = [c for c in checkpoints if c.score(self.score_attribute) is not None]
-        return self.ranked(scored)[0] if scored else None
+        return _layout.best(checkpoints, self.score_attribute, self.score_order)
 
     def retained(self, checkpoints: Sequence[CommittedCheckpoint]) -> list[CommittedCheckpoint]:
         """What to keep, oldest first: the ``num_to_keep`` best, plus the latest checkpoint when
@@ -104,10 +79,10 @@ class RetentionPolicy:
         keep = self.ranked(checkpoints)
         if self.num_to_keep is not None:
             keep = keep[: self.num_to_keep]
-        latest = max(checkpoints, key=lambda c: c.iteration)
-        if latest not in keep:
+        latest = _layout.latest(checkpoints)
+        if latest is not None and latest not in keep:
             keep.append(latest)
-        return sorted(keep, key=lambda c: c.iteration)
+        return sorted(keep, key=_layout.recency)
 
 
 @dataclass(frozen=True)
@@ -133,15 +108,24 @@ class Committer:
         return join_key(self.prefix, dir_name)
 
     def committed(self, dir_name: str, manifest: CheckpointManifest) -> CommittedCheckpoint:
-        return CommittedCheckpoint(dir_name, self.storage.uri_for(self.dir_key(dir_name)), manifest)
+        return _layout.committed(self.storage, self.prefix, dir_name, manifest)
 
     def commit(self, candidate: CommitCandidate, now: float) -> CommittedCheckpoint | NotCommitted:
-        """Check the directory against what the ranks listed; delete stale files; write the manifest."""
+        """Check this attempt's data directory against what the ranks listed; delete stale
+        files; write the manifest."""
         dir_key = self.dir_key(candidate.dir_name)
-        base = f"{dir_key}/"
-        found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(dir_key)}
-        if found.pop(MANIFEST_NAME, None) is not None:
+        data_dir = attempt_data_dir(self.attempt)
+        data_key = join_key(dir_key, data_dir)
+        base = f"{data_key}/"
+        found = {obj.key[len(base) :]: obj.size for obj in self.storage.list_objects(data_key)}
+        if self.storage.get_bytes(manifest_key(self.namespace, self.job, candidate.dir_name)) is not None:
             existing = self._read_manifest(candidate.dir_name)
+            if existing is not None and existing.attempt > self.attempt:
+                return NotCommitted(
+                    f"{candidate.dir_name} holds the checkpoint attempt {existing.attempt} committed; this "
+                    f"coordinator serves the earlier attempt {self.attempt} and never replaces it",
+                    retry=False,
+                )
             if existing is not None and existing.iteration != candidate.iteration:
                 return NotCommitted(
                     f"{candidate.dir_name} already holds the committed checkpoint of iteration "
@@ -173,8 +157,12 @@ class Committer:
             iteration=candidate.iteration,
             attempt=self.attempt,
             metrics=candidate.metrics,
-            files=tuple(CheckpointFile(path, size) for path, size in sorted(candidate.files.items())),
+            files=tuple(
+                CheckpointFile(path, size, candidate.checksums.get(path))
+                for path, size in sorted(candidate.files.items())
+            ),
             committed_at=rfc3339(now),
+            data_dir=data_dir,
         )
         self.storage.put_bytes(
             manifest_key(self.namespace, self.job, candidate.dir_name),

@@ -1,17 +1,18 @@
-"""What a coordinator learns from storage when it starts: the job's committed checkpoints and
+"""What a coordinator learns from storage when it starts: the job's committed checkpoints (as
+every reader sees them: `worker_sdk._layout`) and
 where the metric history of this attempt left off. One listing of the job's prefix, then one
 read per manifest and one of the last history part. Blocking: run it in a thread."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainjob_operator.coordinator.committing import CommittedCheckpoint, Committer
+from trainjob_operator.coordinator.committing import Committer
 from trainjob_operator.coordinator.history import history_dir, part_number, read_last_line
-from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest, MetricValue, ProtocolError, job_prefix
+from worker_sdk._layout import CommittedCheckpoint, read_committed
+from worker_sdk.protocol import MetricValue, job_prefix
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,7 @@ def recover(committer: Committer) -> RecoveredState:
     objects = storage.list_objects(prefix)
     state = RecoveredState()
 
-    manifests = sorted(
-        obj.key[len(prefix) + 1 :].split("/", 1)[0]
-        for obj in objects
-        if obj.key.endswith(f"/{MANIFEST_NAME}") and obj.key.count("/") == prefix.count("/") + 2
-    )
-    for dir_name in manifests:
-        data = storage.get_bytes(f"{prefix}/{dir_name}/{MANIFEST_NAME}")
-        if data is None:
-            continue  # deleted since the listing (retention of another process)
-        try:
-            manifest = CheckpointManifest.from_json(json.loads(data))
-        except (ValueError, ProtocolError) as exc:
-            log.warning("ignoring unreadable manifest in %s: %s", dir_name, exc)
-            continue
-        state.checkpoints.append(committer.committed(dir_name, manifest))
-    state.checkpoints.sort(key=lambda c: c.iteration)
+    state.checkpoints = read_committed(storage, prefix, objects)
 
     history = history_dir(committer.namespace, committer.job, committer.attempt)
     parts = sorted(

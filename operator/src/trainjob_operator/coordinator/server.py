@@ -19,6 +19,7 @@ from aiohttp import web
 from trainjob_operator.coordinator.aggregation import ReportRejected, Verdict
 from trainjob_operator.coordinator.metrics import CONTENT_TYPE_LATEST
 from trainjob_operator.coordinator.service import Coordinator
+from worker_sdk._contract import FinalizeAnswer, ReportAnswer
 from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report, ReportBatch
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,8 @@ async def _post_report(request: web.Request) -> web.StreamResponse:
     except ReportRejected as exc:
         log.warning("refused report from %s: %d %s", request.remote, exc.status, exc)
         return web.json_response({"error": str(exc)}, status=exc.status)
-    return web.json_response(
-        {
-            "accepted": True,
-            "duplicate": verdict is Verdict.DUPLICATE,
-            "coordinatorId": coordinator.id,
-            "iteration": coordinator.iteration,
-        }
-    )
+    answer = ReportAnswer(coordinator.id, coordinator.iteration, duplicate=verdict is Verdict.DUPLICATE)
+    return web.json_response(answer.to_json())
 
 
 def _answer_batch(request: web.Request, coordinator: Coordinator, batch: ReportBatch) -> web.Response:
@@ -175,14 +170,8 @@ async def _post_finalize(request: web.Request) -> web.StreamResponse:
     except ReportRejected as exc:
         log.warning("refused finalize from %s: %d %s", request.remote, exc.status, exc)
         return web.json_response({"error": str(exc)}, status=exc.status)
-    return web.json_response(
-        {
-            "accepted": True,
-            "coordinatorId": coordinator.id,
-            "iteration": coordinator.iteration,
-            "settled": coordinator.settled,
-        }
-    )
+    answer = FinalizeAnswer(coordinator.id, coordinator.iteration, settled=coordinator.settled)
+    return web.json_response(answer.to_json())
 
 
 def _int_field(body: Any, name: str) -> int:

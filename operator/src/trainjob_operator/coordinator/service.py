@@ -27,10 +27,10 @@ from typing import Any
 
 from trainjob_operator.coordinator.aggregation import Aggregator, Metrics, ReportRejected, Verdict
 from trainjob_operator.coordinator.committing import (
-    CommittedCheckpoint,
     Committer,
     NotCommitted,
     RetentionPolicy,
+    checkpoint_status,
     rfc3339,
 )
 from trainjob_operator.coordinator.history import MetricHistory, write_part
@@ -39,6 +39,9 @@ from trainjob_operator.coordinator.notice import NoticeState
 from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
+from worker_sdk import _layout
+from worker_sdk._contract import CoordinatorState
+from worker_sdk._layout import CommittedCheckpoint
 from worker_sdk.protocol import Finalize, Report
 from worker_sdk.storage import Storage, StorageError, join_key
 
@@ -177,7 +180,7 @@ class Coordinator:
             raise
         self._after_progress()
         if self.aggregator.report_count_mismatch:
-            log.warning("%s", self.aggregator.report_count_mismatch)
+            log.warning("%s", self.aggregator.report_count_mismatch.message)
         if self.aggregator.all_finalized:
             self._history_wakeup.set()  # settle quickly: the SDK's rank 0 waits for it
             self.publisher.changed(urgent=True)
@@ -229,13 +232,21 @@ class Coordinator:
 
     @property
     def message(self) -> str | None:
-        """What is wrong, for people: None when nothing is."""
+        """What is wrong, for people: None when nothing is (`GET /v1/state`)."""
         problems = []
         if self.storage_error:
             problems.append(f"storage unavailable: {self.storage_error}")
-        problems.extend(self.aggregator.conflicts)
         if self.aggregator.report_count_mismatch:
-            problems.append(self.aggregator.report_count_mismatch)
+            problems.append(self.aggregator.report_count_mismatch.message)
+        if self.problems:
+            problems.append(self.problems)
+        return "; ".join(problems) if problems else None
+
+    @property
+    def problems(self) -> str | None:
+        """`status.coordinatorMessage`: what is wrong that no typed field says (storage and the
+        report counts have their own), for people; None when nothing is."""
+        problems = list(self.aggregator.conflicts)
         problems.extend(
             reason
             for iteration, reason in sorted(self.commit_problems.items())
@@ -252,6 +263,7 @@ class Coordinator:
         return (
             self.aggregator.all_finalized
             and not self.aggregator.pending
+            and not self._to_delete  # retention's deletions too: the sidecar stops once settled
             and self.recovered
             and self.history.buffered == 0
             and self.publisher.up_to_date
@@ -319,17 +331,20 @@ class Coordinator:
                 log.info("cannot read the job's status for notices: %s", exc)
 
     def status(self) -> dict[str, Any]:
-        """The coordinator-owned TrainJob status fields (None: absent)."""
+        """The coordinator-owned TrainJob status fields (None: absent), exactly the wire names of
+        `api.types.COORDINATOR_STATUS_FIELDS`: the operator owns every other field, `message`
+        included."""
         slowest = self.aggregator.slowest_rank()
         last_report = self.aggregator.last_report_time
         latest = self.latest_checkpoint
         best = self.best_checkpoint
+        mismatch = self.aggregator.report_count_mismatch
         return {
             "iteration": self.iteration,
             "metrics": self.job_metrics,
             "lastReportTime": None if last_report is None else rfc3339(last_report),
-            "latestCheckpoint": latest.to_status() if latest else None,
-            "bestCheckpoint": best.to_status() if best else None,
+            "latestCheckpoint": checkpoint_status(latest) if latest else None,
+            "bestCheckpoint": checkpoint_status(best) if best else None,
             "checkpoints": self._checkpoint_list(),
             "slowestRank": None
             if slowest is None
@@ -342,8 +357,9 @@ class Coordinator:
             "stopAt": None
             if self.notices.stop_iteration is None
             else {"attempt": self.config.attempt, "iteration": self.notices.stop_iteration},
-            "lastCommitTime": latest.to_status().get("committedAt") if latest else None,
-            "message": self.message,
+            "lastCommitTime": latest.manifest.committed_at if latest else None,
+            "reportCountMismatch": mismatch.to_wire() if mismatch else None,
+            "coordinatorMessage": self.problems,
         }
 
     def _storage_status(self) -> dict[str, Any] | None:
@@ -357,14 +373,18 @@ class Coordinator:
         }
 
     def state(self) -> dict[str, Any]:
-        """``GET /v1/state``."""
+        """``GET /v1/state``: what the SDK acts on (`worker_sdk._contract.CoordinatorState`), and
+        more for people and tests."""
         latest = self.latest_checkpoint
         best = self.best_checkpoint
         last_report = self.aggregator.last_report_time
+        answer = CoordinatorState(
+            coordinator_id=self.id, recovered=self.recovered, settled=self.settled, latest_checkpoint=None
+        )
         return {
+            **answer.to_json(),
             "notice": self.notices.notice,
             "stopIteration": self.notices.stop_iteration,
-            "coordinatorId": self.id,
             "job": self.config.job,
             "namespace": self.config.namespace,
             "attempt": self.config.attempt,
@@ -374,14 +394,12 @@ class Coordinator:
             "ranks": {str(rank): p.last_iteration for rank, p in sorted(self.aggregator.ranks.items())},
             "finalized": self.aggregator.finalized,
             "pendingCommits": len(self.aggregator.pending),
-            "latestCheckpoint": latest.to_status() if latest else None,
-            "bestCheckpoint": best.to_status() if best else None,
+            "latestCheckpoint": checkpoint_status(latest) if latest else None,
+            "bestCheckpoint": checkpoint_status(best) if best else None,
             "checkpoints": self._checkpoint_list(),
             "lastReportTime": None if last_report is None else rfc3339(last_report),
-            "recovered": self.recovered,
             "storageAvailable": self.storage_error is None,
             "message": self.message,
-            "settled": self.settled,
         }
 
     # -- storage work -------------------------------------------------------------------------
@@ -536,7 +554,7 @@ class Coordinator:
             del self.commit_problems[iteration]
         self.checkpoints = [c for c in self.checkpoints if c.dir_name != checkpoint.dir_name]
         self.checkpoints.append(checkpoint)
-        self.checkpoints.sort(key=lambda c: c.iteration)
+        self.checkpoints.sort(key=_layout.recency)
         self.metrics.checkpoints_committed.inc()
         self.metrics.checkpoint_bytes_committed.inc(checkpoint.manifest.size_bytes)
         self._plan_retention()

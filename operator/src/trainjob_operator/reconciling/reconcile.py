@@ -35,6 +35,7 @@ from trainjob_operator.api.types import (
     JobMetadata,
     Notice,
     Phase,
+    ReportCountMismatch,
     StartupState,
     StartupTimeoutAction,
     TrainJob,
@@ -210,6 +211,7 @@ class _Reconciliation:
             # Only a running coordinator keeps status.storage current; while restarting or
             # suspended it is what the last one saw, so the condition stays as it was.
             self._check_storage()
+            self._check_report_counts()
         if self.phase is not Phase.SUSPENDED and self._deadline_exceeded():
             return
         if self.spec_or_fail.suspend and self.phase is not Phase.SUSPENDED:
@@ -331,6 +333,34 @@ class _Reconciliation:
         if current is None or current.status is not ConditionStatus.TRUE or current.reason != reason:
             self._set_condition(ConditionType.STORAGE_UNAVAILABLE, ConditionStatus.TRUE, reason, message)
             self._event(event, message, EventType.WARNING)
+
+    def _report_count_mismatch(self) -> ReportCountMismatch | None:
+        """The coordinator's status.reportCountMismatch, when it is about the current attempt
+        (a coordinator publishes only what it saw, so an earlier attempt's may still be there)."""
+        mismatch = self.status.report_count_mismatch
+        if mismatch is None or mismatch.attempt != (self.status.attempt or 0):
+            return None
+        return mismatch
+
+    def _check_report_counts(self) -> None:
+        """Turn status.reportCountMismatch into the ReportCountMismatch condition, with one Warning
+        event. The job goes on and ends as its workers do (see `_succeed`)."""
+        mismatch = self._report_count_mismatch()
+        current = lifecycle.condition_is_true(self.conditions, ConditionType.REPORT_COUNT_MISMATCH)
+        if mismatch is None:
+            if current is not None:  # an earlier attempt's: this one has not finalized unequally
+                self._set_condition(
+                    ConditionType.REPORT_COUNT_MISMATCH,
+                    ConditionStatus.FALSE,
+                    "NewAttempt",
+                    f"attempt {self.status.attempt or 0} has not seen ranks report unequally",
+                )
+            return
+        if current is not None and current.message == mismatch.message:
+            return
+        kind = ConditionType.REPORT_COUNT_MISMATCH
+        self._set_condition(kind, ConditionStatus.TRUE, "RanksReportedUnequally", mismatch.message)
+        self._event("ReportCountMismatch", mismatch.message, EventType.WARNING)
 
     def _deadline_exceeded(self) -> bool:
         deadline = self.spec_or_fail.active_deadline_seconds
@@ -831,11 +861,11 @@ class _Reconciliation:
         self._update(completion_time=self.now, restart_after=None)
         message = f"all {workers} workers exited 0 (attempt {self.status.attempt or 0})"
         # The coordinator's report-count mismatch (ranks reported different numbers of times) is
-        # kept: the job succeeds, with the warning in the message and an event.
-        mismatch = self.status.message or ""
-        if constants.REPORT_COUNT_MISMATCH in mismatch:
-            message = f"{message}, but {mismatch}"
-            self._event("ReportCountMismatch", mismatch, EventType.WARNING)
+        # kept: the job succeeds, with the warning in the message (the condition and the event
+        # came from `_check_report_counts`).
+        mismatch = self._report_count_mismatch()
+        if mismatch is not None:
+            message = f"{message}, but {mismatch.message}"
         self._transition(Phase.SUCCEEDED, "AllWorkersSucceeded", message)
         self._event("Succeeded", message)
         self._finished()

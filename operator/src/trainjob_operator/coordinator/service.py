@@ -102,6 +102,7 @@ class Coordinator:
         self._retry_at: dict[int, float] = {}
         self._retry_delay: dict[int, float] = {}
         self._to_delete: list[CommittedCheckpoint] = []
+        self._history_writes = 0  # history parts taken from the buffer and not yet stored
         self._commit_wakeup = asyncio.Event()
         self._history_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -266,6 +267,7 @@ class Coordinator:
             and not self._to_delete  # retention's deletions too: the sidecar stops once settled
             and self.recovered
             and self.history.buffered == 0
+            and self._history_writes == 0  # a part being written is no longer buffered
             and self.publisher.up_to_date
         )
 
@@ -593,10 +595,14 @@ class Coordinator:
     async def _flush_history(self) -> None:
         """Write every buffered line, in parts of at most ``history_lines_per_part`` lines."""
         while (part := self.history.take_part()) is not None:
+            # Taken parts are no longer buffered: until written they are in flight, and not settled.
+            self._history_writes += 1
             try:
                 await asyncio.to_thread(write_part, self.storage, part)
             except (StorageError, OSError) as exc:
                 self.history.put_back(part)
                 self._storage_failed(exc)
                 return
+            finally:
+                self._history_writes -= 1
             self._storage_ok()

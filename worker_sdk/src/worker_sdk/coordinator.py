@@ -1,7 +1,9 @@
 """Talking to the coordinator sidecar: HTTP+JSON with the job's bearer token.
 
 ``CoordinatorLink`` is used by one sending thread (reports, in batches, and the finalize, in
-order) and by rank 0's exit wait; a lock serialises them. It keeps the reports whose checkpoints
+order) and by rank 0's exit wait; a lock serialises them. should_stop() and the SIGTERM notice
+ask from other threads without that lock (the training loop must not wait out the sender's
+retries), each thread on a connection of its own. It keeps the reports whose checkpoints
 are not committed yet, so that when the coordinator restarts (its ``coordinatorId`` changes) it
 can send them again and the commit that was in flight completes.
 
@@ -53,7 +55,13 @@ class CoordinatorLink:
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         self._path_prefix = parts.path + API_PREFIX
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self._connection: http.client.HTTPConnection | None = None
+        # One kept-alive connection per thread: the sending thread's requests, the training loop's
+        # should_stop() and the SIGTERM notice go out at the same time, and an HTTP connection
+        # carries one exchange at a time (sharing one, a thread read another's answer or found
+        # the connection closed under it).
+        self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._open_lock = threading.Lock()
         self._lock = threading.RLock()
         self._coordinator_id: str | None = None
         self._uncommitted: OrderedDict[int, Report] = OrderedDict()
@@ -289,23 +297,39 @@ class CoordinatorLink:
             self._disconnect()
             return self._exchange_once(method, path, data)
 
+    @property
+    def _connection(self) -> http.client.HTTPConnection | None:
+        """This thread's kept-alive connection, if open."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        return connection
+
     def _exchange_once(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             kind = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._connection = kind(self._host, self._port, timeout=self._timeout)
-        self._connection.request(method, self._path_prefix + path, body=data, headers=self._headers)
-        response = self._connection.getresponse()
+            connection = kind(self._host, self._port, timeout=self._timeout)
+            self._local.connection = connection
+            with self._open_lock:
+                self._open.append(connection)
+        connection.request(method, self._path_prefix + path, body=data, headers=self._headers)
+        response = connection.getresponse()
         body = response.read()
         if response.will_close:
             self._disconnect()
         return response.status, body
 
     def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        connection = self._connection
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+            with self._open_lock:
+                if connection in self._open:  # not when close() took it already
+                    self._open.remove(connection)
 
     def close(self) -> None:
-        """Close the kept-alive connection (a later request opens a new one)."""
-        with self._lock:
-            self._disconnect()
+        """Close every thread's kept-alive connection (a later request opens a new one)."""
+        with self._open_lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            connection.close()

@@ -77,7 +77,11 @@ def run_mode(tmp: Path, mode: str, params: dict[str, Any], ranks: int, timeout: 
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        args = ["-m", "bench.workers.dcp_rank", json.dumps({**params, "mode": mode, "workroot": str(root / "work")})]
+        args = [
+            "-m",
+            "bench.workers.dcp_rank",
+            json.dumps({**params, "mode": mode, "workroot": str(root / "work")}),
+        ]
         try:
             lines = collect_json(job.start_ranks(coordinator, args), timeout)
         except RuntimeError:
@@ -86,7 +90,9 @@ def run_mode(tmp: Path, mode: str, params: dict[str, Any], ranks: int, timeout: 
             raise
         checkpoints = int(params["checkpoints"])
         deadline = time.monotonic() + 120
-        while mode != "dcp_async" and max(committed_at, default=0) < checkpoints and time.monotonic() < deadline:
+        while (
+            mode != "dcp_async" and max(committed_at, default=0) < checkpoints and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         latest_uri = (coordinator.state().get("latestCheckpoint") or {}).get("uri")
     finally:
@@ -112,7 +118,9 @@ def run_mode(tmp: Path, mode: str, params: dict[str, Any], ranks: int, timeout: 
     out["files_written_s"] = written
     if mode == "dcp_then_report":
         assert latest_uri, "no committed checkpoint"
-        out["loaded_back_tensors"] = load_back(Path(urlparse(latest_uri).path), int(params["checkpoints"]) - 1)
+        out["loaded_back_tensors"] = load_back(
+            Path(urlparse(latest_uri).path), int(params["checkpoints"]) - 1
+        )
     return out
 
 
@@ -122,7 +130,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--shard-mib", type=int, default=256, help="state per rank (float32 tensors)")
     parser.add_argument("--checkpoints", type=int, default=3, help="checkpoints per run")
     parser.add_argument("--steps-between", type=int, default=40, help="training steps between checkpoints")
-    parser.add_argument("--report-after", type=int, default=20, help="dcp_then_report: steps until the report")
+    parser.add_argument(
+        "--report-after", type=int, default=20, help="dcp_then_report: steps until the report"
+    )
     parser.add_argument("--compute-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900)
@@ -141,7 +151,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             for mode in MODES:
                 at_load = round(os.getloadavg()[0], 2)
                 log(f"dcp_peer: round {round_number + 1}/{args.rounds} {mode} (load {at_load})")
-                runs[mode].append({**run_mode(tmp, mode, params, args.ranks, args.timeout), "load_average": at_load})
+                runs[mode].append(
+                    {**run_mode(tmp, mode, params, args.ranks, args.timeout), "load_average": at_load}
+                )
     results: dict[str, Any] = {}
     for mode, mode_runs in runs.items():
         results[mode] = {

@@ -134,7 +134,14 @@ def main() -> None:
     dist.destroy_process_group()
     print(
         json.dumps(
-            {"rank": rank, "mode": mode, "began": began, "blocked_s": blocked, "done_at": done_at, "loop_s": loop_s}
+            {
+                "rank": rank,
+                "mode": mode,
+                "began": began,
+                "blocked_s": blocked,
+                "done_at": done_at,
+                "loop_s": loop_s,
+            }
         ),
         flush=True,
     )

@@ -70,7 +70,9 @@ def run_boto3(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
     before = rss_mib("VmRSS")
     wait_until(float(params["start_at"]))
     began = time.time()
-    client.upload_file(str(shard), "trainjob", f"plain/{uuid.uuid4().hex[:8]}/shard-{rank}.bin", Config=config)
+    client.upload_file(
+        str(shard), "trainjob", f"plain/{uuid.uuid4().hex[:8]}/shard-{rank}.bin", Config=config
+    )
     ended = time.time()
     return {"began": began, "returned": ended, "rss_before_mib": before, "peak_rss_mib": rss_mib("VmHWM")}
 

@@ -90,12 +90,17 @@ def test_upload_throughput() -> None:
 
 def test_sharded_checkpoint() -> None:
     (line,) = run_scenario(
-        "-m", "bench.sharded_checkpoint", "--ranks", "2", "--shard-mib", "2", "--rounds", "1", "--boto3", "4x8",
+        "-m", "bench.sharded_checkpoint", "--ranks", "2", "--shard-mib", "2", "--rounds", "1",
+        "--boto3", "4x8",
     )  # fmt: skip
     sync = line["ours"]["sync"]
     assert sync["mib_per_s"] > 0 and sync["to_commit_s"] >= sync["upload_s"] > 0
     assert line["ours"]["peak_rss_per_rank_mib"] > 0 and line["peer"]["best_boto3_mib_per_s"] > 0
-    assert set(line["ratio"]) >= {"sdk_over_best_boto3", "commit_over_upload", "async_given_up_max_over_sync_p50"}
+    assert set(line["ratio"]) >= {
+        "sdk_over_best_boto3",
+        "commit_over_upload",
+        "async_given_up_max_over_sync_p50",
+    }
 
 
 def test_dcp_peer() -> None:

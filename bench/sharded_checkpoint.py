@@ -106,7 +106,7 @@ def run_candidate(tmp: Path, name: str, params: dict[str, Any], ranks: int, time
                 finally:
                     for process in processes:
                         stop_process(process)
-            job = Job(root, f"s3://{s3.bucket}/ours", ranks, dict(s3.credentials_env))
+            job = Job(root, f"s3://{s3.bucket}/ours", ranks, extra_env=dict(s3.credentials_env))
             try:
                 coordinator = job.start_coordinator(0)
                 seen: list[float] = []

@@ -32,6 +32,8 @@ from trainjob_operator.local.stack import LocalStack
 
 pytestmark = pytest.mark.slow
 
+LOSS_EPOCHS = 5  # the lost-node runs: a commit, the fault, then enough epochs to resume into
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
@@ -162,13 +164,13 @@ def lose_rank_1_mid_run(
 ) -> tuple[StatusWatch, str, int, float]:
     """Run digits on two nodes, wait for a commit, stop rank 1's node; returns the watch, the lost
     node, the iteration committed before and the seconds until the status said NodeLost."""
-    manifest = digits_job(name, epochs=6, step_sleep=0.08, sharded=True)
+    manifest = digits_job(name, epochs=LOSS_EPOCHS, step_sleep=0.08, sharded=True)
     manifest["spec"]["failurePolicy"]["nodeLossSeconds"] = 3
     manifest["spec"]["checkpoints"]["numToKeep"] = 20  # keep every commit, to compare them all
     watch = StatusWatch(cluster, name)
     cluster.apply(manifest)
     watch.until(
-        "a committed checkpoint", lambda s: (s.get("latestCheckpoint") or {}).get("iteration", 0) >= 2, 180
+        "a committed checkpoint", lambda s: (s.get("latestCheckpoint") or {}).get("iteration", 0) >= 1, 180
     )
     node0, node1 = node_of(cluster, f"{name}-0-0"), node_of(cluster, f"{name}-0-1")
     assert node1 in CPU_NODES and node0 != node1, f"ranks 0 and 1 share {node0}: the scenario needs two nodes"
@@ -190,7 +192,7 @@ def check_resumed_and_succeeded(
 ) -> dict[str, Any]:
     status = watch.until("the job to finish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 240)
     assert status["phase"] == "Succeeded", status.get("message")
-    assert status["iteration"] == 6
+    assert status["iteration"] == LOSS_EPOCHS
     assert (status.get("disruptions"), status.get("restarts", 0)) == (1, 0), status
     assert status["attempt"] == 1
     log = trainer_log(cluster, f"{name}-1-0")

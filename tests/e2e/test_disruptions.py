@@ -29,7 +29,7 @@ from trainjob_operator.local.stack import LocalStack
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 8
+EPOCHS = 6
 
 
 @pytest.fixture(scope="module")

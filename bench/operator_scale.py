@@ -218,6 +218,45 @@ def _plain_post(url: str, token: str, namespace: str, pods: list[dict[str, Any]]
     return time.monotonic() - started
 
 
+class _Watched:
+    """Phases of the pods and jobs of the scenario's namespaces, kept by two watch threads."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.lock = threading.Lock()
+        self.pods: dict[tuple[str, str], str] = {}
+        self.jobs: dict[tuple[str, str], str] = {}
+
+
+def _watch(
+    url: str, token: str, path: str, prefix: str, sink: dict[tuple[str, str], str], lock: threading.Lock
+) -> None:
+    """Follow a cluster-wide watch (the initial ADDED events included) into `sink`: key -> phase."""
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=3600)
+    conn.request("GET", f"{path}?watch=1&timeoutSeconds=3600", headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        event = json.loads(line)
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if not str(meta.get("namespace", "")).startswith(prefix):
+            continue
+        key = (meta["namespace"], meta["name"])
+        with lock:
+            if event.get("type") == "DELETED":
+                sink.pop(key, None)
+            else:
+                sink[key] = str((obj.get("status") or {}).get("phase"))
+
+
 def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
     """The operator's pod as a client would POST it: its spec and annotations, a new name, no
     owner, status or node (the scheduler binds it again), no operator labels (no job owns it)."""
@@ -281,6 +320,15 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        # Watches, not lists: a list of 8000 pods a second would cost the API server more than
+        # the operator does.
+        watched = _Watched(prefix)
+        for path, sink in (("/api/v1/pods", watched.pods), (group, watched.jobs)):
+            threading.Thread(
+                target=_watch,
+                args=(stack.cluster.url, stack.cluster.token, path, prefix, sink, watched.lock),
+                daemon=True,
+            ).start()
         offset = stack.log_offset()
         cpu_before = cpu_seconds(operator_pid)
         log(f"operator_scale --simulated: submitting {jobs} jobs x {workers} workers")
@@ -293,24 +341,19 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         phases: dict[str, int] = {}
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            pods = [
-                p
-                for p in stack.api("GET", "/api/v1/pods")["items"]
-                if p["metadata"]["namespace"].startswith(prefix)
-            ]
-            if all_pods_s is None and len(pods) >= pods_total:
+            with watched.lock:
+                pods_now = list(watched.pods.values())
+                phases = {}
+                for phase in watched.jobs.values():
+                    phases[phase] = phases.get(phase, 0) + 1
+            if all_pods_s is None and len(pods_now) >= pods_total:
                 all_pods_s = time.monotonic() - submitted
                 log(f"every pod exists after {all_pods_s:.1f}s")
-            running = [p for p in pods if (p.get("status") or {}).get("phase") in ("Running", "Succeeded")]
-            if all_running_s is None and len(running) >= pods_total:
+            if all_running_s is None and sum(p in ("Running", "Succeeded") for p in pods_now) >= pods_total:
                 all_running_s = time.monotonic() - submitted
-            phases = {}
-            for job in stack.api("GET", group)["items"]:
-                phase = str((job.get("status") or {}).get("phase"))
-                phases[phase] = phases.get(phase, 0) + 1
             if phases.get("Succeeded", 0) + phases.get("Failed", 0) >= jobs:
                 break
-            time.sleep(1.0)
+            time.sleep(0.1)
         all_done_s = time.monotonic() - submitted
         log(f"jobs {phases} after {all_done_s:.1f}s")
         operator_cpu = cpu_seconds(operator_pid) - cpu_before

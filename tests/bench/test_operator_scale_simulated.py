@@ -19,8 +19,12 @@ def test_operator_scale_simulated() -> None:
     assert ours["succeeded"] == 3, ours["phases"]
     assert ours["phases"] == {"Succeeded": 3}
     assert ours["all_pods_exist_s"] is not None and ours["all_pods_running_s"] is not None
-    # The operator wrote each job's pods, and no pod of a job was started twice.
-    assert ours["writes_per_job_by_verb_mean"]["POST pods"] == 2
-    assert 0 < ours["writes_per_job_besides_status_median"] <= 12
+    writes = ours["writes_per_job_by_verb_mean"]
+    # The operator wrote each job's pods once, and took each pod's gang gate off once (a pass
+    # that saw a stale gate used to patch again and get 422s).
+    assert writes["POST pods"] == 2 and writes["PATCH pods"] == 2
+    for kind in ("secrets", "services", "serviceaccounts", "roles", "rolebindings"):
+        assert writes[f"POST {kind}"] == 1, writes
+    assert ours["writes_per_job_besides_status_median"] > 0
     assert ours["operator_cpu_s"] > 0 and ours["operator_peak_rss_mib"] > 0
     assert line["peer"]["pods"] == 6 and line["peer"]["plain_client_post_s"] > 0

@@ -288,7 +288,11 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
     prefix = "bench-sim-"
     names = [f"sim-{i}" for i in range(jobs)]
     group = "/apis/trainjob.dev/v1alpha1/trainjobs"
-    options = {"apiserver_log_level": "DEBUG", "simulated_nodes": nodes, "simulated_pod_duration": args.duration}
+    options = {
+        "apiserver_log_level": "DEBUG",
+        "simulated_nodes": nodes,
+        "simulated_pod_duration": args.duration,
+    }
     with (
         workdir("operator-sim") as tmp,
         BenchStack(tmp / "stack", root=REPO_ROOT, namespaces=(), cluster_options=options) as stack,

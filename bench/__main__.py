@@ -16,6 +16,8 @@ SCENARIOS = (
     "report_overhead",
     "checkpoint_report",
     "upload_throughput",
+    "sharded_checkpoint",
+    "dcp_peer",
     "status_latency",
     "coordinator_scale",
     "operator_scale",

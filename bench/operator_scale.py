@@ -4,15 +4,25 @@ per job (counted at the API server), and the operator's RSS. Each job gets a nam
 so requests are attributed to jobs by namespace.
 
     python -m bench.operator_scale [--jobs 100] [--workers 4]
+    python -m bench.operator_scale --simulated [--jobs 1000] [--workers 8] [--duration 5]
 
 Every pod is a real Python process (jobs x workers processes plus a coordinator per job): on 2
 cores and 24 GiB the default 100 x 4 takes about five minutes, nearly all of it the node agent
 starting 500 processes; the writes per job do not depend on N when the operator keeps up.
+
+`--simulated` (goal 2: 1000 x 8) binds every pod to simulated nodes (`--simulated-nodes`, served
+by the API server: pods go Running and exit 0 after `--duration` s with no process; the real node
+is cordoned), so it measures the operator itself: time until every pod exists and until every
+job Succeeded, requests and writes per job, operator CPU seconds per job, peak RSS; and, in the
+same run against the same API server, the time a plain client needs to POST the same pods
+(keep-alive connections, `--plain-concurrency` at once). No coordinator runs on a simulated node,
+so nothing reports: jobs succeed by their pods' exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -37,13 +47,28 @@ def rss_mib(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all its threads) so far."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=None, help="default: 100 (1000 with --simulated)")
+    parser.add_argument("--workers", type=int, default=None, help="default: 4 (8 with --simulated)")
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--simulated", action="store_true", help="pods on simulated nodes (no processes)")
+    parser.add_argument("--duration", type=float, default=5.0, help="--simulated: seconds a pod runs")
+    parser.add_argument("--plain-concurrency", type=int, default=8, help="--simulated: the plain client's")
     args = parser.parse_args(argv)
+    if args.simulated:
+        return simulated(args)
+    args.jobs = 100 if args.jobs is None else args.jobs
+    args.workers = 4 if args.workers is None else args.workers
     names = [f"scale-{i}" for i in range(args.jobs)]
     namespaces = {f"bench-scale-{i}" for i in range(args.jobs)}
     with workdir("operator") as tmp, BenchStack(tmp / "stack", root=REPO_ROOT, namespaces=()) as stack:
@@ -141,6 +166,267 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {
             "target": "<= 12 writes per job besides status patches and gate removals (one per pod)",
             "met": None if median_writes is None else median_writes <= 12 and succeeded == args.jobs,
+        },
+    )
+
+
+def _per_job(requests: list[tuple[str, str, str, str]], jobs: int, prefix: str) -> dict[str, Any]:
+    per_job = [breakdown(requests, {f"{prefix}{i}"}) for i in range(jobs)]
+
+    def total(job: dict[str, Any], verbs: tuple[str, ...], inside: bool) -> int:
+        return sum(n for verb, n in job["writes"].items() if (verb in verbs) == inside)
+
+    besides = [total(j, STATUS_PATCHES + NOT_OPERATOR + GATE_REMOVALS, False) for j in per_job]
+    return {
+        "writes_per_job_besides_status_median": statistics.median(besides) if besides else None,
+        "writes_per_job_besides_status_max": max(besides) if besides else None,
+        "status_patches_per_job_median": statistics.median(total(j, STATUS_PATCHES, True) for j in per_job),
+        "gate_removals_per_job_median": statistics.median(total(j, GATE_REMOVALS, True) for j in per_job),
+        "requests_per_job_median": statistics.median(j["total"] for j in per_job),
+        "reads_per_job_median": statistics.median(j["reads"] for j in per_job),
+        "writes_per_job_by_verb_mean": {
+            verb: round(sum(job["writes"].get(verb, 0) for job in per_job) / len(per_job), 2)
+            for verb in sorted({verb for job in per_job for verb in job["writes"]})
+        },
+    }
+
+
+def _plain_post(url: str, token: str, namespace: str, pods: list[dict[str, Any]], concurrency: int) -> float:
+    """Seconds for a plain client to POST `pods` (keep-alive connections, `concurrency` at once)."""
+    import http.client
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    chunks = [pods[i::concurrency] for i in range(concurrency)]
+
+    def post_all(chunk: list[dict[str, Any]]) -> None:
+        conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=120)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        for pod in chunk:
+            conn.request("POST", f"/api/v1/namespaces/{namespace}/pods", json.dumps(pod), headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 201:
+                raise RuntimeError(f"POST pod: {response.status} {body[:300]!r}")
+        conn.close()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(post_all, chunks))
+    return time.monotonic() - started
+
+
+class _Watched:
+    """Phases of the pods and jobs of the scenario's namespaces, kept by two watch threads."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.lock = threading.Lock()
+        self.pods: dict[tuple[str, str], str] = {}
+        self.jobs: dict[tuple[str, str], str] = {}
+
+
+def _watch(
+    url: str, token: str, path: str, prefix: str, sink: dict[tuple[str, str], str], lock: threading.Lock
+) -> None:
+    """Follow a cluster-wide watch (the initial ADDED events included) into `sink`: key -> phase."""
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=3600)
+    conn.request("GET", f"{path}?watch=1&timeoutSeconds=3600", headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        event = json.loads(line)
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if not str(meta.get("namespace", "")).startswith(prefix):
+            continue
+        key = (meta["namespace"], meta["name"])
+        with lock:
+            if event.get("type") == "DELETED":
+                sink.pop(key, None)
+            else:
+                sink[key] = str((obj.get("status") or {}).get("phase"))
+
+
+def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
+    """The operator's pod as a client would POST it: its spec and annotations, a new name, no
+    owner, status or node (the scheduler binds it again), no operator labels (no job owns it)."""
+    import copy
+
+    spec = copy.deepcopy(pod["spec"])
+    spec.pop("nodeName", None)
+    spec.pop("schedulingGates", None)
+    meta = pod["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"plain-{i}",
+            "labels": {"bench": "plain"},
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": spec,
+    }
+
+
+def simulated(args: argparse.Namespace) -> dict[str, Any]:
+    import math
+
+    jobs = 1000 if args.jobs is None else args.jobs
+    workers = 8 if args.workers is None else args.workers
+    pods_total = jobs * workers
+    nodes = math.ceil(pods_total / 100) + 1  # 110 pods each: room to spare
+    prefix = "bench-sim-"
+    names = [f"sim-{i}" for i in range(jobs)]
+    group = "/apis/trainjob.dev/v1alpha1/trainjobs"
+    options = {
+        "apiserver_log_level": "DEBUG",
+        "simulated_nodes": nodes,
+        "simulated_pod_duration": args.duration,
+    }
+    with (
+        workdir("operator-sim") as tmp,
+        BenchStack(tmp / "stack", root=REPO_ROOT, namespaces=(), cluster_options=options) as stack,
+    ):
+        assert stack.cluster is not None and stack.operator is not None
+        # Only simulated nodes take pods: the real node (its agent would start processes) is cordoned.
+        for real in stack.cluster.node_names:
+            stack.api(
+                "PATCH",
+                f"/api/v1/nodes/{real}",
+                {"spec": {"unschedulable": True}},
+                "application/merge-patch+json",
+            )
+        log(f"operator_scale --simulated: {nodes} simulated nodes; preparing {jobs} namespaces")
+        for i in range(jobs):
+            stack.prepare_namespace(f"{prefix}{i}")
+        stack.prepare_namespace("bench-plain")
+        operator_pid = stack.operator.pid
+        peak_rss = [rss_mib(operator_pid)]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                try:
+                    peak_rss.append(rss_mib(operator_pid))
+                except OSError:
+                    return
+                time.sleep(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # Watches, not lists: a list of 8000 pods a second would cost the API server more than
+        # the operator does.
+        watched = _Watched(prefix)
+        for path, sink in (("/api/v1/pods", watched.pods), (group, watched.jobs)):
+            threading.Thread(
+                target=_watch,
+                args=(stack.cluster.url, stack.cluster.token, path, prefix, sink, watched.lock),
+                daemon=True,
+            ).start()
+        offset = stack.log_offset()
+        cpu_before = cpu_seconds(operator_pid)
+        log(f"operator_scale --simulated: submitting {jobs} jobs x {workers} workers")
+        submitted = time.monotonic()
+        for i, name in enumerate(names):
+            stack.submit(f"{prefix}{i}", trainjob(name, ["python", "-c", "pass"], workers=workers))
+        submit_s = time.monotonic() - submitted
+        all_pods_s: float | None = None
+        all_running_s: float | None = None
+        phases: dict[str, int] = {}
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            with watched.lock:
+                pods_now = list(watched.pods.values())
+                phases = {}
+                for phase in watched.jobs.values():
+                    phases[phase] = phases.get(phase, 0) + 1
+            if all_pods_s is None and len(pods_now) >= pods_total:
+                all_pods_s = time.monotonic() - submitted
+                log(f"every pod exists after {all_pods_s:.1f}s")
+            if all_running_s is None and sum(p in ("Running", "Succeeded") for p in pods_now) >= pods_total:
+                all_running_s = time.monotonic() - submitted
+            if phases.get("Succeeded", 0) + phases.get("Failed", 0) >= jobs:
+                break
+            time.sleep(0.1)
+        all_done_s = time.monotonic() - submitted
+        log(f"jobs {phases} after {all_done_s:.1f}s")
+        operator_cpu = cpu_seconds(operator_pid) - cpu_before
+        stop.set()
+        sampler.join()
+        time.sleep(2)  # the last status patches reach the log
+        requests = count_requests(stack.apiserver_log, offset)
+        # The operator keeps finished jobs' pods? Take the pods of the jobs as they stand (or as
+        # the first job's template, should it have deleted them) for the plain client.
+        pods = [
+            p
+            for p in stack.api("GET", "/api/v1/pods")["items"]
+            if p["metadata"]["namespace"].startswith(prefix)
+        ]
+        sample_pods = pods or []
+        plain_pods = [_as_submitted(sample_pods[i % len(sample_pods)], i) for i in range(pods_total)]
+        log(f"plain client: POSTing {len(plain_pods)} pods")
+        plain_s = _plain_post(
+            stack.cluster.url, stack.cluster.token, "bench-plain", plain_pods, args.plain_concurrency
+        )
+        log(f"plain client: {plain_s:.1f}s")
+        operator_rss = rss_mib(operator_pid)
+        keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the logs, to look into afterwards
+        if keep:
+            import shutil
+
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(stack.apiserver_log, Path(keep) / "apiserver.log")
+            shutil.copy(stack.operator_log, Path(keep) / "operator.log")
+            events = stack.api("GET", "/api/v1/events")["items"]
+            (Path(keep) / "events.txt").write_text(
+                "".join(
+                    f"{e['metadata']['namespace']} {e['involvedObject']['name']} "
+                    f"{(e.get('source') or {}).get('component')} {e['reason']}: {e['message']}\n"
+                    for e in events
+                )
+            )
+    counts = _per_job(requests, jobs, prefix)
+    cluster_wide = [r for r in requests if not r[1].startswith(prefix)]
+    succeeded = phases.get("Succeeded", 0)
+    ratio = None if all_pods_s is None else round(all_pods_s / plain_s, 2)
+    median_writes = counts["writes_per_job_besides_status_median"]
+    return emit(
+        "operator_scale_simulated",
+        {"jobs": jobs, "workers": workers, "simulated_nodes": nodes, "pod_duration_s": args.duration},
+        {
+            "submit_s": round(submit_s, 2),
+            "all_pods_exist_s": None if all_pods_s is None else round(all_pods_s, 2),
+            "all_pods_running_s": None if all_running_s is None else round(all_running_s, 2),
+            "all_jobs_done_s": round(all_done_s, 2),
+            "succeeded": succeeded,
+            "phases": phases,
+            **counts,
+            "cluster_scoped_requests": len(cluster_wide),
+            "operator_cpu_s": round(operator_cpu, 2),
+            "operator_cpu_s_per_job": round(operator_cpu / jobs, 4),
+            "operator_rss_mib": round(operator_rss, 1),
+            "operator_peak_rss_mib": round(max(peak_rss), 1),
+        },
+        {"plain_client_post_s": round(plain_s, 2), "concurrency": args.plain_concurrency, "pods": pods_total},
+        {"operator_all_pods_s_over_plain_post_s": ratio},
+        {
+            "target": "<= 12 writes per job besides status patches and gate removals; "
+            "every pod existing <= 1.5x a plain client's POST of the same pods",
+            "met": ratio is not None
+            and ratio <= 1.5
+            and median_writes is not None
+            and median_writes <= 12
+            and succeeded == jobs,
         },
     )
 

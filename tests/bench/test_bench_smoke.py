@@ -88,6 +88,33 @@ def test_upload_throughput() -> None:
         assert line["ours"]["sdk"]["mib_per_s"] > 0 and line["ratio"]["sdk_over_best_boto3"] > 0
 
 
+def test_sharded_checkpoint() -> None:
+    (line,) = run_scenario(
+        "-m", "bench.sharded_checkpoint", "--ranks", "2", "--shard-mib", "2", "--rounds", "1",
+        "--boto3", "4x8",
+    )  # fmt: skip
+    sync = line["ours"]["sync"]
+    assert sync["mib_per_s"] > 0 and sync["to_commit_s"] >= sync["upload_s"] > 0
+    assert line["ours"]["peak_rss_per_rank_mib"] > 0 and line["peer"]["best_boto3_mib_per_s"] > 0
+    assert set(line["ratio"]) >= {
+        "sdk_over_best_boto3",
+        "commit_over_upload",
+        "async_given_up_max_over_sync_p50",
+    }
+
+
+def test_dcp_peer() -> None:
+    (line,) = run_scenario(
+        "-m", "bench.dcp_peer", "--ranks", "2", "--shard-mib", "2", "--rounds", "1", "--checkpoints", "2",
+        "--steps-between", "4", "--report-after", "2", "--compute-ms", "5", timeout=400,
+    )  # fmt: skip
+    for mode in ("ours_async", "dcp_then_report"):
+        assert line["ours"][mode]["blocked"]["n"] == 4 and line["ours"][mode]["durable"]["n"] == 2
+    assert line["peer"]["dcp_async"]["durable"]["p50_ms"] > 0
+    # The DCP checkpoint reported through report() is a whole one: dcp.load read every rank's tensor.
+    assert line["ours"]["dcp_then_report"]["loaded_back_tensors"] == 2
+
+
 def test_coordinator_scale() -> None:
     (line,) = run_scenario(
         "-m", "bench.coordinator_scale", "--ranks", "8", "--rate", "5", "--seconds", "2", "--warmup", "0.5",

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.support.dashboard import serving_dashboard
 from tests.support.kube import Cluster
 from tests.support.manifests import digits_job, python, trainjob
-from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-TRAINJOB = str(Path(sys.executable).parent / "trainjob")
 
 
 def chromium() -> str:
@@ -37,41 +32,11 @@ def chromium() -> str:
 
 @pytest.fixture
 def dashboard(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
-    """`trainjob dashboard` for the test's namespace, as a user starts it; stopped by pid."""
-    ready = tmp_path / "dashboard-url"
-    log = (tmp_path / "dashboard.log").open("w")
-    process = subprocess.Popen(
-        [
-            TRAINJOB,
-            "dashboard",
-            "--kubeconfig",
-            str(cluster.stack.kubeconfig),
-            "-n",
-            cluster.namespace,
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = wait_for(
-            lambda: ready.exists() and ready.read_text().strip(),
-            60,
-            "the dashboard to serve",
-            lambda: (tmp_path / "dashboard.log").read_text(),
-        )
+    """`trainjob dashboard` for the test's namespace, as a user starts it."""
+    with serving_dashboard(
+        tmp_path, "--kubeconfig", str(cluster.stack.kubeconfig), "-n", cluster.namespace
+    ) as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -365,3 +365,33 @@ def test_every_child_is_a_valid_kubernetes_object() -> None:
         worker_pod(tj, 0, 1, SETTINGS),
     ]:
         kubernetes_validate.validate(manifest, "1.30.0", strict=True)
+
+
+def test_numeric_resource_quantities_become_strings_the_kubernetes_client_accepts() -> None:
+    """`nvidia.com/gpu: 1` and `cpu: 0.5` are valid in a manifest (a Quantity is int-or-string),
+    but the kubernetes client refuses a pod body whose quantities are numbers before sending it:
+    the gang was never created and the job stayed Pending saying nothing."""
+    from kubernetes.client import V1Pod
+
+    containers = [
+        {
+            "name": "trainer",
+            "image": "example/digits:1",
+            "command": ["python", "train.py"],
+            "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1Gi"}, "requests": {"cpu": 0.5}},
+        },
+        {"name": "sidecar", "image": "example/side:1", "resources": {"requests": {"cpu": 1}}},
+    ]
+    init = [{"name": "fetch", "image": "example/fetch:1", "resources": {"limits": {"cpu": 2}}}]
+    tj = trainjob(template={"spec": {"containers": containers, "initContainers": init}})
+
+    for rank in (0, 1):
+        pod = worker_pod(tj, 0, rank, SETTINGS)
+        V1Pod.model_validate(pod)  # what create_namespaced_pod does to its body
+        by_name = {c["name"]: c for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]}
+        assert by_name["trainer"]["resources"] == {
+            "limits": {"nvidia.com/gpu": "1", "memory": "1Gi"},
+            "requests": {"cpu": "0.5"},
+        }
+        assert by_name["sidecar"]["resources"] == {"requests": {"cpu": "1"}}
+        assert by_name["fetch"]["resources"] == {"limits": {"cpu": "2"}}

@@ -79,3 +79,31 @@ def test_a_job_moves_between_phases_and_leaves_when_gone() -> None:
     assert gauge("Pending") - before["Pending"] == 0
     assert gauge("Running") - before["Running"] == 0
     assert gauge("Succeeded") - before["Succeeded"] == 1
+
+
+def gated(name: str, rv: int, *gates: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": []}
+    if gates:
+        spec["schedulingGates"] = [{"name": g} for g in gates]
+    return {
+        "metadata": {"name": name, "resourceVersion": str(rv)},
+        "spec": spec,
+        "status": {"phase": "Pending"},
+    }
+
+
+def test_a_removed_gate_stays_removed_until_the_watch_shows_the_patch() -> None:
+    expectations = PodExpectations()
+    expectations.ungated("uid", "job-0-0", "trainjob.dev/gang", "20")
+
+    # The watch still shows the pod as it was before the patch (rv 10): the gate is taken off the
+    # view, other gates kept, so the next pass does not patch again (a 422 each time).
+    (stale,) = expectations.observed("uid", [gated("job-0-0", 10, "trainjob.dev/gang", "other")])
+    assert stale["spec"]["schedulingGates"] == [{"name": "other"}]
+    (alone,) = expectations.observed("uid", [gated("job-0-0", 10, "trainjob.dev/gang")])
+    assert "schedulingGates" not in alone["spec"]
+    # The watch caught up (the patched version): the expectation is gone, the pod is as watched.
+    (fresh,) = expectations.observed("uid", [gated("job-0-0", 20)])
+    assert "schedulingGates" not in fresh["spec"]
+    (watched,) = expectations.observed("uid", [gated("job-0-0", 10, "trainjob.dev/gang")])
+    assert watched["spec"]["schedulingGates"] == [{"name": "trainjob.dev/gang"}]

@@ -7,8 +7,6 @@ writes nothing and reads no Secret.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -20,6 +18,7 @@ import yaml
 from security_support import JOB_NAMESPACE, Secure, chart_values, wait_for
 
 from tests.support.chart import NAMESPACE, by_kind, component, objects
+from tests.support.dashboard import serving_dashboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -141,41 +140,8 @@ def dashboard(secure: Secure, probe_job: None, tmp_path_factory: pytest.TempPath
             }
         )
     )
-    ready = directory / "url"
-    log = (directory / "dashboard.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trainjob_operator",
-            "dashboard",
-            "-A",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(
-            "the dashboard to serve",
-            lambda: ready.exists() and ready.read_text().strip(),
-            60,
-            lambda: (directory / "dashboard.log").read_text(),
-        )
-        yield ready.read_text().strip()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with serving_dashboard(directory, "-A", "--kubeconfig", str(kubeconfig)) as url:
+        yield url
 
 
 def get_json(url: str) -> Any:

@@ -216,6 +216,9 @@ class LocalCluster:
         node_monitor_grace_seconds: float | None = None,
         default_toleration_seconds: int | None = None,
         apiserver_log_level: str | None = None,
+        simulated_nodes: int = 0,
+        simulated_node_capacity: Mapping[str, str] | None = None,
+        simulated_pod_duration: float | None = None,
     ) -> None:
         self._temporary = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="localcluster-")).resolve()
@@ -248,6 +251,16 @@ class LocalCluster:
         self.node_monitor_grace_seconds = node_monitor_grace_seconds
         self.default_toleration_seconds = default_toleration_seconds
         self.apiserver_log_level = apiserver_log_level
+        if simulated_nodes < 0:
+            raise ClusterError(f"--simulated-nodes must not be negative (got {simulated_nodes})")
+        if simulated_pod_duration is not None and simulated_pod_duration < 0:
+            raise ClusterError(
+                f"--simulated-pod-duration must not be negative (got {simulated_pod_duration})"
+            )
+        # Served by the API server (apiserver/simulated.py): sim-node-1..N, pods without processes.
+        self.simulated_nodes = simulated_nodes
+        self.simulated_node_capacity = dict(simulated_node_capacity or {})
+        self.simulated_pod_duration = simulated_pod_duration
         self.url = ""
         self.token = ""
         self.apiserver: subprocess.Popen[bytes] | None = None
@@ -395,6 +408,13 @@ class LocalCluster:
             args += ["--state-file", str(self.state_file)]
         if self.apiserver_log_level is not None:
             args += ["--log-level", self.apiserver_log_level]
+        if self.simulated_nodes:
+            args += ["--simulated-nodes", str(self.simulated_nodes)]
+            if self.simulated_node_capacity:
+                capacity = ",".join(f"{k}={v}" for k, v in self.simulated_node_capacity.items())
+                args += ["--simulated-node-capacity", capacity]
+            if self.simulated_pod_duration is not None:
+                args += ["--simulated-pod-duration", str(self.simulated_pod_duration)]
         self.apiserver = self._spawn(args, "apiserver.log")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -42,6 +42,27 @@ def add_node_flags(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long pods tolerate an unreachable/not-ready node (default: Kubernetes' 300)",
     )
+    g.add_argument(
+        "--simulated-nodes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N more nodes sim-node-1..N whose pods go Running and exit 0 without a process (scale tests)",
+    )
+    g.add_argument(
+        "--simulated-node-capacity",
+        default=None,
+        metavar="LIST",
+        help="each simulated node's capacity (default: cpu=32,memory=256Gi,pods=110)",
+    )
+    g.add_argument(
+        "--simulated-pod-duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds a simulated pod runs before exiting 0, unless its annotation "
+        "localcluster.io/simulated-duration says (default: 10)",
+    )
 
 
 def node_options(a: argparse.Namespace) -> dict[str, Any]:
@@ -66,6 +87,16 @@ def node_options(a: argparse.Namespace) -> dict[str, Any]:
         if a.default_toleration_seconds < 0:
             raise ClusterError("--default-toleration-seconds must not be negative")
         opts["default_toleration_seconds"] = a.default_toleration_seconds
+    if a.simulated_nodes is not None:
+        if a.simulated_nodes < 0:
+            raise ClusterError(f"--simulated-nodes must not be negative (got {a.simulated_nodes})")
+        opts["simulated_nodes"] = a.simulated_nodes
+    if a.simulated_node_capacity:
+        opts["simulated_node_capacity"] = parse_capacity(a.simulated_node_capacity)
+    if a.simulated_pod_duration is not None:
+        if a.simulated_pod_duration < 0:
+            raise ClusterError("--simulated-pod-duration must not be negative")
+        opts["simulated_pod_duration"] = a.simulated_pod_duration
     return opts
 
 

@@ -14,6 +14,15 @@ from .app import APIServer
 log = logging.getLogger("localcluster.apiserver")
 
 
+def _capacity(text: str) -> dict[str, str]:
+    from ..cluster import ClusterError, parse_capacity
+
+    try:
+        return parse_capacity(text) if text else {}
+    except ClusterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m localcluster.apiserver", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
@@ -34,6 +43,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=300,
         help="tolerationSeconds of the not-ready/unreachable tolerations of new pods (default: %(default)s)",
+    )
+    p.add_argument(
+        "--simulated-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N simulated nodes sim-node-1..N: their pods go Running and exit 0 with no process",
+    )
+    p.add_argument(
+        "--simulated-node-capacity",
+        type=_capacity,
+        default={},
+        metavar="LIST",
+        help="each simulated node's capacity, e.g. cpu=32,memory=256Gi,pods=110",
+    )
+    p.add_argument(
+        "--simulated-pod-duration",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="how long a simulated pod runs unless its annotation "
+        "localcluster.io/simulated-duration says (default: %(default)s)",
     )
     p.add_argument(
         "--token", default=None, help="the admin bearer token (default: random, or the state file's)"
@@ -61,6 +92,9 @@ async def _run(args: argparse.Namespace) -> None:
         authorization=args.authorization,
         node_monitor_grace_seconds=args.node_monitor_grace_seconds,
         default_toleration_seconds=args.default_toleration_seconds,
+        simulated_nodes=args.simulated_nodes,
+        simulated_node_capacity=args.simulated_node_capacity,
+        simulated_pod_duration=args.simulated_pod_duration,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from .nodelifecycle import DEFAULT_NODE_MONITOR_GRACE_SECONDS, NodeLifecycleCont
 from .objects import ObjectAPI
 from .resources import Registry
 from .scheduler import Scheduler
+from .simulated import SimulatedNodes
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class APIServer:
         authorization: str = "AlwaysAllow",
         node_monitor_grace_seconds: float = DEFAULT_NODE_MONITOR_GRACE_SECONDS,
         default_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS,
+        simulated_nodes: int = 0,
+        simulated_node_capacity: dict[str, str] | None = None,
+        simulated_pod_duration: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -60,6 +64,11 @@ class APIServer:
         self.api = ObjectAPI(self.store, self.registry, node_name)
         self.api.hooks.pod_admission = PodAdmission(self.store, default_toleration_seconds)
         self.node_monitor_grace_seconds = node_monitor_grace_seconds
+        # Nodes that take pods without running them (simulated.py), for scale tests.
+        self.simulated_nodes = simulated_nodes
+        self.simulated_node_capacity = simulated_node_capacity
+        self.simulated_pod_duration = simulated_pod_duration
+        self.simulated: SimulatedNodes | None = None
         signing_key = Authenticator.new_key()
         token = admin_token or secrets.token_urlsafe(32)
         state = persistence.load(self.state_file) if self.state_file else None
@@ -141,14 +150,24 @@ class APIServer:
         self.scheduler.start()
         self.node_lifecycle = NodeLifecycleController(self.api, self.node_monitor_grace_seconds)
         self.node_lifecycle.start()
+        if self.simulated_nodes > 0:
+            self.simulated = SimulatedNodes(
+                self.api,
+                self.simulated_nodes,
+                capacity=self.simulated_node_capacity,
+                pod_duration=self.simulated_pod_duration,
+                # Renewed well within the node lifecycle controller's grace, as the kubelet's Lease.
+                heartbeat_seconds=min(10.0, max(0.2, self.node_monitor_grace_seconds / 5)),
+            )
+            self.simulated.start()
         if self.kubeconfig_path is not None:
             write_kubeconfig(self.kubeconfig_path, self.url, self.admin_token)
 
     async def stop(self) -> None:
-        for part in (self.scheduler, self.node_lifecycle):
+        for part in (self.simulated, self.scheduler, self.node_lifecycle):
             if part is not None:
                 await part.stop()
-        self.scheduler = self.node_lifecycle = None
+        self.scheduler = self.node_lifecycle = self.simulated = None
         if self.controllers is not None:
             await self.controllers.stop()
             self.controllers = None

@@ -8,6 +8,7 @@ creating what exists (409) and deleting what is gone (404) count as done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -69,10 +70,12 @@ class KubernetesActions:
             if error.status != 404:
                 raise
 
-    async def remove_scheduling_gate(self, namespace: str, name: str, gates: tuple[str, ...]) -> None:
+    async def remove_scheduling_gate(self, namespace: str, name: str, gates: tuple[str, ...]) -> str | None:
         """Remove the gang's gate, conditional on the gates observed (a JSON patch `test`): a gate
         someone added meanwhile fails the patch (422), and the next pass sees it. Kubernetes lets
-        gates only be removed once a pod exists, so this is the only change ever made."""
+        gates only be removed once a pod exists, so this is the only change ever made. Returns the
+        patched pod's resourceVersion (None: not patched). The response is not turned into a V1Pod
+        (the kubernetes client's deserialization cost more CPU than the request at 8000 pods)."""
         remaining = [{"name": gate} for gate in gates if gate != constants.GANG_SCHEDULING_GATE]
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/spec/schedulingGates", "value": [{"name": gate} for gate in gates]},
@@ -82,14 +85,20 @@ class KubernetesActions:
         ]
         metrics.API_WRITES.labels("patch").inc()
         try:
-            await asyncio.to_thread(self.core.patch_namespaced_pod, name, namespace, patch)
+            response = await asyncio.to_thread(
+                self.core.patch_namespaced_pod, name, namespace, patch, _preload_content=False
+            )
         except ApiException as error:
             if error.status == 404:
-                return
+                return None
             if error.status == 422:
                 logger.info("scheduling gates of pod %s/%s changed meanwhile; looking again", namespace, name)
-                return
+                return None
             raise
+        try:
+            return str(json.loads(cast(Any, response).data)["metadata"]["resourceVersion"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     async def delete_job(self, namespace: str, name: str) -> None:
         metrics.API_WRITES.labels("delete").inc()

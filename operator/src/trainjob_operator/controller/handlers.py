@@ -183,7 +183,9 @@ async def _apply(
                 await controller.actions.delete_pod(namespace, pod, action.grace_period_seconds)
                 controller.pods_expected.forget(uid, pod)
         elif isinstance(action, RemoveSchedulingGate):
-            await controller.actions.remove_scheduling_gate(namespace, action.pod, action.gates)
+            rv = await controller.actions.remove_scheduling_gate(namespace, action.pod, action.gates)
+            if rv is not None:
+                controller.pods_expected.ungated(uid, action.pod, constants.GANG_SCHEDULING_GATE, rv)
         elif isinstance(action, DeleteJob):
             logger.info("deleting %s/%s: %s", namespace, name, action.reason)
             await controller.actions.delete_job(namespace, name)

@@ -373,6 +373,26 @@ def _trainer(container: dict[str, Any], env: list[dict[str, Any]]) -> dict[str, 
     return out
 
 
+def _quantities_as_strings(container: dict[str, Any]) -> dict[str, Any]:
+    """The container with every resource quantity a string. The API server takes `nvidia.com/gpu: 1`
+    (a Quantity is int-or-string, and YAML makes `1` and `0.5` numbers), but the kubernetes client
+    validates a pod body against its models, whose quantities are strings, and refuses the pod
+    before it is sent: the gang would never be created and the job would say nothing."""
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return container
+    fixed = {
+        field: {
+            k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in values.items()
+        }
+        if isinstance(values, dict) and field in ("requests", "limits")
+        else values
+        for field, values in resources.items()
+    }
+    return {**container, "resources": fixed}
+
+
 def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSettings) -> dict[str, Any]:
     """Pod `<job>-<attempt>-<rank>`: the user's template plus the env contract, DNS identity, labels,
     owner reference; rank 0 also runs the coordinator sidecar."""
@@ -393,8 +413,10 @@ def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
     env = worker_env(job, attempt, rank, settings)
     pod_spec["containers"] = [
         _trainer(c, env) if c.get("name") == constants.TRAINER_CONTAINER else c
-        for c in pod_spec.get("containers") or []
+        for c in map(_quantities_as_strings, pod_spec.get("containers") or [])
     ]
+    if pod_spec.get("initContainers"):
+        pod_spec["initContainers"] = [_quantities_as_strings(c) for c in pod_spec["initContainers"]]
     pod_spec["hostname"] = names.pod_name(name, attempt, rank)
     pod_spec["subdomain"] = names.service_name(name)
     # The operator restarts the whole gang; a kubelet restart of one worker would desynchronise it.

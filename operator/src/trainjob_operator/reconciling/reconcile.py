@@ -660,9 +660,15 @@ class _Reconciliation:
         )
         since = previous.since if previous is not None and same else self.now
         condition = next((c for c in self.conditions if c.type is ConditionType.PODS_READY), None)
-        if condition is None or condition.reason != reason or condition.status is not ConditionStatus.FALSE:
-            quiet = reason in _STARTING_REASONS or reason == "PodsStarting"
-            self._event(reason, message, EventType.NORMAL if quiet else EventType.WARNING)
+        # An event per change of a reason worth a warning; a gang merely on its way (gated,
+        # creating containers, starting) says so in the condition only: every job passes through
+        # those, and an event each would double the writes a job costs the API server.
+        merely_starting = reason in _STARTING_REASONS or reason == "PodsStarting"
+        changed = (
+            condition is None or condition.reason != reason or condition.status is not ConditionStatus.FALSE
+        )
+        if changed and not merely_starting:
+            self._event(reason, message, EventType.WARNING)
         # Set even if it never held: a gang that never ran says why, which the generic rule of
         # leaving a never-true condition out would hide.
         conditions = [c for c in self.conditions if c.type is not ConditionType.PODS_READY]

@@ -239,8 +239,10 @@ def test_sigterm_flushes_the_last_report_and_checkpoint(job_runner: Any) -> None
     for worker in workers:  # what deleting the pods (suspend) does
         worker.send_signal(signal.SIGTERM)
     codes = runner.wait(workers, timeout=90)
-    assert codes[0] == 128 + signal.SIGTERM, runner.tails()
-    assert codes[1] in (1, 128 + signal.SIGTERM), runner.tails()  # 1: gloo saw rank 0 leave first
+    # The example acts on notices: the SIGTERM raises one, every rank checkpoints at the same
+    # epoch and leaves its loop (a program that never asks exits 143 at once: test_notices).
+    assert codes == [0, 0], runner.tails()
+    assert "SIGTERM: the gang stops at its next report" in runner.log("rank-0-attempt-0")
 
     state = coordinator.state()
     assert state["finalized"] == [0, 1]

@@ -181,9 +181,11 @@ async def test_status_publishes_are_coalesced(start_coordinator: StartCoordinato
     for iteration in range(1, 26):
         await harness.report(0, iteration)
         await harness.report(1, iteration)
-    assert asyncio.get_running_loop().time() - started < 1.0
+    took = asyncio.get_running_loop().time() - started
     await asyncio.sleep(1.5)
-    assert 1 <= len(harness.sink.patches) <= 2, harness.sink.patches
+    # At most one patch per interval while the 50 reports came in (a loaded machine may take
+    # longer than one interval to send them), and one after: never one per report.
+    assert 1 <= len(harness.sink.patches) <= 2 + int(took), (took, harness.sink.patches)
     assert harness.sink.status["iteration"] == 25
     # Nothing changed: nothing published.
     count = len(harness.sink.patches)
@@ -192,15 +194,17 @@ async def test_status_publishes_are_coalesced(start_coordinator: StartCoordinato
 
 
 async def test_a_commit_is_published_without_waiting_when_idle(start_coordinator: StartCoordinator) -> None:
-    """A report alone would wait a whole interval (3 s here) to coalesce; a commit goes out at once."""
-    harness = await start_coordinator(world_size=1, status_interval=3.0)
-    await asyncio.sleep(3.2)
+    """A report alone would wait a whole interval (6 s here) to coalesce; a commit goes out at once.
+    (The interval is long so that "at once" stays far from it on a loaded machine: the commit
+    itself, storage round trips included, took 2.2 s once at load average ~15.)"""
+    harness = await start_coordinator(world_size=1, status_interval=6.0)
+    await asyncio.sleep(6.2)
     upload(harness.storage, 1, {"m": 1})
     started = asyncio.get_running_loop().time()
     await harness.report(0, 1, files={"m": 1})
     while "latestCheckpoint" not in harness.sink.status:
         await asyncio.sleep(0.02)
-    assert asyncio.get_running_loop().time() - started < 2.0
+    assert asyncio.get_running_loop().time() - started < 4.0
     assert harness.sink.status["iteration"] == 1
 
 

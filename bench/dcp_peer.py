@@ -42,6 +42,10 @@ def load_back(directory: Path, checkpoint_index: int) -> int:
     import torch
     import torch.distributed.checkpoint as dcp
 
+    # A committed checkpoint's files are in the data directory of the attempt that committed it.
+    attempts = sorted(Path(directory).glob("attempt-*"))
+    if not (Path(directory) / ".metadata").exists() and attempts:
+        directory = attempts[-1]
     metadata = dcp.FileSystemReader(str(directory)).read_metadata()
     state = {
         key: torch.empty(item.size, dtype=item.properties.dtype)  # type: ignore[union-attr]

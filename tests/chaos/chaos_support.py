@@ -130,8 +130,10 @@ def check_committed_checkpoints(job_uri: str, namespace: str, name: str) -> list
         directory = key.rsplit("/", 1)[0]
         manifest = read_manifest(storage, key)
         assert manifest is not None, f"unreadable manifest {key}"
+        # The files of the attempt that committed it (fenced: <dir>/attempt-<a>/ since format 2).
+        data = join_key(directory, manifest.data_dir) if manifest.data_dir else directory
         for listed in manifest.files:
-            stored = objects.get(join_key(directory, listed.path))
+            stored = objects.get(join_key(data, listed.path))
             assert stored == listed.size, f"{directory}/{listed.path}: listed {listed.size}, stored {stored}"
         checkpoint = committed_checkpoint(storage.uri_for(directory), retry_budget_seconds=10)
         assert checkpoint is not None

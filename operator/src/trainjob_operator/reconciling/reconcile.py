@@ -816,7 +816,9 @@ class _Reconciliation:
                 and node is not None
                 and node.ready is not NodeReadiness.TRUE
                 and node.last_heartbeat is not None
-                and node.last_heartbeat <= failed_at
+                # Status times have whole seconds: a heartbeat in the second the failure was seen
+                # came before it as often as not.
+                and node.last_heartbeat < failed_at + timedelta(seconds=1)
             ):
                 message = (
                     f"the failure of attempt {attempt} followed the loss of node {node.name} (its last "

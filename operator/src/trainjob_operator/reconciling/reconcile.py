@@ -387,6 +387,14 @@ class _Reconciliation:
             return
         failures = self._failures(pods)
         if failures:
+            on_lost_nodes = self._on_nodes_not_ready(pods)
+            if on_lost_nodes:
+                # A rank's node is already gone: the others' failures are its doing (a crash fails
+                # their collectives at once), so the attempt ends as a disruption.
+                self._after_disruption(
+                    [Disruption(pod.rank, pod.name, "NodeLost", why) for pod, why in on_lost_nodes]
+                )
+                return
             self._after_failure(failures)
             return
         if len(pods) == spec.workers and all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()):
@@ -795,6 +803,17 @@ class _Reconciliation:
             self._requeue_in(min(waits))
             return
         self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
+
+    def _on_nodes_not_ready(self, pods: Mapping[int, PodObservation]) -> list[tuple[PodObservation, str]]:
+        """Pods of the attempt whose node is not Ready (whatever for how long), with why."""
+        found = []
+        for pod in pods.values():
+            node = self.observed.node_of(pod)
+            if node is not None and node.ready is not NodeReadiness.TRUE:
+                found.append(
+                    (pod, f"node {node.name} not Ready ({node.ready}); the other ranks failed with it")
+                )
+        return found
 
     def _attribute_failure_to_a_lost_node(self) -> None:
         """A node that crashes takes its ranks down, and the others' collectives fail at once,

@@ -293,3 +293,15 @@ def test_a_failure_that_followed_a_node_crash_is_recounted_as_a_disruption() -> 
     healthy_later.nodes["node-b"] = late
     healthy_later.reconcile(later(201))
     assert (healthy_later.status["restarts"], healthy_later.status.get("disruptions")) == (1, None)
+
+
+def test_a_failure_while_a_ranks_node_is_not_ready_is_a_disruption() -> None:
+    cluster = running_on_nodes()
+    cluster.update_spec(failurePolicy={"maxRestarts": 2, "nodeLossSeconds": 60, "backoffSeconds": 30})
+    cluster.nodes["node-b"] = node("node-b", "Unknown", later(99))
+    cluster.set_pod(0, 0, node="node-a", exit_code=1, reason="Error")
+    cluster.reconcile(later(100))
+    status = cluster.status
+    assert (status["phase"], status["reason"]) == ("Restarting", "NodeLost")
+    assert (status["disruptions"], status["restarts"]) == (1, 0)
+    assert "node node-b not Ready (Unknown)" in status["message"]

@@ -178,12 +178,17 @@ def lose_rank_1_mid_run(
     assert stack.cluster is not None
     lost_at = time.monotonic()
     stack.cluster.stop_node(node1, keep_processes=keep_processes)
-    said = watch.seconds_until(
-        lost_at,
-        "the lost node on the status",
-        lambda s: (s.get("disruptions") or 0) >= 1 or s.get("reason") == "NodeLost",
-        60,
-    )
+    try:
+        said = watch.seconds_until(
+            lost_at,
+            "the lost node on the status",
+            lambda s: (s.get("disruptions") or 0) >= 1 or s.get("reason") == "NodeLost",
+            60,
+        )
+    except BaseException:
+        # The module's other scenarios share this stack and need the node back.
+        start_node(stack, node1)
+        raise
     return watch, node1, committed, said
 
 

@@ -67,7 +67,7 @@ POLL_SECONDS = 5.0
 # time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
 FAILED_GANG_GRACE_SECONDS = 5
 # Waiting reasons that only say a pod is on its way (not a reason worth a warning).
-_STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated"})
+_STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated", "PodsStarting"})
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
     (ChildKind.TOKEN_SECRET, lambda job, settings: children.token_secret(job, settings.token_factory())),
@@ -671,7 +671,7 @@ class _Reconciliation:
         # An event per change of a reason worth a warning; a gang merely on its way (gated,
         # creating containers, starting) says so in the condition only: every job passes through
         # those, and an event each would double the writes a job costs the API server.
-        merely_starting = reason in _STARTING_REASONS or reason == "PodsStarting"
+        merely_starting = reason in _STARTING_REASONS
         changed = (
             condition is None or condition.reason != reason or condition.status is not ConditionStatus.FALSE
         )
@@ -680,7 +680,6 @@ class _Reconciliation:
         # Set even if it never held: a gang that never ran says why, which the generic rule of
         # leaving a never-true condition out would hide.
         conditions = [c for c in self.conditions if c.type is not ConditionType.PODS_READY]
-        self._update(conditions=conditions)
         self._update(
             conditions=[
                 *conditions,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from node_fixtures import PY, REPO_ROOT, Kube, container_pid, pid_alive
 
 from localcluster import LocalCluster
@@ -45,6 +45,28 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
             return last
         time.sleep(0.05)
     raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def _first_condition_seen(k8s: Any, ns: str, pod: str, since: str, ctype: str) -> Any:
+    """The first condition of type ``ctype`` that pod ``pod`` had after resourceVersion ``since``,
+    as a watch delivers it (None when the pod is gone or 30 s pass without one)."""
+    stream = watch.Watch()
+    try:
+        for event in stream.stream(
+            k8s.list_namespaced_pod,
+            ns,
+            field_selector=f"metadata.name={pod}",
+            resource_version=since,
+            timeout_seconds=30,
+        ):
+            for c in event["object"].status.conditions or []:
+                if c.type == ctype:
+                    return {"status": c.status, "reason": c.reason, "message": c.message}
+            if event["type"] == "DELETED":
+                return None
+        return None
+    finally:
+        stream.stop()
 
 
 def cond(obj: Any, ctype: str) -> Any:
@@ -220,17 +242,12 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
             ns, sleeper("urgent", requests={"nvidia.com/gpu": "1"}, priorityClassName=pc)
         )
         assert k8s.read_namespaced_pod("urgent", ns).spec.priority == 1000
-        disrupted = wait_for(
-            "victim DisruptionTarget",
-            lambda: next(
-                (
-                    c
-                    for c in ((kube.pod("gpu") or {}).get("status") or {}).get("conditions") or []
-                    if c["type"] == "DisruptionTarget"
-                ),
-                None,
-            ),
+        # Watched from before the preemption, not polled: the victim (a sleeper that ends on
+        # SIGTERM) can be gone between two polls, and with it the condition on it.
+        disrupted = _first_condition_seen(
+            k8s, ns, "gpu", victim.metadata.resource_version, "DisruptionTarget"
         )
+        assert disrupted is not None, "the victim never had a DisruptionTarget condition"
         assert (disrupted["status"], disrupted["reason"], disrupted["message"]) == (
             "True",
             "PreemptionByScheduler",

@@ -58,7 +58,8 @@ class Controllers:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.01)  # coalesce bursts of changes into one pass
             try:

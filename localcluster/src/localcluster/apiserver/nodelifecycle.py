@@ -105,7 +105,10 @@ class NodeLifecycleController:
         period = max(0.2, min(5.0, self.grace / 5))  # --node-monitor-period (5 s), shortened with the grace
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=period)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+                # that arrives as the event is set, and this loop would then never stop.
+                async with asyncio.timeout(period):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self.run_once()

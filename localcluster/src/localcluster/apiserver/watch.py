@@ -177,7 +177,8 @@ async def watch_response(
             wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
             try:
                 # wake at least every few seconds to notice a client that went away
-                ev = await asyncio.wait_for(queue.get(), timeout=max(min(wait, 5.0), 0.001))
+                async with asyncio.timeout(max(min(wait, 5.0), 0.001)):
+                    ev = await queue.get()
             except TimeoutError:
                 if request.transport is None or request.transport.is_closing():
                     break

@@ -236,7 +236,8 @@ class NodeAgent:
     async def _backoff(self, attempt: int) -> None:
         """backoff_sleep, cut short when the node comes back."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resumed.wait(), timeout=min(5.0, 0.2 * (2 ** min(attempt, 10))))
+            async with asyncio.timeout(min(5.0, 0.2 * (2 ** min(attempt, 10)))):
+                await self._resumed.wait()
 
     # ---- node registration and heartbeat -------------------------------------------------------
 

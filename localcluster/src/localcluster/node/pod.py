@@ -413,7 +413,8 @@ class PodWorker:
 
     async def sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
 
     def write_hosts(self) -> None:
         from localcluster.node.network import write_in_place

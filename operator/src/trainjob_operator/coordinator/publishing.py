@@ -96,7 +96,11 @@ class StatusPublisher:
                 wait = self._due() - self.clock()
                 if wait > 0:
                     try:
-                        await asyncio.wait_for(self._wakeup.wait(), wait)
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the
+                        # result and drops a cancellation that arrives as the event is set,
+                        # and this loop would then never stop.
+                        async with asyncio.timeout(wait):
+                            await self._wakeup.wait()
                         self._wakeup.clear()
                         continue  # something changed (maybe urgent): recompute when due
                     except TimeoutError:

@@ -588,7 +588,8 @@ class Coordinator:
                 self._history_wakeup.clear()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._history_wakeup.wait(), self.config.history_flush_seconds)
+                async with asyncio.timeout(self.config.history_flush_seconds):
+                    await self._history_wakeup.wait()
             self._history_wakeup.clear()
             await self._flush_history()
 

@@ -433,7 +433,8 @@ async def _log_stream(request: web.Request) -> web.StreamResponse:
         await send("pod", {"pod": pod, "rank": rank, "attempt": attempt})
         while True:
             try:
-                kind, text = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    kind, text = await queue.get()
             except TimeoutError:
                 await send("ping", {})
                 continue

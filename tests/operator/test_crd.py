@@ -52,6 +52,8 @@ def test_crd_names_columns_and_subresources() -> None:
         "Iteration",
         "Restarts",
         "Disruptions",
+        "Size",
+        "Max",
         "Reason",
         "Age",
     ]

@@ -49,6 +49,21 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "description": "Restarts after lost nodes, evictions and preemptions",
         "priority": 1,
     },
+    # Elastic gangs: the world size of the current attempt beside spec.workers (-o wide).
+    {
+        "name": "Size",
+        "type": "integer",
+        "jsonPath": ".status.workers.current",
+        "description": "Elastic gangs: workers in the current attempt's world",
+        "priority": 1,
+    },
+    {
+        "name": "Max",
+        "type": "integer",
+        "jsonPath": ".status.workers.desired",
+        "description": "Elastic gangs: spec.workers, the most the gang runs with",
+        "priority": 1,
+    },
     {
         "name": "Reason",
         "type": "string",

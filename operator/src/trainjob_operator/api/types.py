@@ -27,7 +27,15 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
 
 # Re-exported: spec.checkpoints.scoreOrder is the order of the SDK contract, defined once there.
@@ -256,10 +264,46 @@ class PreemptionSpec(WireModel):
     )
 
 
+# ---- elastic gangs (README.md, "Elastic gangs") ------------------------------------------
+
+
+class ElasticSpec(WireModel):
+    """An elastic gang: spec.workers is the most it runs with, minWorkers the fewest. Each attempt
+    starts with the largest world size that fits the cluster; below spec.workers the operator
+    looks for room every resizeIntervalSeconds and scales up through a notice (commit, restart)."""
+
+    min_workers: int = Field(
+        ge=1,
+        description="The fewest pods the gang runs with (at most spec.workers). An attempt never "
+        "starts smaller; with less room it waits, as a fixed gang does.",
+    )
+    resize_interval_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="Below spec.workers, how often the operator checks whether more workers fit and "
+        "scales up (a notice: commit, then a restart with the bigger world, counted in disruptions). "
+        "Also how long a pod may be unschedulable before the gang shrinks to the pods that were "
+        "scheduled, unless startupPolicy.unschedulableTimeoutSeconds says otherwise.",
+    )
+
+
+# A CEL rule for API servers that evaluate them (the schema alone cannot compare two fields); the
+# operator checks the same before the first attempt (`reconciling.validation`).
+ELASTIC_MIN_WORKERS_RULE: dict[str, JsonValue] = {
+    "rule": "!has(self.elastic) || self.elastic.minWorkers <= self.workers",
+    "message": "spec.elastic.minWorkers must be at most spec.workers",
+    "fieldPath": ".elastic.minWorkers",
+}
+
+
 class TrainJobSpec(WireModel):
     """A gang of worker pods running one distributed training program."""
 
-    workers: int = Field(default=1, ge=1, description="Pods in the gang.")
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [ELASTIC_MIN_WORKERS_RULE]})
+
+    workers: int = Field(
+        default=1, ge=1, description="Pods in the gang (with elastic: the most it runs with)."
+    )
     procs_per_worker: int = Field(
         default=1, ge=1, description="Processes per pod (torchrun --nproc-per-node); WORLD_SIZE counts them."
     )
@@ -291,6 +335,11 @@ class TrainJobSpec(WireModel):
         default_factory=StartupPolicySpec,
         json_schema_extra={"default": {}},
         description="Deadlines for a gang to start, and reasons that fail it at once.",
+    )
+    elastic: ElasticSpec | None = Field(
+        default=None,
+        description="Run with fewer workers (at least minWorkers) when the cluster has no room for "
+        "spec.workers, and scale back up when it has.",
     )
     resume_from: str | None = Field(
         default=None,
@@ -338,6 +387,22 @@ class WorkerCounts(WireModel):
     ready: NonNegativeInt = Field(default=0, description="Running with every container ready.")
     succeeded: NonNegativeInt = Field(default=0, description="Trainer exited 0.")
     failed: NonNegativeInt = Field(default=0, description="Trainer exited non-zero or the pod failed.")
+    # Elastic gangs only (spec.elastic): the world size asked for and the one this attempt runs.
+    desired: int | None = Field(default=None, description="Elastic gangs: spec.workers, the most it runs.")
+    current: int | None = Field(
+        default=None,
+        description="Elastic gangs: the pods of the current attempt's world (while Restarting, of the next).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_sizes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A fixed gang's counts stay the four numbers they always were (no nulls in patches)."""
+        data: dict[str, Any] = handler(self)
+        return {
+            key: value
+            for key, value in data.items()
+            if key not in ("desired", "current") or value is not None
+        }
 
 
 class CheckpointSummary(WireModel):

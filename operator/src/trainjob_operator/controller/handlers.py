@@ -125,8 +125,9 @@ async def run_trainjob(
                 expectation.read(live, current)
                 freshest = current
             pods = controller.pods_expected.observed(uid, pods_by_job.get(key, []))
+            every_node = bool((freshest.get("spec") or {}).get("elastic"))
             observed = Observation.from_objects(
-                pods, controller.known_children.get(uid, set()), _nodes_of(pods, kwargs)
+                pods, controller.known_children.get(uid, set()), _nodes_of(pods, kwargs, every_node)
             )
             decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
             try:
@@ -153,11 +154,16 @@ async def run_trainjob(
         controller.known_children.pop(uid, None)
 
 
-def _nodes_of(pods: list[dict[str, Any]], indices: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Nodes the pods are bound to, where nodes are watched."""
+def _nodes_of(
+    pods: list[dict[str, Any]], indices: dict[str, Any], every_node: bool = False
+) -> list[dict[str, Any]]:
+    """The Nodes the pods are bound to, where nodes are watched; every Node for an elastic gang,
+    whose size is judged by what the cluster has room for (`reconciling.elastic`)."""
     nodes: kopf.Index[str, dict[str, Any]] | None = indices.get("nodes_by_name")
     if nodes is None:
         return []
+    if every_node:
+        return [node for name in sorted(nodes) for node in nodes.get(name, [])]
     names = {str(name) for pod in pods if (name := (pod.get("spec") or {}).get("nodeName"))}
     return [node for name in sorted(names) for node in nodes.get(name, [])]
 

@@ -109,15 +109,28 @@ class NodeObservation:
     since: datetime | None = None
     # The kubelet's last heartbeat on the Ready condition (kept when the node turns Unknown).
     last_heartbeat: datetime | None = None
+    # What an elastic gang's size is judged by (`elastic.workers_that_fit`): the scheduler's inputs.
+    allocatable: Mapping[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> NodeObservation:
         metadata = node.get("metadata") or {}
-        ready = next(
-            (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
-        )
+        spec = node.get("spec") or {}
+        status = node.get("status") or {}
+        scheduling: dict[str, Any] = {
+            "allocatable": {
+                str(k): str(v) for k, v in (status.get("allocatable") or status.get("capacity") or {}).items()
+            },
+            "unschedulable": bool(spec.get("unschedulable")),
+            "labels": {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
+            "taints": tuple(t for t in spec.get("taints") or [] if isinstance(t, dict)),
+        }
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
         if ready is None:
-            return cls(str(metadata.get("name", "")), NodeReadiness.UNKNOWN)
+            return cls(str(metadata.get("name", "")), NodeReadiness.UNKNOWN, **scheduling)
         try:
             readiness = NodeReadiness(str(ready.get("status")))
         except ValueError:
@@ -127,6 +140,7 @@ class NodeObservation:
             readiness,
             parse_time(ready.get("lastTransitionTime")),
             parse_time(ready.get("lastHeartbeatTime")),
+            **scheduling,
         )
 
 

@@ -44,7 +44,7 @@ from trainjob_operator.api.types import (
     WorkerCounts,
 )
 
-from . import children, lifecycle, names
+from . import children, elastic, lifecycle, names
 from .decision import (
     Action,
     CreateObject,
@@ -67,6 +67,9 @@ POLL_SECONDS = 5.0
 # time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
 FAILED_GANG_GRACE_SECONDS = 5
 # Waiting reasons that only say a pod is on its way (not a reason worth a warning).
+# Reasons of an elastic gang's resizes (status.reason, the notice, the Disrupted event).
+_SCALE_UP = "ScaleUp"
+_SCALE_DOWN = "ScaleDown"
 _STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated", "PodsStarting"})
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
@@ -172,8 +175,21 @@ class _Reconciliation:
 
     @property
     def job(self) -> TrainJob:
+        """The job as its children are built: an elastic gang's spec.workers is this attempt's
+        world size (WORLD_SIZE, the coordinator's ranks)."""
         assert self.spec is not None
-        return TrainJob(metadata=self.metadata, spec=self.spec, status=self.status)
+        spec = self.spec
+        if spec.elastic is not None and self._gang_size() != spec.workers:
+            spec = spec.model_copy(update={"workers": self._gang_size()})
+        return TrainJob(metadata=self.metadata, spec=spec, status=self.status)
+
+    def _gang_size(self) -> int:
+        """The pods of the current attempt: spec.workers, or an elastic gang's current size."""
+        spec = self.spec_or_fail
+        current = self.status.workers.current if self.status.workers is not None else None
+        if spec.elastic is None or current is None:
+            return spec.workers
+        return max(1, min(current, spec.workers))
 
     def _update(self, **fields: Any) -> None:
         self.status = self.status.model_copy(update=fields)
@@ -259,15 +275,20 @@ class _Reconciliation:
                 f"{DNS_LABEL_MAX} characters of a hostname",
             )
             return
+        size = spec.workers
+        if spec.elastic is not None:
+            size = self._elastic_start_size(attempt)
         self._update(
             attempt=attempt,
             attempt_start_time=self.now,
             restart_after=None,
-            workers=WorkerCounts(),
+            workers=WorkerCounts(desired=spec.workers, current=size)
+            if spec.elastic is not None
+            else WorkerCounts(),
             startup=None,
             notice=None,
         )
-        self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {spec.workers} workers")
+        self._transition(Phase.PENDING, reason, f"starting attempt {attempt} with {size} workers")
         self._event(reason, f"{event_message}: starting attempt {attempt}")
 
     def _check_spec_changes(self) -> None:
@@ -397,14 +418,15 @@ class _Reconciliation:
                 return
             self._after_failure(failures)
             return
-        if len(pods) == spec.workers and all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()):
+        size = self._gang_size()
+        if len(pods) == size and all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()):
             self._succeed()
             return
 
         for kind, build in _SHARED_CHILDREN:
             if kind not in self.observed.existing:
                 self.actions.append(CreateObject(build(self.job, self.settings)))
-        missing = [rank for rank in range(spec.workers) if rank not in pods]
+        missing = [rank for rank in range(size) if rank not in pods]
         if missing:
             if older:
                 self._update(message=f"waiting for {len(older)} pods of earlier attempts to terminate")
@@ -427,7 +449,7 @@ class _Reconciliation:
                 self._check_startup(pods)
                 self._requeue_in(POLL_SECONDS)
                 return
-            message = f"attempt {attempt}: all {spec.workers} workers running"
+            message = f"attempt {attempt}: all {size} workers running"
             self._set_condition(ConditionType.PODS_READY, ConditionStatus.TRUE, "AllPodsRunning", message)
             self._update(startup=None)
             self._transition(Phase.RUNNING, "AllWorkersRunning", message)
@@ -435,6 +457,8 @@ class _Reconciliation:
                 self._set_condition(ConditionType.STALLED, ConditionStatus.FALSE, "NewAttempt", message)
             self._event("Running", message)
         self._check_stall()
+        if spec.elastic is not None and self.phase is Phase.RUNNING:
+            self._maybe_scale_up(pods)
 
     def _failures(self, pods: dict[int, PodObservation]) -> list[WorkerFailure]:
         failures = []
@@ -445,7 +469,7 @@ class _Reconciliation:
                 )
         if self.phase is Phase.RUNNING:
             attempt = self.status.attempt or 0
-            for rank in range(self.spec_or_fail.workers):
+            for rank in range(self._gang_size()):
                 if rank not in pods:
                     name = names.pod_name(self.metadata.name, attempt, rank)
                     failures.append(WorkerFailure(rank, name, None, "PodMissing: the pod disappeared"))
@@ -581,12 +605,15 @@ class _Reconciliation:
         )
         if (
             all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values())
-            and len(pods) == self.spec_or_fail.workers
+            and len(pods) == self._gang_size()
             and not stopped_for_it
         ):
             return False  # the program finished before the stop iteration: a success
         if not self._notice_settled(notice, pods):
             return True
+        if not disruptions and notice.reason == _SCALE_UP:
+            # The whole gang stops to come back bigger: one disruption, not one per rank.
+            disruptions = [Disruption(0, pods[0].name if 0 in pods else "", _SCALE_UP, notice.message or "")]
         self._after_disruption(
             disruptions
             or [
@@ -595,6 +622,91 @@ class _Reconciliation:
             ]
         )
         return True
+
+    # ---- elastic gangs (README.md, "Elastic gangs") -------------------------------------------
+
+    def _workers_that_fit(self) -> int | None:
+        spec = self.spec_or_fail
+        return elastic.workers_that_fit(spec.template, self.observed.nodes.values(), spec.workers)
+
+    def _elastic_start_size(self, attempt: int) -> int:
+        """An elastic attempt starts with the largest gang that fits (`elastic`), at least
+        minWorkers and at most spec.workers; after a ScaleDown at most the pods that were
+        scheduled. Without Nodes to judge by (a namespaced install) it asks for spec.workers."""
+        spec = self.spec_or_fail
+        assert spec.elastic is not None
+        fit = self._workers_that_fit()
+        size = spec.workers if fit is None else fit
+        previous = self.status.workers.current if self.status.workers is not None else None
+        if self.status.reason == _SCALE_DOWN and previous is not None:
+            size = min(size, previous)
+        size = max(spec.elastic.min_workers, min(size, spec.workers))
+        if size != (previous if previous is not None else spec.workers):
+            why = (
+                "the nodes have no room for more"
+                if fit is not None and fit < spec.workers
+                else "the nodes have room for it"
+                if fit is not None
+                else "no Nodes to judge by"
+            )
+            if fit is not None and fit < spec.elastic.min_workers:
+                why = f"only {fit} fit, but elastic.minWorkers is {spec.elastic.min_workers}"
+            was = f" (was {previous})" if previous is not None else ""
+            self._event("Resized", f"attempt {attempt} runs {size} of {spec.workers} workers{was}: {why}")
+        return size
+
+    def _scale_down_to_scheduled(self, pods: Mapping[int, PodObservation], message: str, grace: int) -> bool:
+        """A pod of an elastic gang unschedulable past the grace: the next attempt runs with the
+        pods the scheduler did place (the scheduler's own verdict on what fits), if that is at
+        least minWorkers. A disruption (`ScaleDown`), not a restart. True when it shrank."""
+        spec = self.spec_or_fail
+        if spec.elastic is None:
+            return False
+        size = self._gang_size()
+        placed = sum(1 for p in pods.values() if p.node and not p.deleting)
+        if placed < spec.elastic.min_workers or placed >= size:
+            return False
+        text = (
+            f"{message}; unschedulable for {grace}s with {placed} of {size} pods scheduled: the next "
+            f"attempt runs {placed} workers (elastic.minWorkers {spec.elastic.min_workers})"
+        )
+        assert self.status.workers is not None
+        self._update(workers=self.status.workers.model_copy(update={"current": placed}))
+        self._event(
+            "Resized",
+            f"attempt {(self.status.attempt or 0) + 1} runs {placed} of {spec.workers} "
+            f"workers (was {size}): only {placed} could be scheduled",
+        )
+        unscheduled = min((p for p in pods.values() if not p.node), key=lambda p: p.rank)
+        self._after_disruption([Disruption(unscheduled.rank, unscheduled.name, _SCALE_DOWN, text)])
+        return True
+
+    def _maybe_scale_up(self, pods: Mapping[int, PodObservation]) -> None:
+        """A running elastic gang below spec.workers: from resizeIntervalSeconds after its attempt
+        started, when more workers fit, scale up through a notice (every rank commits at the stop
+        iteration, then the gang restarts bigger from that commit); look again every interval."""
+        spec = self.spec_or_fail
+        assert spec.elastic is not None
+        size = self._gang_size()
+        if size >= spec.workers:
+            return
+        interval = spec.elastic.resize_interval_seconds
+        due = (self.status.attempt_start_time or self.now) + timedelta(seconds=interval)
+        if self.now < due:
+            self._requeue_in(self._seconds_until(due))
+            return
+        fit = self._workers_that_fit()
+        if fit is None or fit <= size:
+            self._requeue_in(interval)
+            return
+        message = (
+            f"{fit} of {spec.workers} workers fit and the gang runs {size}: scaling up "
+            "(elastic.resizeIntervalSeconds)"
+        )
+        if spec.preemption.grace_period_seconds == 0:
+            self._after_disruption([Disruption(0, pods[0].name if 0 in pods else "", _SCALE_UP, message)])
+            return
+        self._raise_notice(_SCALE_UP, message, pods, sorted(pods))
 
     def _after_disruption(self, disruptions: list[Disruption]) -> None:
         """End the attempt without blaming the program: a new one starts at once (no backoff) from
@@ -708,17 +820,24 @@ class _Reconciliation:
                 return
             self._requeue_in(remaining)
         timeout = policy.unschedulable_timeout_seconds
+        elastic_spec = self.spec_or_fail.elastic
+        if elastic_spec is not None and timeout is None:
+            timeout = elastic_spec.resize_interval_seconds
         if timeout is not None and pod.unscheduled is not None and pod.unscheduled.reason == "Unschedulable":
             unschedulable_since = pod.unscheduled.since or since
             remaining = self._seconds_until(unschedulable_since + timedelta(seconds=timeout))
-            if remaining <= 0:
+            if remaining <= 0 and self._scale_down_to_scheduled(pods, message, timeout):
+                return
+            if remaining <= 0 and policy.unschedulable_timeout_seconds is not None:
                 self._startup_timeout(
                     pod,
                     "UnschedulableTimeout",
                     f"{message}; unschedulable for {timeout}s (startupPolicy.unschedulableTimeoutSeconds)",
                 )
                 return
-            self._requeue_in(remaining)
+            # An elastic gang already at its smallest waits, as a fixed gang does.
+            if remaining > 0:
+                self._requeue_in(remaining)
         timeout = policy.pods_ready_timeout_seconds
         started = self.status.attempt_start_time
         if timeout is not None and started is not None:
@@ -882,7 +1001,7 @@ class _Reconciliation:
         self._start_attempt(attempt, "Resumed", "spec.suspend was unset")
 
     def _succeed(self) -> None:
-        workers = self.spec_or_fail.workers
+        workers = self._gang_size()
         self._delete_unfinished_pods()
         self._update(completion_time=self.now, restart_after=None)
         message = f"all {workers} workers exited 0 (attempt {self.status.attempt or 0})"
@@ -969,12 +1088,17 @@ class _Reconciliation:
 
     def _count_workers(self, pods: Mapping[int, PodObservation]) -> None:
         alive = [p for p in pods.values() if not p.deleting]
+        spec = self.spec
+        sizes: dict[str, int | None] = {}
+        if spec is not None and spec.elastic is not None:
+            sizes = {"desired": spec.workers, "current": self._gang_size()}
         self._update(
             workers=WorkerCounts(
                 active=sum(p.outcome in (PodOutcome.PENDING, PodOutcome.RUNNING) for p in alive),
                 ready=sum(p.ready for p in alive),
                 succeeded=sum(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()),
                 failed=sum(p.outcome is PodOutcome.FAILED for p in pods.values()),
+                **sizes,
             )
         )
 

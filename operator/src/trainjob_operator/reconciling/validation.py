@@ -70,6 +70,12 @@ def validate_spec(job_name: str, spec: TrainJobSpec) -> list[str]:
             f"metadata.name: {job_name!r} is too long: pod hostnames <name>-<attempt>-<rank> such as "
             f"{longest_pod!r} must have at most {DNS_LABEL_MAX} characters"
         )
+    if spec.elastic is not None and spec.elastic.min_workers > spec.workers:
+        # The CRD's CEL rule says the same where the API server evaluates CEL.
+        problems.append(
+            f"spec.elastic.minWorkers: {spec.elastic.min_workers} is more than spec.workers "
+            f"({spec.workers}), the most the gang runs with"
+        )
     problems += _check_uri("spec.storage.uri", spec.storage.uri)
     if spec.resume_from is not None:
         problems += _check_uri("spec.resumeFrom", spec.resume_from)

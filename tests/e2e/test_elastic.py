@@ -118,7 +118,7 @@ def test_an_elastic_gang_goes_on_smaller_when_a_node_is_lost_and_grows_back_when
     watch.until("three workers running", running_at(3, 0), 120)
     assert {world_size(p) for p in gang(cluster, name, 0).values()} == {3}
     assert sorted(node_of(cluster, f"{name}-0-{rank}") for rank in range(3)) == sorted(NODES)
-    watch.until("a commit", lambda s: (s.get("latestCheckpoint") or {}).get("iteration", 0) >= 2, 120)
+    watch.until("a commit", lambda s: (s.get("latestCheckpoint") or {}).get("iteration", 0) >= 1, 120)
     started = time.monotonic() - applied
 
     lost = node_of(cluster, f"{name}-0-2")
@@ -162,7 +162,8 @@ def test_an_elastic_gang_goes_on_smaller_when_a_node_is_lost_and_grows_back_when
     print(
         f"\n[scenario] elastic: 3 running after {started:.1f} s; node lost -> running at 2 in "
         f"{shrunk:.1f} s; node back -> running at 3 in {grown:.1f} s (resizeIntervalSeconds "
-        f"{RESIZE_INTERVAL_SECONDS}); final accuracy {status['metrics']['accuracy']:.4f}; "
+        f"{RESIZE_INTERVAL_SECONDS}); resumed at {committed} of {EPOCHS} epochs at two, at "
+        f"{stop['iteration']} at three; final accuracy {status['metrics']['accuracy']:.4f}; "
         f"{watch.timeline}"
     )
 

@@ -6,12 +6,14 @@ No server: the `Cluster` simulator of trainjob_factories, with Nodes that have c
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from trainjob_factories import Cluster, job, later, spec, timestamp
 
 from trainjob_operator.reconciling import CreateObject, DeletePods, EmitEvent
+from trainjob_operator.reconciling.elastic import pod_requests
 
 # A worker asks for 700m cpu: a 1-cpu node holds one.
 WORKER_CPU = "700m"
@@ -221,6 +223,10 @@ def test_a_lost_node_restarts_the_gang_with_the_workers_that_still_fit() -> None
     assert status["workers"]["current"] == 2 and status["workers"]["desired"] == 3
     assert sorted(p["metadata"]["name"] for p in created_pods(cluster)) == ["digits-1-0", "digits-1-1"]
     assert {world_size(p) for p in created_pods(cluster)} == {"2"}
+    # The coordinator waits for the reports of two ranks, not three.
+    rank0 = next(p for p in created_pods(cluster) if p["metadata"]["name"] == "digits-1-0")
+    command = next(c for c in rank0["spec"]["initContainers"] if c["name"] == "coordinator")["command"]
+    assert command[command.index("--world-size") + 1] == "2"
     assert [m for r, m in events(cluster) if r == "Resized"] == [
         "attempt 1 runs 2 of 3 workers (was 3): the nodes have no room for more"
     ]
@@ -384,3 +390,47 @@ def test_fewer_scheduled_than_min_workers_does_not_shrink(startup: dict[str, Any
     cluster.reconcile(later(120))
     assert cluster.status["phase"] == phase
     assert cluster.status.get("disruptions", 0) == 0
+
+
+# ---- what a worker pod asks for, as the scheduler adds it up ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "requests"),
+    [
+        pytest.param(
+            {"containers": [{"name": "trainer", "resources": {"requests": {"cpu": "500m"}}}]},
+            {"cpu": Decimal("0.5")},
+            id="requests",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "resources": {
+                            "limits": {"nvidia.com/gpu": "1", "cpu": "2"},
+                            "requests": {"cpu": "1"},
+                        },
+                    }
+                ]
+            },
+            {"cpu": Decimal(1), "nvidia.com/gpu": Decimal(1)},
+            id="a-limit-without-a-request-requests-the-limit",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    {"name": "trainer", "resources": {"requests": {"cpu": "500m"}}},
+                    {"name": "log", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}}},
+                ],
+                "initContainers": [{"name": "fetch", "resources": {"requests": {"cpu": "2"}}}],
+            },
+            {"cpu": Decimal(2), "memory": Decimal(2**30)},
+            id="containers-summed-an-init-container-if-larger",
+        ),
+        pytest.param({"containers": [{"name": "trainer"}]}, {}, id="nothing"),
+    ],
+)
+def test_a_worker_pods_requests(pod_spec: dict[str, Any], requests: dict[str, Decimal]) -> None:
+    assert pod_requests({"spec": pod_spec}) == requests

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from trainjob_operator.dashboard import rows
+from trainjob_operator.views import workers_text
 
 JSON = dict[str, Any]
 
@@ -194,3 +195,10 @@ def test_checkpoint_rows_mark_latest_and_best_and_say_how_to_download() -> None:
     # storage's list, when it could be read, is what is shown (it has every committed one)
     stored = [{"uri": "s3://b/ml/digits/checkpoint_000003", "iteration": 3, "sizeBytes": 10}]
     assert [r["iteration"] for r in rows.checkpoint_rows(the_job, stored)] == [3]
+
+
+def test_an_elastic_gang_below_its_workers_wants_its_current_size() -> None:
+    elastic = job("Running", workers={"active": 2, "ready": 2, "desired": 3, "current": 2})
+    elastic["spec"].update(workers=3, elastic={"minWorkers": 2})
+    assert rows.job_row(elastic, [])["workers"] == {"wanted": 2, "ready": 2}
+    assert workers_text(elastic) == "2/2 (of 3)"

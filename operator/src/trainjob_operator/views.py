@@ -104,8 +104,13 @@ def status_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def workers_text(job: dict[str, Any]) -> str:
+    """Ready workers of the gang's size; an elastic gang below spec.workers also says its maximum."""
     wanted = (job.get("spec") or {}).get("workers", 1)
-    ready = (status_of(job).get("workers") or {}).get("ready", 0)
+    counts = status_of(job).get("workers") or {}
+    ready = counts.get("ready", 0)
+    current = counts.get("current")
+    if isinstance(current, int) and current != wanted:
+        return f"{ready}/{current} (of {wanted})"
     return f"{ready}/{wanted}"
 
 

@@ -123,7 +123,11 @@ def job_row(job: JSON, pods: list[JSON]) -> JSON:
         "disruptions": status.get("disruptions", 0),
         "iteration": status.get("iteration"),
         "metrics": status.get("metrics") or {},
-        "workers": {"wanted": spec.get("workers", 1), "ready": workers.get("ready", 0)},
+        # An elastic gang wants its current size (status.workers.current), at most spec.workers.
+        "workers": {
+            "wanted": workers.get("current") or spec.get("workers", 1),
+            "ready": workers.get("ready", 0),
+        },
         "progress": progress(job),
         "created": metadata.get("creationTimestamp"),
         "reason": job_reason(job, pods),

@@ -38,7 +38,7 @@ NODES = ("node-a", "node-b", "node-c")
 # A node holds one worker: two would ask 1400m of its 1000m.
 NODE_CPU = "1"
 WORKER_CPU = "700m"
-EPOCHS = 24
+EPOCHS = 20
 RESIZE_INTERVAL_SECONDS = 5
 
 

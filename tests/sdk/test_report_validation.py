@@ -136,3 +136,30 @@ def test_a_refused_report_does_not_count_as_an_iteration(tmp_path: Path, checkpo
     assert session.shutdown() == []
     manifest = tmp_path / "storage/default/validation/checkpoint_000001/.trainjob-checkpoint.json"
     assert manifest.exists()
+
+
+NOT_AN_INT = "TypeError: total_iterations must be an int (how many times report() is called in all), got"
+
+
+@pytest.mark.parametrize(
+    ("total", "message"),
+    [
+        (0, "ProtocolError: total_iterations must be >= 1, got 0"),
+        (-3, "ProtocolError: total_iterations must be >= 1, got -3"),
+        (10.0, f"{NOT_AN_INT} float"),
+        (True, f"{NOT_AN_INT} bool"),
+        ("10", f"{NOT_AN_INT} str"),
+    ],
+)
+def test_the_total_number_of_iterations_must_be_a_positive_int(total: Any, message: str) -> None:
+    assert message_of(lambda: train.set_total_iterations(total)) == message
+
+
+def test_standalone_a_total_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
+    train.set_total_iterations(2)
+    train.report({"loss": 1.0})
+    train.set_total_iterations(3)  # the last value counts
+    train.report({"loss": 0.5})
+    from worker_sdk import session
+
+    assert session.shutdown() == []

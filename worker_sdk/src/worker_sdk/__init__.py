@@ -48,6 +48,7 @@ __all__ = [
     "get_context",
     "get_preemption_info",
     "report",
+    "set_total_iterations",
     "should_stop",
 ]
 
@@ -82,6 +83,20 @@ def report(
         upload=upload,
         delete_local_checkpoint_after_upload=delete_local_checkpoint_after_upload,
     )
+
+
+def set_total_iterations(total: int) -> None:
+    """Tell the job how many iterations (``report()`` calls, counted across attempts, as
+    ``status.iteration`` counts them) it runs in all, so that its status shows ``progress``: the
+    percentage done and the estimated time remaining at the recent rate (``kubectl get tj``'s
+    Progress and ETA columns). Call it on any rank, before or during the loop; the last value
+    counts, and every later ``report()`` carries it. The framework callbacks in
+    ``worker_sdk.integrations`` call it from ``max_steps`` / ``max_epochs``. Standalone it is
+    accepted and has no effect. Not in Ray Train, which has no progress of its own; Kubeflow's
+    ``trainerStatus.progressPercentage`` is what it feeds.
+
+    Raises TypeError for a non-integer and ValueError (ProtocolError) for one below 1."""
+    _session.current().set_total_iterations(total)
 
 
 def get_checkpoint() -> Checkpoint | None:

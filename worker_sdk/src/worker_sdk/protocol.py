@@ -98,6 +98,15 @@ def check_metrics(metrics: object, *, where: str = "metrics") -> dict[str, Metri
     return metrics
 
 
+def check_total_iterations(total: object, *, where: str = "total_iterations") -> int:
+    """A job's total number of iterations: an integer >= 1 (reports, counted across attempts)."""
+    if isinstance(total, bool) or not isinstance(total, int):
+        raise ProtocolError(f"{where} must be an integer (the number of report() calls), got {total!r}")
+    if total < 1:
+        raise ProtocolError(f"{where} must be >= 1, got {total}")
+    return total
+
+
 def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     if name not in data:
         raise ProtocolError(f"{where}.{name} is required")
@@ -196,9 +205,14 @@ class Report:
     checkpoint: ReportedCheckpoint | None = None
     # Seconds since the epoch on the worker, when report() was called.
     time: float = 0.0
+    # The job's total number of iterations, as the program last told it
+    # (``worker_sdk.set_total_iterations``); None when it has not. Optional on the wire, both
+    # ways: sent only when set, so an older coordinator (which ignores keys it does not know)
+    # gets the same reports as before, and a report of an older SDK (without it) reads as None.
+    total_iterations: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "rank": self.rank,
             "attempt": self.attempt,
             "iteration": self.iteration,
@@ -206,6 +220,9 @@ class Report:
             "checkpoint": self.checkpoint.to_json() if self.checkpoint else None,
             "time": self.time,
         }
+        if self.total_iterations is not None:
+            data["totalIterations"] = self.total_iterations
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Report:
@@ -223,7 +240,10 @@ class Report:
         time_value = data.get("time", 0.0)
         if isinstance(time_value, bool) or not isinstance(time_value, int | float):
             raise ProtocolError(f"{where}.time must be a number")
-        return cls(rank, attempt, iteration, metrics, checkpoint, float(time_value))
+        total = data.get("totalIterations")
+        if total is not None:
+            total = check_total_iterations(total, where=f"{where}.totalIterations")
+        return cls(rank, attempt, iteration, metrics, checkpoint, float(time_value), total)
 
 
 # The most reports one ``POST /v1/reports`` batch may carry (the body limit applies too).

@@ -69,6 +69,7 @@ from worker_sdk.protocol import (
     attempt_data_dir,
     check_dir_name,
     check_metrics,
+    check_total_iterations,
     checkpoint_dir_name,
     job_prefix,
 )
@@ -101,6 +102,8 @@ class _Outgoing(NamedTuple):  # a tuple: made in the training loop, the cheapest
     time: float
     # Done when the checkpoint's files are in storage; None without a checkpoint.
     checkpoint: Future[ReportedCheckpoint] | None
+    # The total number of iterations the program had told when it reported (None: not told).
+    total: int | None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Session:
         self._resume_lock = threading.Lock()
         self._resume: ResumePoint | None = None
         self._reports = 0
+        self._total_iterations: int | None = None
         self._closed = False
         self._failures: list[Exception] = []
         self._failures_lock = threading.Lock()
@@ -185,7 +189,7 @@ class Session:
                 if self._closed:
                     raise RuntimeError("report() called after the trainjob session was closed (process exit)")
                 self._reports = number = self._reports + 1
-                self._outbox.put(_Outgoing(number, checked, called_at, None))
+                self._outbox.put(_Outgoing(number, checked, called_at, None, self._total_iterations))
             return
         files: list[LocalFile] | None = None
         if checkpoint is not None:
@@ -213,7 +217,19 @@ class Session:
                     ready = self._upload_in_background(files, number, checkpoint_dir_name, given_up)
             self._reports = number
             # Under the lock: reports enter the outbox in the order of their numbers.
-            self._outbox.put(_Outgoing(number, checked, called_at, ready), urgent=ready is not None)
+            self._outbox.put(
+                _Outgoing(number, checked, called_at, ready, self._total_iterations), urgent=ready is not None
+            )
+
+    def set_total_iterations(self, total: int) -> None:
+        """Carried by every later report (``worker_sdk.set_total_iterations``)."""
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise TypeError(
+                f"total_iterations must be an int (how many times report() is called in all), got "
+                f"{type(total).__name__}"
+            )
+        check_total_iterations(total)
+        self._total_iterations = total
 
     # -- disruption notices (worker_sdk.preemption) ------------------------------------------
     def should_stop(self) -> bool:
@@ -473,6 +489,7 @@ class Session:
             metrics=item.metrics,
             checkpoint=reported,
             time=item.time,
+            total_iterations=item.total,
         )
 
     def _finalize(self, finish: _Finish) -> None:

@@ -139,6 +139,7 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "lastCommitTime",
         "reportCountMismatch",
         "coordinatorMessage",
+        "progress",
     }
     assert "message" in {TrainJobStatus.model_fields[f].alias for f in OPERATOR_STATUS_FIELDS}
 

@@ -50,6 +50,8 @@ def test_crd_names_columns_and_subresources() -> None:
         "Phase",
         "Workers",
         "Iteration",
+        "Progress",
+        "ETA",
         "Restarts",
         "Disruptions",
         "Size",
@@ -108,6 +110,11 @@ def test_schema_details() -> None:
         "completionTime", "message", "attemptStartTime", "restartAfter", "iteration", "metrics",
         "lastReportTime", "latestCheckpoint", "bestCheckpoint", "checkpoints", "slowestRank",
     }  # fmt: skip
+    progress = status["progress"]["properties"]
+    assert progress["percentage"] == {
+        "type": "integer", "description": progress["percentage"]["description"], "minimum": 0, "maximum": 100
+    }  # fmt: skip
+    assert status["progress"]["required"] == ["totalIterations", "percentage"]
     for path, node in _walk(schema):
         if path.count(".") <= 2 and path not in ("", ".metadata", ".apiVersion", ".kind"):
             assert node.get("description"), f"{path} has no description"

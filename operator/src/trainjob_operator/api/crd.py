@@ -36,6 +36,20 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "jsonPath": ".status.iteration",
         "description": "Highest iteration reported by every rank",
     },
+    # -- status.progress (issue 15) --
+    {
+        "name": "Progress",
+        "type": "integer",
+        "jsonPath": ".status.progress.percentage",
+        "description": "Percent of the iterations the program said it runs (worker_sdk.set_total_iterations)",
+    },
+    {
+        "name": "ETA",
+        "type": "string",
+        "jsonPath": ".status.progress.eta",
+        "description": "Estimated time remaining at the recent rate",
+    },
+    # --
     {
         "name": "Restarts",
         "type": "integer",

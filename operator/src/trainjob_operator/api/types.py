@@ -486,6 +486,39 @@ class ReportCountMismatch(WireModel):
     message: str = Field(description="The same, for people.")
 
 
+# -- status.progress (issue 15: progress and ETA) ---------------------------------------------
+class Progress(WireModel):
+    """How far the job is, when its program told its total number of iterations
+    (`worker_sdk.set_total_iterations`); the coordinator publishes it (`coordinator.progress`
+    says how the estimate is made). Kubeflow Trainer's `trainerStatus` has the same two numbers
+    as progressPercentage and estimatedRemainingSeconds."""
+
+    total_iterations: int = Field(
+        ge=1, description="Iterations (report() calls, counted across attempts) the program said it runs."
+    )
+    percentage: int = Field(
+        ge=0, le=100, description="status.iteration over totalIterations, in percent, rounded down."
+    )
+    iterations_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description="The recent rate: over the job's advances of the last two minutes of this attempt "
+        "(at least its last two). Absent until the attempt has advanced twice.",
+    )
+    estimated_remaining_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="The iterations left at the recent rate, as of the latest iteration; 0 once every "
+        "rank's function returned. Absent while the rate is not known.",
+    )
+    eta: str | None = Field(
+        default=None, description="estimatedRemainingSeconds for people (5m12s, 3h4m): the ETA column."
+    )
+
+
+# -- end of status.progress --------------------------------------------------------------------
+
+
 class TrainJobStatus(WireModel):
     """Observed state. Lifecycle fields are the operator's, progress fields the coordinator's."""
 
@@ -580,6 +613,11 @@ class TrainJobStatus(WireModel):
         description="What the coordinator finds wrong now, for people (conflicting reports, checkpoints "
         "that cannot commit yet, metric history lost in an outage); absent when nothing is.",
     )
+    progress: Progress | None = Field(
+        default=None,
+        description="Percentage done and estimated time remaining, once the program told its total "
+        "number of iterations (worker_sdk.set_total_iterations).",
+    )
 
     @classmethod
     def from_wire_lenient(cls, data: Any) -> TrainJobStatus:
@@ -633,6 +671,7 @@ COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "last_commit_time",
     "report_count_mismatch",
     "coordinator_message",
+    "progress",
 )
 
 

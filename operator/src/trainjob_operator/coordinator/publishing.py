@@ -50,6 +50,7 @@ class StatusPublisher:
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[dict[str, Any] | None], None] | None = None,
+        cleared_at_start: tuple[str, ...] = (),
     ) -> None:
         self.sink = sink
         self.build_status = build_status
@@ -58,7 +59,11 @@ class StatusPublisher:
         self.last_seen_at = float("-inf")
         self.interval = interval
         self.clock = clock
-        self.published: dict[str, Any] = {}
+        # What the API server has of our fields, as far as this process knows. A field in
+        # `cleared_at_start` is taken to be there (an earlier coordinator's, of an earlier
+        # attempt): the first publish deletes it unless this process has a value for it by then,
+        # so that a stale estimate never outlives the process that made it.
+        self.published: dict[str, Any] = {name: {} for name in cleared_at_start}
         self.publishes = 0
         self.last_error: str | None = None
         self._last_publish = float("-inf")

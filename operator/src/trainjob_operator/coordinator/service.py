@@ -36,6 +36,7 @@ from trainjob_operator.coordinator.committing import (
 from trainjob_operator.coordinator.history import MetricHistory, write_part
 from trainjob_operator.coordinator.metrics import CoordinatorMetrics
 from trainjob_operator.coordinator.notice import NoticeState
+from trainjob_operator.coordinator.progress import RecentRate, estimate
 from trainjob_operator.coordinator.publishing import StatusPublisher
 from trainjob_operator.coordinator.recovery import RecoveredState, recover
 from trainjob_operator.coordinator.sinks import StatusSink
@@ -83,8 +84,16 @@ class Coordinator:
         self.checkpoints: list[CommittedCheckpoint] = []  # committed and retained, oldest first
         self.metrics = CoordinatorMetrics(lambda: self.aggregator.last_report_time)
         self.publisher = StatusPublisher(
-            sink, self.status, interval=config.status_interval, observe=self.observe_job_status
+            sink,
+            self.status,
+            interval=config.status_interval,
+            observe=self.observe_job_status,
+            cleared_at_start=("progress",),  # an earlier attempt's ETA is not this one's
         )
+        # The job's total number of iterations, as the latest report that carried it said
+        # (worker_sdk.set_total_iterations), and the recent rate: status.progress.
+        self.total_iterations: int | None = None
+        self._rate = RecentRate()
         self.recovered = False
         self.storage_error: str | None = None
         # When storage was last seen to become (un)available (wall clock); None: not known yet.
@@ -159,6 +168,8 @@ class Coordinator:
                 outcomes.append(exc)
                 continue
             self.metrics.reports_accepted.inc()
+            if report.total_iterations is not None:
+                self.total_iterations = report.total_iterations
             if verdict is Verdict.ACCEPTED:
                 self._rank_gauge(report.rank).set(report.iteration)
             outcomes.append(verdict)
@@ -198,6 +209,8 @@ class Coordinator:
         if self.history.part_is_full:
             self._history_wakeup.set()
         self.metrics.iteration.set(self.iteration)
+        if self.aggregator.iteration:
+            self._rate.observe(self.aggregator.iteration, time.monotonic())
         if self.aggregator.pending:
             self._commit_wakeup.set()
         self.publisher.changed()
@@ -222,6 +235,18 @@ class Coordinator:
         if self.aggregator.iteration and self.aggregator.iteration >= self._recovered_iteration:
             return self.aggregator.metrics
         return self._recovered_metrics
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """`status.progress` (`coordinator.progress`); None until a report told the total."""
+        if self.total_iterations is None:
+            return None
+        return estimate(
+            self.iteration,
+            self.total_iterations,
+            self._rate.per_second(),
+            finished=self.aggregator.all_finalized,
+        ).to_wire()
 
     @property
     def latest_checkpoint(self) -> CommittedCheckpoint | None:
@@ -362,6 +387,7 @@ class Coordinator:
             "lastCommitTime": latest.manifest.committed_at if latest else None,
             "reportCountMismatch": mismatch.to_wire() if mismatch else None,
             "coordinatorMessage": self.problems,
+            "progress": self.progress,
         }
 
     def _storage_status(self) -> dict[str, Any] | None:
@@ -393,6 +419,7 @@ class Coordinator:
             "worldSize": self.config.world_size,
             "iteration": self.iteration,
             "metrics": self.job_metrics,
+            "progress": self.progress,
             "ranks": {str(rank): p.last_iteration for rank, p in sorted(self.aggregator.ranks.items())},
             "finalized": self.aggregator.finalized,
             "pendingCommits": len(self.aggregator.pending),

@@ -149,6 +149,11 @@ def main() -> None:
     ddp_model = prepare_model(model)
 
     epochs = int(config["epochs"])
+    # One report per epoch from here on: the job's progress (status.progress, the Progress and ETA
+    # columns of kubectl get tj) counts the iterations done before and the epochs left.
+    done = 0 if checkpoint is None else int(checkpoint.get_metadata()["iteration"])
+    if done + epochs - start_epoch > 0:
+        train.set_total_iterations(done + epochs - start_epoch)
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         ddp_model.train()

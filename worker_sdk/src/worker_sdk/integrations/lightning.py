@@ -19,6 +19,7 @@ context, the device from :func:`worker_sdk.torch.get_device`.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import worker_sdk
 from worker_sdk.integrations import report_ready
 from worker_sdk.torch import get_device
 
-__all__ = ["DDPStrategy", "LightningEnvironment", "ReportCallback", "prepare_trainer"]
+__all__ = ["DDPStrategy", "LightningEnvironment", "ReportCallback", "prepare_trainer", "total_epochs"]
 
 
 class ReportCallback(pl.Callback):
@@ -40,6 +41,12 @@ class ReportCallback(pl.Callback):
     ``RayTrainReportCallback``. Every rank reports; the checkpoint file is rank 0's."""
 
     CHECKPOINT_NAME = "checkpoint.ckpt"
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Tells the job how many reports the run makes in all (one per epoch): its progress."""
+        total = total_epochs(trainer)
+        if total is not None:
+            worker_sdk.set_total_iterations(total)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {**report_ready(trainer.callback_metrics), "epoch": trainer.current_epoch}
@@ -50,6 +57,23 @@ class ReportCallback(pl.Callback):
             checkpoint = worker_sdk.Checkpoint.from_directory(directory) if path.exists() else None
             worker_sdk.report(metrics, checkpoint=checkpoint)
         trainer.strategy.barrier()
+
+
+def total_epochs(trainer: pl.Trainer) -> int | None:
+    """How many epochs ``fit`` runs in all (counted from epoch 0, so a resumed fit gets the same
+    number), hence how many times :class:`ReportCallback` reports: ``max_epochs``, or fewer when
+    ``max_steps`` ends the run first; None when neither bounds it (or the epoch's length is not
+    known, an iterable without a length)."""
+    max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+    max_steps = trainer.max_steps if trainer.max_steps > 0 else None
+    if max_steps is None:
+        return max_epochs
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches) or batches <= 0:
+        return None
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    return epochs if max_epochs is None else min(epochs, max_epochs)
 
 
 class LightningEnvironment(_LightningEnvironment):

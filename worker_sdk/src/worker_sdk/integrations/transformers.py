@@ -17,7 +17,9 @@ The Trainer initialises its process group from the same env contract (``WORLD_SI
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import worker_sdk
 from worker_sdk.integrations import report_ready
 
-__all__ = ["ReportCallback", "prepare_trainer"]
+__all__ = ["ReportCallback", "prepare_trainer", "total_saves"]
 
 
 class ReportCallback(transformers.TrainerCallback):
@@ -38,6 +40,18 @@ class ReportCallback(transformers.TrainerCallback):
     checkpoints by is fresh when a checkpoint is saved (e.g. ``eval_strategy == save_strategy``)."""
 
     CHECKPOINT_NAME = "checkpoint"
+
+    def on_train_begin(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        """Tells the job how many reports the run makes in all (one per save): its progress."""
+        total = total_saves(args, state)
+        if total is not None:
+            worker_sdk.set_total_iterations(total)
 
     def on_save(
         self,
@@ -57,6 +71,20 @@ class ReportCallback(transformers.TrainerCallback):
                 shutil.copytree(saved, Path(directory, self.CHECKPOINT_NAME))
                 checkpoint = worker_sdk.Checkpoint.from_directory(directory)
             worker_sdk.report(report_ready(metrics), checkpoint=checkpoint)
+
+
+def total_saves(args: transformers.TrainingArguments, state: transformers.TrainerState) -> int | None:
+    """How many checkpoints a run saves from its first step to ``max_steps`` (counted from step 0,
+    so a resumed run gets the same number), hence how many times :class:`ReportCallback` reports:
+    every ``save_steps`` and once more at the last step (the Trainer saves there too), or once
+    per epoch; None when the Trainer does not know (no save strategy, ``best``, an iterable
+    dataset of unknown length)."""
+    strategy = str(args.save_strategy)
+    if strategy == "steps" and state.save_steps > 0 and state.max_steps > 0:
+        return math.ceil(state.max_steps / state.save_steps)
+    if strategy == "epoch" and 0 < state.num_train_epochs < sys.maxsize:
+        return int(state.num_train_epochs)
+    return None
 
 
 def prepare_trainer(trainer: transformers.Trainer) -> transformers.Trainer:

@@ -33,3 +33,33 @@ def test_logged_values_become_reportable_metrics() -> None:
         "note": "warmup",
         "skipped": None,
     }
+
+
+def test_the_transformers_callback_counts_the_saves_a_run_makes() -> None:
+    """One report per save: every save_steps, plus the Trainer's save at the last step."""
+    import transformers
+
+    from worker_sdk.integrations.transformers import total_saves
+
+    def saves(strategy: str, max_steps: int, save_steps: int = 0, epochs: int = 0) -> int | None:
+        args = transformers.TrainingArguments(output_dir="unused", save_strategy=strategy, report_to=[])
+        state = transformers.TrainerState(max_steps=max_steps, save_steps=save_steps, num_train_epochs=epochs)
+        return total_saves(args, state)
+
+    assert saves("steps", max_steps=10, save_steps=2) == 5  # the e2e example's: 2, 4, 6, 8, 10
+    assert saves("steps", max_steps=11, save_steps=2) == 6  # 2 .. 10, and 11 at the end
+    assert saves("epoch", max_steps=40, epochs=4) == 4
+    assert saves("no", max_steps=10, save_steps=2) is None  # never reports: no progress to tell
+
+
+def test_the_lightning_callback_counts_the_epochs_a_fit_runs() -> None:
+    import lightning.pytorch as pl
+
+    from worker_sdk.integrations.lightning import total_epochs
+
+    def trainer(**limits: int) -> pl.Trainer:
+        return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, **limits)
+
+    assert total_epochs(trainer(max_epochs=4)) == 4
+    # Bounded by steps, before fit() knows an epoch's length: not known, nothing told.
+    assert total_epochs(trainer(max_steps=10)) is None

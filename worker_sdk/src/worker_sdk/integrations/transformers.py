@@ -79,7 +79,7 @@ def total_saves(args: transformers.TrainingArguments, state: transformers.Traine
     every ``save_steps`` and once more at the last step (the Trainer saves there too), or once
     per epoch; None when the Trainer does not know (no save strategy, ``best``, an iterable
     dataset of unknown length)."""
-    strategy = str(args.save_strategy)
+    strategy = args.save_strategy  # a str enum: equal to its value (its str() is the member's name)
     if strategy == "steps" and state.save_steps > 0 and state.max_steps > 0:
         return math.ceil(state.max_steps / state.save_steps)
     if strategy == "epoch" and 0 < state.num_train_epochs < sys.maxsize:

@@ -51,18 +51,34 @@ def test_killed_once_resumes_from_its_committed_checkpoint(
     name = f"{framework}-resume"
     cluster.apply(example_job(framework, name))
 
+    seen: dict[str, Any] = {}
+
     def committed() -> int | None:
-        latest = cluster.status(name).get("latestCheckpoint") or {}
+        seen.update(cluster.status(name))
+        latest = seen.get("latestCheckpoint") or {}
         return int(latest["iteration"]) if latest.get("iteration") else None
 
     wait_for(committed, 240, f"{name}'s first committed checkpoint", cluster.describe_job(name))
+    reports = CASES[framework][1]
+    # The callback told the total (max_steps / save_steps, max_epochs) before the first report.
+    assert seen["progress"]["totalIterations"] == reports
+    assert seen["progress"]["percentage"] == seen["iteration"] * 100 // reports < 100
     os.kill(trainer_pid(cluster, f"{name}-0-1"), signal.SIGKILL)
     status = cluster.wait_for_phase(name, "Succeeded", "Failed", timeout=300)
 
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["restarts"] == 1 and status["attempt"] == 1
-    reports, checkpoint_file = CASES[framework][1], CASES[framework][2]
+    checkpoint_file = CASES[framework][2]
     assert status["iteration"] == reports
+    # Iterations count across attempts: the resumed attempt ends at 100 %, nothing remaining.
+    progress = status["progress"]
+    assert (progress["totalIterations"], progress["percentage"]) == (reports, 100)
+    assert (progress["estimatedRemainingSeconds"], progress["eta"]) == (0, "0s")
+    header, row = (line.split() for line in cluster.kubectl("get", "tj", name).splitlines())
+    assert header[3:6] == ["ITERATION", "PROGRESS", "ETA"]  # kubectl get tj's printer columns
+    cells = dict(zip(header, row, strict=True))
+    shown = [cells[column] for column in ("NAME", "PHASE", "ITERATION", "PROGRESS", "ETA")]
+    assert shown == [name, "Succeeded", str(reports), "100", "0s"]
     log = cluster.kubectl("logs", f"{name}-1-0", "-c", "trainer")
     resumed = next(line for line in log.splitlines() if line.startswith("resuming from "))
     resumed_uri = resumed.removeprefix("resuming from ")

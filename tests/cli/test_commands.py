@@ -111,6 +111,7 @@ def test_status_shows_progress_checkpoints_conditions_and_events(cli: Cli, finis
     assert field["Phase"] == "Succeeded"
     assert field["Attempt"] == "0"
     assert field["Iteration"] == "3/3"
+    assert field["Progress"] == "100%, ETA 0s"  # the digits example tells its total (its epochs)
     assert "val_loss=" in field["Metrics"]
     assert "checkpoint_000003 (iteration 3" in out
     assert "Best checkpoint" in out

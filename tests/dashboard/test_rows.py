@@ -134,9 +134,15 @@ def test_job_reason(the_job: JSON, pods: list[JSON], expected: str | None) -> No
 
 
 def test_progress_prefers_what_the_status_publishes() -> None:
-    assert rows.progress(job("Running", iteration=5, progress={"percent": 62.5, "etaSeconds": 40})) == {
-        "percent": 62.5,
+    published = {"totalIterations": 8, "percentage": 62, "estimatedRemainingSeconds": 40, "eta": "40s"}
+    assert rows.progress(job("Running", iteration=5, progress=published)) == {
+        "percent": 62.0,
         "etaSeconds": 40,
+    }
+    del published["estimatedRemainingSeconds"]  # the rate is not known yet
+    assert rows.progress(job("Running", iteration=5, progress=published)) == {
+        "percent": 62.0,
+        "etaSeconds": None,
     }
     assert rows.progress(job("Running", iteration=5)) == {"percent": 25.0, "etaSeconds": None}
     unknown = job("Running", iteration=5)

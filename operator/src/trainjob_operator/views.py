@@ -115,12 +115,26 @@ def workers_text(job: dict[str, Any]) -> str:
 
 
 def iteration_text(job: dict[str, Any]) -> str:
-    """`12`, or `12/20` when the job's config names its epochs (one report per epoch, as the examples)."""
-    iteration = status_of(job).get("iteration")
-    epochs = ((job.get("spec") or {}).get("config") or {}).get("epochs")
+    """`12`, or `12/20` when the total is known: the program told it (`status.progress`), or the
+    job's config names its epochs (one report per epoch, as the examples)."""
+    status = status_of(job)
+    iteration = status.get("iteration")
     if iteration is None:
         return "-"
-    return f"{iteration}/{epochs}" if isinstance(epochs, int) else str(iteration)
+    progress = status.get("progress")
+    total = progress.get("totalIterations") if isinstance(progress, dict) else None
+    if not isinstance(total, int):
+        total = ((job.get("spec") or {}).get("config") or {}).get("epochs")
+    return f"{iteration}/{total}" if isinstance(total, int) else str(iteration)
+
+
+def progress_text(job: dict[str, Any]) -> str | None:
+    """`60%, ETA 5m12s` (`60%` while the rate is not known) from `status.progress`; None without."""
+    progress = status_of(job).get("progress")
+    if not isinstance(progress, dict) or "percentage" not in progress:
+        return None
+    eta = progress.get("eta")
+    return f"{progress['percentage']}%" + (f", ETA {eta}" if eta else "")
 
 
 def summary_line(job: dict[str, Any]) -> str:
@@ -133,6 +147,9 @@ def summary_line(job: dict[str, Any]) -> str:
         f"workers {workers_text(job)}",
         f"iteration {iteration_text(job)}",
     ]
+    progress = progress_text(job)
+    if progress:
+        parts.append(f"progress {progress}")
     latest = status.get("latestCheckpoint") or {}
     if latest:
         parts.append(f"checkpoint {latest.get('iteration')}")
@@ -195,6 +212,9 @@ def progress_view(job: dict[str, Any], *, elapsed: float | None = None, note: st
     head.add_row("attempt", f"{status.get('attempt', 0)} (restarts {status.get('restarts', 0)})")
     head.add_row("workers", f"{workers_text(job)} ready")
     head.add_row("iteration", iteration_text(job))
+    progress = progress_text(job)
+    if progress:
+        head.add_row("progress", progress)
     for name, value in (status.get("metrics") or {}).items():
         head.add_row(f"  {name}", format_value(value))
     if status.get("message"):

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         f"{counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed",
     )
     overview.add_row("Iteration", views.iteration_text(job))
+    overview.add_row("Progress", views.progress_text(job) or "-")
     overview.add_row("Metrics", views.compact_metrics(status.get("metrics"), limit=20) or "-")
     if status.get("lastReportTime"):
         overview.add_row(

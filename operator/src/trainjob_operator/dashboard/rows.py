@@ -33,13 +33,16 @@ def job_key(job: JSON) -> str:
 
 
 def progress(job: JSON) -> JSON | None:
-    """`{"percent", "etaSeconds"}`: the status's own progress when the coordinator publishes one,
-    else iteration over `spec.config.epochs` (the examples report once per epoch); None when
-    the job says nothing of its length."""
+    """`{"percent", "etaSeconds"}`: the status's own progress when the coordinator publishes one
+    (`status.progress`: the program told its total), else iteration over `spec.config.epochs`
+    (the examples report once per epoch); None when the job says nothing of its length."""
     status = _status(job)
     published = status.get("progress")
-    if isinstance(published, dict) and isinstance(published.get("percent"), int | float):
-        return {"percent": float(published["percent"]), "etaSeconds": published.get("etaSeconds")}
+    if isinstance(published, dict) and isinstance(published.get("percentage"), int | float):
+        return {
+            "percent": float(published["percentage"]),
+            "etaSeconds": published.get("estimatedRemainingSeconds"),
+        }
     iteration = status.get("iteration")
     epochs = (_spec(job).get("config") or {}).get("epochs")
     if not isinstance(iteration, int) or not isinstance(epochs, int) or epochs <= 0:

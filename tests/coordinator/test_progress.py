@@ -18,6 +18,7 @@ from trainjob_operator.coordinator.progress import (
     human_duration,
 )
 from trainjob_operator.coordinator.publishing import StatusPublisher
+from worker_sdk.protocol import Report
 
 # -- the recent rate ------------------------------------------------------------------------
 
@@ -178,3 +179,14 @@ async def test_a_bad_total_is_refused_and_records_nothing(
     assert status == 400 and body["error"] == message
     state = await harness.state()
     assert state["iteration"] == 0 and state["ranks"] == {} and state["progress"] is None
+
+
+def test_the_total_is_optional_on_the_wire_both_ways() -> None:
+    """Older coordinators get the bodies they always got from reports without a total (and ignore
+    the key otherwise); an older SDK's report, without it, reads as no total."""
+    plain = Report(rank=0, attempt=0, iteration=3, metrics={"loss": 0.5}, time=1.0)
+    assert "totalIterations" not in plain.to_json()
+    assert Report.from_json(plain.to_json()).total_iterations is None
+    told = Report(rank=0, attempt=0, iteration=3, metrics={"loss": 0.5}, time=1.0, total_iterations=40)
+    assert told.to_json()["totalIterations"] == 40
+    assert Report.from_json(told.to_json()) == told

@@ -4,6 +4,7 @@ resume from the latest committed checkpoint."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -34,11 +35,13 @@ def s3_credentials(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def iteration_column(cluster: Cluster, name: str) -> str:
-    """The Iteration column of `kubectl get tj NAME`, as a user sees it."""
+def progress_columns(cluster: Cluster, name: str) -> tuple[str, str, str]:
+    """The Iteration, Progress and ETA columns of `kubectl get tj NAME`, from one listing, as a
+    user sees them ("" for a blank cell: kubectl leaves a column without a value empty)."""
     header, row = cluster.kubectl("get", "tj", name).splitlines()[:2]
-    start = header.index("ITERATION")
-    return row[start:].split()[0] if len(row) > start and row[start] != " " else ""
+    starts = [header.index(column) for column in ("ITERATION", "PROGRESS", "ETA", "RESTARTS")]
+    iteration, progress, eta = (row[start:end].strip() for start, end in itertools.pairwise(starts))
+    return iteration, progress, eta
 
 
 @pytest.mark.slow
@@ -47,17 +50,24 @@ def test_digits_runs_to_success_with_climbing_progress_and_loadable_checkpoints(
 ) -> None:
     cluster.apply(digits_job("digits", epochs=5, step_sleep=0.05))
 
-    seen: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
 
     def finished() -> bool:
-        seen.add(iteration_column(cluster, "digits"))
+        seen.add(progress_columns(cluster, "digits"))
         return cluster.status("digits").get("phase") in ("Succeeded", "Failed")
 
     wait_for(finished, 240, "digits to finish", cluster.describe_job("digits"))
     status = cluster.status("digits")
 
     assert status["phase"] == "Succeeded", status.get("message")
-    assert len(seen - {"", "<none>"}) >= 2, f"iteration seen climbing: {sorted(seen)}"
+    iterations = {iteration for iteration, _, _ in seen}
+    assert len(iterations - {"", "<none>"}) >= 2, f"iteration seen climbing: {sorted(seen)}"
+    # The example tells its total (its epochs): the Progress column is iteration over it throughout
+    # (blank before the first report, which tells the total).
+    for iteration, progress, _ in seen:
+        assert progress in ("", "<none>") or progress == str(int(iteration) * 100 // 5), sorted(seen)
+    assert progress_columns(cluster, "digits") == ("5", "100", "0s")
+    assert status["progress"]["totalIterations"] == 5
     assert status["iteration"] == 5
     assert set(status["metrics"]) >= {"loss", "val_loss", "accuracy", "epoch"}
     assert status["metrics"]["epoch"] == 4

@@ -129,3 +129,53 @@ def test_a_missing_file_fails_the_upload_and_says_which(storage: Storage, tmp_pa
     (tmp_path / "present.bin").write_bytes(b"p")
     with pytest.raises(StorageError, match=r"cannot upload .*absent\.bin"):
         storage.upload_files([(tmp_path / "present.bin", "d/present.bin"), (tmp_path / "absent.bin", "d/a")])
+
+
+def test_a_large_file_in_more_parts_than_buffers_is_stored_whole_with_the_sha256_of_its_bytes(
+    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    import hashlib
+    import os
+
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    # 5 MiB parts, 2 in flight (3 buffers, reused): 5 parts, the last one shorter.
+    storage = S3Storage(
+        f"s3://{seaweedfs.bucket}/reuse", multipart_threshold=5 * 1024 * 1024, max_concurrency=2
+    )
+    data = os.urandom(23 * 1024 * 1024 + 12345)
+    (tmp_path / "shard.bin").write_bytes(data)
+    parts: list[int] = []
+
+    def record_part(params: dict[str, Any], **_: Any) -> None:
+        parts.append(len(params["Body"]))
+
+    storage.client.meta.events.register("before-parameter-build.s3.UploadPart", record_part)
+    digest = storage.upload_files([(tmp_path / "shard.bin", "d/shard.bin")])
+
+    assert digest == {"d/shard.bin": hashlib.sha256(data).hexdigest()}
+    assert sorted(parts) == [12345 + 3 * 1024 * 1024, *[5 * 1024 * 1024] * 4]
+    assert storage.get_bytes("d/shard.bin") == data
+
+
+def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
+    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    storage = S3Storage(f"s3://{seaweedfs.bucket}/abort", multipart_threshold=5 * 1024 * 1024)
+    (tmp_path / "shard.bin").write_bytes(b"\x07" * (16 * 1024 * 1024))
+
+    def fail_part_two(params: dict[str, Any], **_: Any) -> None:
+        if params["PartNumber"] == 2:
+            raise StorageError("part 2 refused (injected)")
+
+    storage.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
+    with pytest.raises(StorageError, match=r"part 2 refused \(injected\)"):
+        storage.upload_file(tmp_path / "shard.bin", "d/shard.bin")
+
+    assert storage.list_objects("d") == []
+    pending = storage.client.list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix="abort/")
+    assert pending.get("Uploads", []) == []

@@ -16,27 +16,33 @@ that names the operation. (A retry library would add a dependency the SDK must n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import queue
 import random
 import shutil
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 T = TypeVar("T")
 
 DEFAULT_RETRY_BUDGET_SECONDS = 120.0
 _MiB = 1024 * 1024
+_MAX_PARTS = 10_000  # S3's limit on the parts of one upload
 
 
 class StorageError(Exception):
@@ -273,6 +279,17 @@ class FileStorage(Storage):
         shutil.copyfile(self._path(key), local_path)
 
 
+def _read_exactly(source: io.FileIO, buffer: bytearray, path: Path) -> None:
+    """Fill ``buffer`` from ``source`` (a read may return less than asked)."""
+    with memoryview(buffer) as view:
+        filled = 0
+        while filled < len(view):
+            read = source.readinto(view[filled:])
+            if not read:
+                raise StorageError(f"{path} became shorter while it was uploaded")
+            filled += read
+
+
 def _size_or_zero(path: Path) -> int:
     """A file's size; 0 when it cannot be read (its upload then fails with the reason)."""
     try:
@@ -281,34 +298,14 @@ def _size_or_zero(path: Path) -> int:
         return 0
 
 
-class _HashingReader:
-    """A read-only file object that hashes what is read from it, in order."""
-
-    def __init__(self, source: BinaryIO) -> None:
-        self._source = source
-        self._digest = hashlib.sha256()
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._source.read(size)
-        self._digest.update(chunk)
-        self._position += len(chunk)
-        return chunk
-
-    def tell(self) -> int:
-        return self._position
-
-    def seekable(self) -> bool:
-        return False  # rewinding would hash bytes twice
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-
 class S3Storage(Storage):
     """An S3 bucket and prefix. A file below ``multipart_threshold`` is one PutObject, many of
-    them at once (``small_file_workers``); a larger one goes through boto3's transfer manager
-    (multipart, ``max_concurrency`` parts in parallel)."""
+    them at once (``small_file_workers``); a larger one is a multipart upload of parts of that
+    size (more when the file would need over 10 000), ``max_concurrency`` of them in flight.
+
+    Memory: a large file holds at most ``max_concurrency + 1`` parts in memory (7 x 16 MiB =
+    112 MiB by default), whatever its size.
+    """
 
     def __init__(
         self,
@@ -316,7 +313,7 @@ class S3Storage(Storage):
         *,
         endpoint_url: str | None = None,
         retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS,
-        max_concurrency: int = 10,
+        max_concurrency: int = 6,
         multipart_threshold: int = 16 * _MiB,
         small_file_workers: int = 16,
     ) -> None:
@@ -399,22 +396,106 @@ class S3Storage(Storage):
     def _upload_file(self, local_path: Path, key: str) -> str:
         client = self.client
         if local_path.stat().st_size < self.multipart_threshold:
-            # One request: the transfer manager's thread pool and futures cost more than the
-            # PUT of a small file itself. The body is hashed as it is (the bytes sent).
+            # One request: a multipart upload's three kinds of request and its threads cost more
+            # than the PUT of a small file itself. The body is hashed as it is (the bytes sent).
             data = local_path.read_bytes()
             client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
             return hashlib.sha256(data).hexdigest()
-        # The transfer manager reads a file object's parts in order, once each (a part it
-        # retries is resent from memory): hashing what it reads is hashing what it sends.
-        with open(local_path, "rb") as source:
-            reader = _HashingReader(source)
-            client.upload_fileobj(
-                reader,  # type: ignore[arg-type]
-                self.bucket,
-                self._object_key(key),
-                Config=self._transfer_config,  # type: ignore[arg-type]
-            )
-        return reader.hexdigest()
+        return self._upload_in_parts(local_path, key)
+
+    def _upload_in_parts(self, local_path: Path, key: str) -> str:
+        """A multipart upload of our own rather than boto3's transfer manager, for what it cost
+        (measured in bench/RESULTS.md, "Issue 16 goal 3"): handed a stream (the only way to hash
+        the bytes it sends), the manager reads every part into fresh memory and wraps it in file
+        objects that botocore then reads 16 KiB at a time through Python, to sign, to checksum and
+        to send. Here each part is read once into a reused buffer, hashed there (so the SHA-256 is
+        of exactly the bytes sent) and handed to botocore as a bytearray, which it signs and
+        checksums in C and sends with one ``sendall``. Requests, signing, checksums (CRC32 as the
+        manager sends them) and retries of each request remain botocore's; a failure aborts the
+        upload, and ``upload_file`` retries the whole file within the budget."""
+        client = self.client
+        object_key = self._object_key(key)
+        checksum: dict[str, Any] = (
+            {"ChecksumAlgorithm": "CRC32"}
+            # As the transfer manager does; the attribute is newer than botocore-stubs.
+            if getattr(client.meta.config, "request_checksum_calculation", None) == "when_supported"
+            else {}
+        )
+        with open(local_path, "rb", buffering=0) as source:
+            size = os.fstat(source.fileno()).st_size
+            part_size = max(self.multipart_threshold, -(-size // _MAX_PARTS))
+            upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **checksum)[
+                "UploadId"
+            ]
+            try:
+                digest, parts = self._send_parts(
+                    source, local_path, size, part_size, object_key, upload_id, checksum
+                )
+                client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):  # the failure that got here says more
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
+                raise
+        return digest
+
+    def _send_parts(
+        self,
+        source: io.FileIO,
+        local_path: Path,
+        size: int,
+        part_size: int,
+        object_key: str,
+        upload_id: str,
+        checksum: dict[str, Any],
+    ) -> tuple[str, list[CompletedPartTypeDef]]:
+        """Read, hash and send the parts in order, ``max_concurrency`` in flight; the SHA-256 of
+        the whole file and the parts to complete the upload with."""
+        client = self.client
+        count = -(-size // part_size)
+        digest = hashlib.sha256()
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(min(self.max_concurrency + 1, count)):  # the memory bound
+            free.put(bytearray(part_size))
+        failed = threading.Event()
+
+        def send(number: int, body: bytearray) -> CompletedPartTypeDef:
+            try:
+                response = client.upload_part(
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,  # type: ignore[arg-type]  # botocore takes a bytearray as it is
+                    **checksum,
+                )
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                free.put(body)
+            part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
+            if "ChecksumCRC32" in response:
+                part["ChecksumCRC32"] = response["ChecksumCRC32"]
+            return part
+
+        with ThreadPoolExecutor(
+            max_workers=min(self.max_concurrency, count), thread_name_prefix="trainjob-part"
+        ) as pool:
+            futures = []
+            for number in range(1, count + 1):
+                body = free.get()  # waits while max_concurrency + 1 parts are in memory
+                if failed.is_set():
+                    break  # the failed part's error is raised below
+                length = min(part_size, size - (number - 1) * part_size)
+                if len(body) != length:
+                    del body[length:]  # the last part: shorter, and no part reuses its buffer
+                _read_exactly(source, body, local_path)
+                digest.update(body)  # releases the GIL: the parts in flight go on meanwhile
+                futures.append(pool.submit(send, number, body))
+            parts = [future.result() for future in futures]
+        return digest.hexdigest(), parts
 
     def _put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)

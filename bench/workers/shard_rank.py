@@ -8,13 +8,16 @@ The SDK modes report the rank's shard through ``worker_sdk.report`` (the shard i
 a fresh directory: O(1), and the handed-over directory's removal leaves the prewritten file
 alone); ``boto3`` uploads it with ``upload_file`` and a TransferConfig, as a user without the SDK
 would. Every rank prints one JSON line: when it began and when its call returned (or its upload
-ended), and its peak RSS (VmHWM) once its upload is over, beside the RSS before it began.
+ended), the CPU seconds it spent from when it began (for async: until the commit, so the
+background upload's too), and its peak RSS
+(VmHWM) once its upload is over, beside the RSS before it began.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 import urllib.request
@@ -31,6 +34,12 @@ def rss_mib(field: str) -> float:
         if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_until(at: float) -> None:
@@ -69,12 +78,18 @@ def run_boto3(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
     )
     before = rss_mib("VmRSS")
     wait_until(float(params["start_at"]))
-    began = time.time()
+    began, cpu = time.time(), cpu_s()
     client.upload_file(
         str(shard), "trainjob", f"plain/{uuid.uuid4().hex[:8]}/shard-{rank}.bin", Config=config
     )
     ended = time.time()
-    return {"began": began, "returned": ended, "rss_before_mib": before, "peak_rss_mib": rss_mib("VmHWM")}
+    return {
+        "began": began,
+        "returned": ended,
+        "cpu_s": cpu_s() - cpu,
+        "rss_before_mib": before,
+        "peak_rss_mib": rss_mib("VmHWM"),
+    }
 
 
 def run_sdk(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
@@ -92,7 +107,7 @@ def run_sdk(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
     _ = session.current()._storage.client  # type: ignore[attr-defined]
     before = rss_mib("VmRSS")
     wait_until(float(params["start_at"]))
-    began = time.time()
+    began, cpu = time.time(), cpu_s()
     train.report(
         {"rank": rank},
         checkpoint=train.Checkpoint.from_directory(directory),
@@ -102,7 +117,13 @@ def run_sdk(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
     returned = time.time()
     if mode != "sdk_sync":
         wait_committed()  # the background upload is over: its memory is in VmHWM now
-    return {"began": began, "returned": returned, "rss_before_mib": before, "peak_rss_mib": rss_mib("VmHWM")}
+    return {
+        "began": began,
+        "returned": returned,
+        "cpu_s": cpu_s() - cpu,
+        "rss_before_mib": before,
+        "peak_rss_mib": rss_mib("VmHWM"),
+    }
 
 
 def main() -> None:

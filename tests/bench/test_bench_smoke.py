@@ -96,6 +96,7 @@ def test_sharded_checkpoint() -> None:
     sync = line["ours"]["sync"]
     assert sync["mib_per_s"] > 0 and sync["to_commit_s"] >= sync["upload_s"] > 0
     assert line["ours"]["peak_rss_per_rank_mib"] > 0 and line["peer"]["best_boto3_mib_per_s"] > 0
+    assert sync["cpu_s_per_gib"] > 0 and line["peer"]["best_boto3_cpu_s_per_gib"] > 0
     assert set(line["ratio"]) >= {
         "sdk_over_best_boto3",
         "commit_over_upload",

@@ -208,12 +208,6 @@ def check_resumed_and_succeeded(
     return status
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 13: on the crashed node the pod of rank 1 is gone within a second "
-    "of the operator's graceful delete (no kubelet should confirm it), before the node turns Unknown, "
-    "so rank 0's gloo failure is counted as a WorkerFailed restart instead of a disruption",
-)
 def test_a_crashed_node_restarts_the_gang_on_the_others_as_a_disruption(
     cluster: Cluster, stack: LocalStack, s3_credentials: None
 ) -> None:

@@ -8,27 +8,36 @@ test prints the seconds from its fault to the job's status saying so (the scenar
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.kube import Cluster
-from tests.support.manifests import digits_job
+from tests.support.manifests import digits_job, python, trainjob
 from tests.support.nodes import (
     CPU_NODES,
     GPU_NODE,
     StatusWatch,
     committed_checksums,
+    container_pid,
+    group_states,
     multinode_stack,
     node_of,
     pod,
     start_node,
     trainer_log,
+    trainjob_cli,
     wait_for_value,
 )
+from tests.support.processes import wait_until
 from trainjob_operator.local.stack import LocalStack
+from worker_sdk.storage import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -208,12 +217,6 @@ def check_resumed_and_succeeded(
     return status
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 13: on the crashed node the pod of rank 1 is gone within a second "
-    "of the operator's graceful delete (no kubelet should confirm it), before the node turns Unknown, "
-    "so rank 0's gloo failure is counted as a WorkerFailed restart instead of a disruption",
-)
 def test_a_crashed_node_restarts_the_gang_on_the_others_as_a_disruption(
     cluster: Cluster, stack: LocalStack, s3_credentials: None
 ) -> None:
@@ -253,3 +256,146 @@ def test_a_partitioned_node_is_fenced_off_and_nothing_committed_changes(
     assert after == before, "a committed checkpoint file changed after the partition healed"
     assert "Disrupted" in reasons, reasons
     report("node of rank 1 partitioned", said, watch)
+
+
+ZOMBIE_AT = 4  # the iteration rank 1 of attempt 0 freezes before uploading
+ZOMBIE_STEPS = 24
+# Each rank writes a file of its own to every checkpoint; rank 0 also the step it resumes from.
+# Attempt 0's rank 1 freezes (SIGSTOP, its machine paused) just before it uploads ZOMBIE_AT.
+FREEZES_BEFORE_UPLOADING = python(
+    "import os, signal, sys, tempfile, time\n"
+    "from pathlib import Path\n"
+    "import worker_sdk\n"
+    "attempt, rank = int(os.environ['TRAINJOB_ATTEMPT']), int(os.environ['RANK'])\n"
+    "start = 1\n"
+    "checkpoint = worker_sdk.get_checkpoint()\n"
+    "if checkpoint is not None:\n"
+    "    with checkpoint.as_directory() as d:\n"
+    "        start = int((Path(d) / 'step.txt').read_text()) + 1\n"
+    "    print(f'resumed from {checkpoint.uri} at step {start}', flush=True)\n"
+    f"for step in range(start, {ZOMBIE_STEPS} + 1):\n"
+    f"    if (attempt, rank, step) == (0, 1, {ZOMBIE_AT}):\n"
+    "        print(f'freezing before uploading step {step}', flush=True)\n"
+    "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+    "        print('thawed: uploading and reporting as attempt 0', flush=True)\n"
+    "    with tempfile.TemporaryDirectory() as d:\n"
+    "        Path(d, f'rank-{rank}.txt').write_text(f'attempt {attempt} rank {rank} step {step}\\n')\n"
+    "        if rank == 0:\n"
+    "            Path(d, 'step.txt').write_text(str(step))\n"
+    "        worker_sdk.report({'step': step}, checkpoint=worker_sdk.Checkpoint.from_directory(d))\n"
+    "    time.sleep(0.4)\n"
+)
+
+
+def test_a_frozen_rank_that_thaws_after_the_next_attempt_committed_changes_nothing(
+    cluster: Cluster, stack: LocalStack, s3_credentials: None, tmp_path: Path
+) -> None:
+    """Scenario 6: rank 1 freezes (SIGSTOP) just before it uploads iteration k, its machine with
+    it (the node stops, processes kept: nothing on it can kill the frozen process); the stall
+    ends the attempt, the next one commits k, then the rank thaws (SIGCONT) and uploads k and
+    reports as attempt 0: the committed k is unchanged and loads, and the report is not taken
+    (the only coordinator that would hear attempt 0 is gone; a later one answers 409)."""
+    name = "zombie"
+    manifest = trainjob(
+        name,
+        FREEZES_BEFORE_UPLOADING,
+        # The stall (20 s: room for a loaded machine to start the next attempt's processes and
+        # fetch the checkpoint before their first report) ends the attempt before the paused node
+        # counts as lost.
+        failure_policy={"maxRestarts": 2, "nodeLossSeconds": 25},
+        extra_spec={"stallTimeoutSeconds": 20, "checkpoints": {"numToKeep": 50}},
+        storage_uri=f"s3://trainjob/e2e-{name}-{cluster.namespace}",
+    )
+    # A rank gives up on reports it cannot deliver this long after its program ended (the
+    # default, 120 s, would only make the zombie's end slower to see).
+    trainer(manifest)["env"] = [{"name": "TRAINJOB_FINAL_WAIT_SECONDS", "value": "10"}]
+    watch = StatusWatch(cluster, name)
+    cluster.apply(manifest)
+    frozen_pod = f"{name}-0-1"
+    watch.until(
+        "rank 1 to freeze (or the job to end)",
+        lambda s: (
+            s.get("phase") in ("Succeeded", "Failed")
+            or "freezing before uploading" in trainer_log(cluster, frozen_pod)
+        ),
+        120,
+    )
+    assert watch.poll().get("phase") not in ("Succeeded", "Failed"), (
+        trainer_log(cluster, frozen_pod) + cluster.describe_job(name)()
+    )
+    running = pod(cluster, frozen_pod)
+    assert running is not None
+    lost = str(running["spec"]["nodeName"])
+    pid, uid = container_pid(running, "trainer"), str(running["metadata"]["uid"])
+    assert "T" in group_states(pid), f"rank 1 is not stopped: {group_states(pid)}"
+    assert stack.cluster is not None
+    frozen_at = time.monotonic()
+    stack.cluster.stop_node(lost, keep_processes=True)  # the machine is paused with its process
+    try:
+        said = watch.seconds_until(
+            frozen_at,
+            "the stall on the status",
+            lambda s: s.get("reason") in ("WorkerFailed", "NodeLost"),
+            60,
+        )
+        stalled = [e for e in cluster.events(name) if e.get("reason") == "Stalled"]
+        assert stalled and "no report from rank 1" in stalled[0]["message"], cluster.events(name)
+        # The next attempt commits ZOMBIE_AT; the frozen rank is still there, stopped.
+        committed = watch.until(
+            f"attempt 1 to commit iteration {ZOMBIE_AT}",
+            lambda s: (
+                (s.get("latestCheckpoint") or {}).get("iteration", 0) >= ZOMBIE_AT and s.get("attempt") == 1
+            ),
+            120,
+        )
+        assert "T" in group_states(pid), "the frozen rank was killed: no zombie to test"
+        before = committed_checksums(stack, committed)
+        k_uri = next(e["uri"] for e in committed["checkpoints"] if e["iteration"] == ZOMBIE_AT)
+        assert any(uri.startswith(k_uri) for uri in before), (k_uri, sorted(before))
+        os.killpg(pid, signal.SIGCONT)
+        # The zombie goes on as attempt 0: it uploads k under attempt-0/ and reports it.
+        assert stack.seaweedfs is not None
+        storage = open_storage(k_uri, endpoint_url=stack.seaweedfs.endpoint, retry_budget_seconds=10)
+        zombie_log = stack.cluster.node_state_dir / "pods" / uid / "logs" / "trainer" / "0.log"
+        # (Rank 0 of attempt 0 had stored its part of k before the stall, under attempt-0/ too.)
+        landed = wait_until(
+            "the zombie's upload of k",
+            lambda: next(
+                (o.key for o in storage.list_objects() if o.key.endswith("attempt-0/rank-1.txt")), None
+            ),
+            60,
+            lambda: f"{group_states(pid)}\n{zombie_log.read_text()[-3000:]}",
+        )
+        # Its report cannot be taken: the coordinator it knows served attempt 0 and is gone with
+        # it (the address is attempt-scoped), and no later coordinator takes an attempt 0 report.
+        refused = wait_until(
+            "the zombie's report of k refused",
+            lambda: re.search(f"report of iteration {ZOMBIE_AT} not delivered.*", zombie_log.read_text()),
+            60,
+            lambda: zombie_log.read_text()[-3000:],
+        ).group(0)
+        assert storage.get_bytes(landed) == f"attempt 0 rank 1 step {ZOMBIE_AT}\n".encode()
+        assert "thawed: uploading and reporting as attempt 0" in zombie_log.read_text()
+        after_status = cluster.status(name)
+        after = committed_checksums(stack, after_status)
+        assert {uri: after.get(uri) for uri in before} == before, "a committed checkpoint file changed"
+        # Nothing of attempt 0 was taken: k is attempt 1's, and the status never went back.
+        assert all(
+            (e.get("attempt"), e["iteration"]) != (0, ZOMBIE_AT)
+            for e in after_status.get("checkpoints") or []
+        )
+        assert (after_status.get("attempt"), after_status.get("phase")) in ((1, "Running"), (1, "Succeeded"))
+    finally:
+        start_node(stack, lost)  # back: it kills the zombie, deleted while it was away
+    wait_for_value(lambda: not group_states(pid) or None, 30, "the zombie killed", cluster)
+    status = watch.until("the job to finish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 180)
+    assert status["phase"] == "Succeeded", status.get("message")
+    # k loads: downloaded and verified against the manifest's SHA-256s by the CLI.
+    target = tmp_path / "k"
+    download = trainjob_cli(
+        stack, cluster.namespace, "checkpoints", "download", name, str(target), "--iteration", str(ZOMBIE_AT)
+    )
+    assert download.returncode == 0, download.stderr
+    assert (target / "rank-1.txt").read_text() == f"attempt 1 rank 1 step {ZOMBIE_AT}\n"
+    print(f"zombie wrote {landed}; {refused}")
+    report("rank frozen before uploading k, thawed after the next attempt committed k", said, watch)

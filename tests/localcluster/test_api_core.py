@@ -210,6 +210,14 @@ def test_graceful_pod_deletion_when_a_node_exists(http: HTTP, namespace: str) ->
             r.body["metadata"]["deletionTimestamp"] and r.body["metadata"]["deletionGracePeriodSeconds"] == 30
         )
         assert http.get(f"{base}/p").status == 200  # still there: the node agent has to stop it
+        # Status writes meanwhile (the node controller's Ready=False on a lost node, even the
+        # phase) do not finish the deletion: only the node's final delete with grace 0 does.
+        ready_false = {"conditions": [{"type": "Ready", "status": "False"}]}
+        assert http.patch(f"{base}/p/status", {"status": ready_false}).status == 200
+        assert http.patch(f"{base}/p", {"metadata": {"labels": {"seen": "yes"}}}).status == 200
+        assert http.patch(f"{base}/p/status", {"status": {"phase": "Failed"}}).status == 200
+        r = http.get(f"{base}/p")
+        assert r.status == 200 and r.body["metadata"]["deletionGracePeriodSeconds"] == 30, r.body
         r = http.delete(f"{base}/p", {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
         assert r.status == 200
         assert http.get(f"{base}/p").status == 404

@@ -305,7 +305,7 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
                 >= set(c.node_names)
             ),
         )
-        on = {"p1": "localnode-1", "p2": "localnode-2", "p3": "localnode-2"}
+        on = {"p1": "localnode-1", "p2": "localnode-2", "p3": "localnode-2", "p4": "localnode-2"}
         for name, node in on.items():
             k8s.create_namespaced_pod("default", sleeper(name, nodeSelector={"kubernetes.io/hostname": node}))
         pids = {name: container_pid(kube.wait_ready(name), "main") for name in on}
@@ -366,11 +366,24 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         # a crash: the processes die at once; the pods stay Terminating after the eviction
         r = localcluster_cli("node", "stop", "localnode-2", "--dir", str(c.directory))
         assert r.returncode == 0 and "its pods' processes were killed" in r.stdout, r.stderr
+        # deleted gracefully before the node is seen lost (as a controller does when the other
+        # ranks fail at once): no kubelet confirms it, so it stays Terminating through the node
+        # controller's status writes, until the node returns or someone force-deletes it
+        k8s.delete_namespaced_pod("p4", "default", grace_period_seconds=1)
         wait_for(
-            "p2, p3 processes dead",
-            lambda: not pid_alive(pids["p2"]) and not pid_alive(pids["p3"]),
+            "p2, p3, p4 processes dead",
+            lambda: not any(pid_alive(pids[n]) for n in ("p2", "p3", "p4")),
             timeout=15,
         )
+        wait_for(
+            "p4 not Ready (localnode-2 Unknown)",
+            lambda: cond(k8s.read_namespaced_pod("p4", "default"), "Ready").status == "False",
+            timeout=grace + 15,
+        )
+        time.sleep(2)  # well past its 1 s grace period
+        p4 = k8s.read_namespaced_pod("p4", "default")
+        assert p4.metadata.deletion_timestamp and p4.metadata.deletion_grace_period_seconds == 1
+        assert "Terminating" in kube.kubectl("get", "pod", "p4").stdout
         for name in ("p2", "p3"):
             wait_for(
                 f"{name} deleted",
@@ -383,11 +396,13 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         kube.wait_gone("p2", timeout=10)
         # the out-of-service taint makes the pod garbage collector force-delete the rest
         assert k8s.read_namespaced_pod("p3", "default").metadata.deletion_timestamp
+        assert k8s.read_namespaced_pod("p4", "default").metadata.deletion_timestamp
         out = kube.kubectl(
             "taint", "node", "localnode-2", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
         )
         assert out.returncode == 0, out.stderr
         kube.wait_gone("p3", timeout=15)
+        kube.wait_gone("p4", timeout=15)
         r = localcluster_cli("node", "start", "localnode-2", "--dir", str(c.directory))
         assert r.returncode == 0
         assert (

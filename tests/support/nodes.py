@@ -5,6 +5,9 @@ committed checkpoint file (to prove a fault changed nothing committed)."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,3 +144,38 @@ def committed_checksums(stack: LocalStack, status: dict[str, Any]) -> dict[str, 
 
 def trainer_log(cluster: Cluster, pod_name: str) -> str:
     return cluster.kubectl("logs", pod_name, "-c", "trainer", check=False)
+
+
+def container_pid(pod: dict[str, Any], container: str) -> int:
+    """The process (and process group) the node agent runs a container as: its containerID is
+    `local://<pid>`."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    cid = next(str(s.get("containerID") or "") for s in statuses if s.get("name") == container)
+    assert cid.startswith("local://"), cid
+    return int(cid.removeprefix("local://"))
+
+
+def group_states(pgid: int) -> list[str]:
+    """The states (`ps` letters: T stopped, S sleeping, ...) of the live processes of a process
+    group, read from /proc; empty once the group is gone."""
+    states = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            states.append(fields[0])
+    return states
+
+
+def trainjob_cli(stack: LocalStack, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`trainjob ARGS` as a user runs it, against the stack, storage credentials from the job's
+    Secret (no AWS_* in its environment)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.pop("KUBECONFIG", None)
+    command = [sys.executable, "-m", "trainjob_operator", *args]
+    command += ["--kubeconfig", str(stack.kubeconfig), "-n", namespace]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -450,7 +450,12 @@ class ObjectAPI:
             return self.output(info, old)
         if opts.dry_run:
             return self.output(info, new)
-        if meta.get("deletionTimestamp") and not self.blocked(info, new):
+        # An update deletes an object being deleted once nothing holds it: no finalizer left and
+        # no grace period running (as the generic registry's ShouldDeleteDuringUpdate). A pod
+        # deleted with a grace period waits for its node's final delete (grace 0) however its
+        # status changes meanwhile: one on a lost node stays Terminating.
+        grace = old_meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and not grace and not self.blocked(info, new):
             gone = self.remove(info.storage, meta.get("namespace", ""), name)
             return self.output(info, gone or new)
         stored = self.put(info.storage, new)

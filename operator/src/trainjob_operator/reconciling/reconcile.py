@@ -47,6 +47,7 @@ from trainjob_operator.api.types import (
 from . import children, elastic, lifecycle, names
 from .decision import (
     Action,
+    AnnotatePod,
     CreateObject,
     Decision,
     DeleteJob,
@@ -403,6 +404,7 @@ class _Reconciliation:
         older = self.observed.pods_not_of(attempt)
         self._delete_pods(older)
         self._count_workers(pods)
+        self._annotate_last_commit(pods)
 
         if self._noticed(pods):
             return
@@ -459,6 +461,21 @@ class _Reconciliation:
         self._check_stall()
         if spec.elastic is not None and self.phase is Phase.RUNNING:
             self._maybe_scale_up(pods)
+
+    def _annotate_last_commit(self, pods: Mapping[int, PodObservation]) -> None:
+        """Keep trainjob.dev/last-commit-time on the attempt's live pods equal to
+        status.lastCommitTime (the coordinator's), so preemption tooling that reads pods can
+        prefer victims that just saved. One patch per pod per commit the operator sees, none for
+        pods that finished or are going (their annotation no longer matters)."""
+        committed = self.status.last_commit_time
+        if committed is None:
+            return
+        value = children.commit_time_annotation(committed)
+        for _, pod in sorted(pods.items()):
+            if pod.deleting or pod.outcome in (PodOutcome.SUCCEEDED, PodOutcome.FAILED):
+                continue
+            if pod.last_commit_time != value:
+                self.actions.append(AnnotatePod(pod.name, constants.ANNOTATION_LAST_COMMIT_TIME, value))
 
     def _failures(self, pods: dict[int, PodObservation]) -> list[WorkerFailure]:
         failures = []

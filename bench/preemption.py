@@ -17,7 +17,7 @@ compute = those iterations times the attempt's measured step time (per gang; tim
 for worker-seconds). The trainer appends each iteration to a trace file (``trace_dir``), so an
 attempt's last iteration is known after its pods are gone.
 
-    python -m bench.preemption [--preemptions 3] [--checkpoint-every 10] [--step 0.2]
+    python -m bench.preemption [--preemptions 5] [--checkpoint-every 10] [--step 0.2]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class PreemptedJob:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--preemptions", type=int, default=3, help="per mode")
+    parser.add_argument("--preemptions", type=int, default=5, help="per mode")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="K: a periodic checkpoint every K")
     parser.add_argument("--step", type=float, default=0.2, help="seconds of 'compute' per iteration")
     parser.add_argument("--grace", type=int, default=30, help="preemption.gracePeriodSeconds with the notice")

@@ -12,6 +12,13 @@ from tests.support.manifests import python, trainjob
 from tests.support.processes import wait_for
 
 KEY = "trainjob.dev/last-commit-time"
+README_COLUMNS = "custom-columns=" + ",".join(
+    (
+        "POD:.metadata.name",
+        "PRIORITY:.spec.priority",
+        r"SAVED:.metadata.annotations.trainjob\.dev/last-commit-time",
+    )
+)
 
 # A checkpoint every third iteration, for longer than the test looks (it deletes the job).
 COMMITS_NOW_AND_THEN = python(
@@ -60,5 +67,10 @@ def test_every_pod_carries_the_last_commit_time_and_it_advances(cluster: Cluster
             cluster.describe_job("victims"),
         )
         assert datetime.fromisoformat(second) > datetime.fromisoformat(first)
+        # The README's command shows it per pod (a later commit may have advanced it meanwhile).
+        table = cluster.kubectl("get", "pods", "-l", "trainjob.dev/name=victims", "-o", README_COLUMNS)
+        rows = [line.split() for line in table.splitlines()[1:]]
+        assert len(rows) == 2, table
+        assert all(datetime.fromisoformat(row[2]) >= datetime.fromisoformat(second) for row in rows), table
     finally:
         cluster.kubectl("delete", "trainjob", "victims", "--wait=false", check=False)

@@ -1,13 +1,15 @@
 """Scenario 8 (issue 14, prove-it 5): work lost per preemption, with the disruption notice and
 without it, in the same run on the same local cluster and operator.
 
-Two TrainJobs run side by side (same trainer, same step time, a checkpoint every K iterations):
+TrainJobs run side by side, one per mode (same trainer, same step time, a checkpoint every K iterations):
 
 - ``notice``: the program asks ``should_stop()`` before each report and, when told, reports a
   checkpoint and leaves its loop (the README's loop); ``preemption.gracePeriodSeconds`` 30.
 - ``without``: the program never asks, and the job has ``preemption.gracePeriodSeconds: 0`` — a
   disruption ends the attempt at once, as before notices existed; the next attempt resumes from
   the last periodic checkpoint.
+- ``ignored``: the program never asks, under the same grace as ``notice``: what a program that
+  was not changed for notices costs with the default settings.
 
 They are preempted in turn, each time by an eviction of rank 1's pod through the Eviction API
 (what ``kubectl drain`` and Kueue/cluster-autoscaler-style tooling send) at a seeded random
@@ -17,7 +19,7 @@ compute = those iterations times the attempt's measured step time (per gang; tim
 for worker-seconds). The trainer appends each iteration to a trace file (``trace_dir``), so an
 attempt's last iteration is known after its pods are gone.
 
-    python -m bench.preemption [--preemptions 5] [--checkpoint-every 10] [--step 0.2]
+    python -m bench.preemption [--preemptions 5] [--checkpoint-every 10] [--step 0.2] [--modes ...]
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from bench.common import REPO_ROOT, emit, log, workdir
 from bench.stack import BenchStack, trainjob
 from tests.support.processes import wait_until
 
-MODES = ("notice", "without")
+MODES = ("notice", "without", "ignored")
+PEER_KEYS = {"without": "without_notice", "ignored": "ignoring_notice"}
 
 
 def read_trace(trace_dir: Path, job: str, workers: int) -> list[dict[str, Any]]:
@@ -79,7 +82,7 @@ class PreemptedJob:
             "honor_notice": mode == "notice",
             "trace_dir": str(trace),
         }
-        grace = args.grace if mode == "notice" else 0
+        grace = 0 if mode == "without" else args.grace
         self.manifest = trainjob(
             self.name,
             ["python", "-m", "bench.workers.trainer"],
@@ -169,9 +172,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--preemptions", type=int, default=5, help="per mode")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="K: a periodic checkpoint every K")
     parser.add_argument("--step", type=float, default=0.2, help="seconds of 'compute' per iteration")
-    parser.add_argument("--grace", type=int, default=30, help="preemption.gracePeriodSeconds with the notice")
+    parser.add_argument(
+        "--grace", type=int, default=30, help="preemption.gracePeriodSeconds of the notice and ignored modes"
+    )
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="of " + ",".join(MODES) + "; notice is always run"
+    )
     args = parser.parse_args(argv)
+    modes = ["notice", *(m for m in MODES[1:] if m in args.modes.split(","))]
+    if not set(args.modes.split(",")) <= set(MODES):
+        parser.error(f"--modes: each of {','.join(MODES)}")
     if args.checkpoint_every < 2:
         parser.error("--checkpoint-every must be at least 2 (a preemption lands between checkpoints)")
     namespace = "bench-preemption"
@@ -182,29 +193,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ):
         trace = tmp / "trace"
         trace.mkdir()
-        jobs = {mode: PreemptedJob(stack, namespace, mode, args, trace) for mode in MODES}
+        jobs = {mode: PreemptedJob(stack, namespace, mode, args, trace) for mode in modes}
         for job in jobs.values():
             stack.submit(namespace, job.manifest)
-        # In turn, so both modes see the same load over the run.
+        # In turn, so every mode sees the same load over the run.
         for _ in range(args.preemptions):
-            for mode in MODES:
+            for mode in modes:
                 jobs[mode].preempt(rng)
         statuses = {mode: stack.job(namespace, job.name).get("status") or {} for mode, job in jobs.items()}
-    notice, without = jobs["notice"].summary(), jobs["without"].summary()
+    summaries = {mode: job.summary() for mode, job in jobs.items()}
     for mode, status in statuses.items():
-        summary = notice if mode == "notice" else without
-        summary["status_disruptions"] = status.get("disruptions")
-        summary["status_restarts"] = status.get("restarts")
-    ratio = {
-        "lost_iterations_without_over_notice": (
-            round(without["lost_iterations_mean"] / notice["lost_iterations_mean"], 2)
-            if notice["lost_iterations_mean"] > 0
-            else None
-        ),
-        "lost_iterations_saved_per_preemption": round(
-            without["lost_iterations_mean"] - notice["lost_iterations_mean"], 2
-        ),
-    }
+        summaries[mode]["status_disruptions"] = status.get("disruptions")
+        summaries[mode]["status_restarts"] = status.get("restarts")
+    notice = summaries["notice"]
+    ratio: dict[str, Any] = {}
+    for mode in modes[1:]:
+        other = summaries[mode]["lost_iterations_mean"]
+        ratio[f"lost_iterations_{mode}_over_notice"] = (
+            round(other / notice["lost_iterations_mean"], 2) if notice["lost_iterations_mean"] > 0 else None
+        )
+        ratio[f"lost_iterations_saved_per_preemption_vs_{mode}"] = round(
+            other - notice["lost_iterations_mean"], 2
+        )
     return emit(
         "preemption",
         {
@@ -213,11 +223,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "checkpoint_every": args.checkpoint_every,
             "step_s": args.step,
             "grace_period_s": args.grace,
+            "modes": modes,
             "disruption": "Eviction API on rank 1 at a seeded random iteration between checkpoints",
             "seed": args.seed,
         },
         {"notice": notice},
-        {"without_notice": without},
+        {PEER_KEYS[mode]: summaries[mode] for mode in modes[1:]},
         ratio,
         {
             "target": "with the notice, at most 1 iteration lost per preemption",

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--modes", default=",".join(MODES), help="of " + ",".join(MODES) + "; notice is always run"
     )
+    parser.add_argument("--no-ray", action="store_true", help="accepted for `python -m bench --no-ray`")
     args = parser.parse_args(argv)
     modes = ["notice", *(m for m in MODES[1:] if m in args.modes.split(","))]
     if not set(args.modes.split(",")) <= set(MODES):

@@ -566,7 +566,8 @@ class _Reconciliation:
 
     def _notice_settled(self, notice: Notice, pods: Mapping[int, PodObservation]) -> bool:
         """The gang may go: a checkpoint at or after the stop iteration committed after the
-        notice, every pod has left, or the grace ran out. Else look again soon."""
+        notice, every pod has left, the program does not act on notices, or the grace ran out.
+        Else look again soon."""
         stop = self.status.stop_at
         latest = self.status.latest_checkpoint
         committed = (
@@ -581,10 +582,20 @@ class _Reconciliation:
             p.outcome in (PodOutcome.SUCCEEDED, PodOutcome.FAILED) or p.deleting for p in pods.values()
         )
         remaining = self._seconds_until(notice.deadline)
-        if committed or left or remaining <= 0:
+        if committed or left or remaining <= 0 or self._notice_ignored(notice):
             return True
         self._requeue_in(min(POLL_SECONDS, remaining))
         return False
+
+    def _notice_ignored(self, notice: Notice) -> bool:
+        """The coordinator found that no rank of the notice's attempt acts on it
+        (status.noticeIgnored): waiting out the grace would only discard what the ranks compute
+        meanwhile, so the gang goes at once, as with preemption.gracePeriodSeconds 0."""
+        ignored = self.status.notice_ignored
+        if ignored is None or ignored.attempt != notice.attempt:
+            return False
+        self._event("NoticeIgnored", f"{ignored.message}: stopping the gang now", EventType.NORMAL)
+        return True
 
     def _noticed(self, pods: Mapping[int, PodObservation]) -> bool:
         """Disruptions of a running gang become a notice first (when preemption.gracePeriodSeconds

@@ -9,7 +9,8 @@ TrainJobs run side by side, one per mode (same trainer, same step time, a checkp
   disruption ends the attempt at once, as before notices existed; the next attempt resumes from
   the last periodic checkpoint.
 - ``ignored``: the program never asks, under the same grace as ``notice``: what a program that
-  was not changed for notices costs with the default settings.
+  was not changed for notices costs with the default settings (the coordinator finds that no rank
+  acts on the notice, ``status.noticeIgnored``, and the operator stops the gang without the grace).
 
 They are preempted in turn, each time by an eviction of rank 1's pod through the Eviction API
 (what ``kubectl drain`` and Kueue/cluster-autoscaler-style tooling send) at a seeded random

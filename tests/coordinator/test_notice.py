@@ -108,10 +108,9 @@ JUDGED: list[tuple[str, list[Event], int | None]] = [
         3,
     ),
     (
-        "mid-run, a program that never asks",
+        "mid-run, a program that never asks: at the notice (rank 0 reported 1 and 2 unasked)",
         [*never_asks(2, range(1, 4)), NOTICE_EVENT, *never_asks(2, range(4, 8))],
-        # 6 reports, notice (6), r0@4, r1@4, r0@5 <- index 9
-        9,
+        6,
     ),
     (
         "a report delivered again (the same iteration) is not a second iteration",
@@ -131,8 +130,8 @@ JUDGED: list[tuple[str, list[Event], int | None]] = [
     (
         "asks every 5 iterations, the notice before its first ask: taken for one that ignores",
         [*readme_loop(2, range(1, 3), ask_every=5), NOTICE_EVENT, *readme_loop(2, range(3, 10), 5)],
-        # r0@1 r1@1 r0@2 r1@2 notice r0@3 r1@3 r0@4 <- index 7
-        7,
+        # r0@1 r1@1 r0@2 r1@2, the notice at index 4
+        4,
     ),
     (
         "asks after every report but never checkpoints: it listens (the operator's grace bounds it)",
@@ -155,8 +154,8 @@ JUDGED: list[tuple[str, list[Event], int | None]] = [
         None,
     ),
     (
-        "reports before the notice do not count",
-        [*never_asks(1, range(1, 50)), NOTICE_EVENT, ("report", 0, 50)],
+        "nothing is found without a notice, however many reports",
+        never_asks(2, range(1, 50)),
         None,
     ),
 ]
@@ -177,7 +176,7 @@ def test_whether_the_gang_acts_on_the_notice(events: list[Event], ignored_at: in
                 newly = False
             case ("notice",):
                 state.raise_notice(NOTICE)
-                newly = False
+                newly = state.judge()
             case ("sigterm", rank):
                 state.rank_signalled(rank, None)
                 newly = state.judge_sigterm(rank)
@@ -193,7 +192,6 @@ def test_the_finding_says_why() -> None:
     state.reported(1, 4)
     assert state.reported(1, 5) is True
     assert state.ignored == (
-        "rank 1 reported iterations 4 and 5 since the notice and no rank has asked should_stop() "
-        "in this attempt"
+        "rank 1 reported iterations 4 and 5 and no rank has asked should_stop() in this attempt"
     )
     assert state.reported(1, 6) is False, "decided once"

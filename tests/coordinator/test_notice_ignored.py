@@ -21,15 +21,34 @@ async def test_a_program_that_never_asks_is_found_and_published(start_coordinato
         for rank in (0, 1):
             await harness.report(rank, 1)
         harness.coordinator.observe_job_status({"notice": NOTICE})
+        assert (await harness.state())["noticeIgnored"] is None, "one iteration each: not yet"
         await harness.report(0, 2)
-        assert (await harness.state())["noticeIgnored"] is None, "one report since the notice: not yet"
-        await harness.report(0, 3)
         state = await harness.wait_for(lambda s: s["noticeIgnored"] is not None)
-        assert "rank 0 reported iterations 2 and 3" in state["noticeIgnored"]
+        assert "rank 0 reported iterations 1 and 2" in state["noticeIgnored"]
         assert state["stopIteration"] is None, "nobody asked: no stop iteration"
         await harness.wait_for(lambda _: "noticeIgnored" in harness.sink.status)
         assert harness.sink.status["noticeIgnored"] == {"attempt": 0, "message": state["noticeIgnored"]}
         assert "stopAt" not in harness.sink.status
+    finally:
+        await harness.coordinator.stop()
+
+
+async def test_a_notice_after_two_unasked_iterations_is_found_at_once(
+    start_coordinator: StartCoordinator,
+) -> None:
+    harness = await start_coordinator(world_size=1)
+    await harness.coordinator.start()
+    try:
+        for iteration in (1, 2, 3):
+            await harness.report(0, iteration)
+        assert (await harness.state())["noticeIgnored"] is None, "no notice: nothing to ignore"
+        harness.coordinator.observe_job_status({"notice": {**NOTICE, "attempt": 1}})
+        assert (await harness.state())["notice"] is None, "another attempt's notice is not taken"
+        harness.coordinator.observe_job_status({"notice": NOTICE})
+        state = await harness.state()
+        assert state["noticeIgnored"] == (
+            "rank 0 reported iterations 1 and 2 and no rank has asked should_stop() in this attempt"
+        )
     finally:
         await harness.coordinator.stop()
 

@@ -15,8 +15,9 @@ first ``should_stop()`` is the announcement, so old SDKs need nothing new). Unde
 no rank has asked about, the gang is judged not to act on it (``ignored``, published as
 ``status.noticeIgnored`` so that the operator stops it at once) when
 
-- a rank reports two different iterations after the notice came: the SDK asks synchronously
-  after a report, so a rank of a listening program asks before its next report goes out; or
+- a rank has reported two different iterations in the attempt (before the notice or after it):
+  the SDK asks synchronously after a report, so a rank of a listening program asks before its
+  next report goes out. A notice before the second iteration waits for it; or
 - a rank's trainer gets SIGTERM: its SDK exits at once when its program never asked.
 
 A program that asks only every N iterations and had not asked yet in this attempt is taken for
@@ -41,8 +42,10 @@ class NoticeState:
     signalled: set[int] = field(default_factory=set)
     # Ranks that asked should-stop during this attempt: the program acts on notices.
     asked: set[int] = field(default_factory=set)
-    # Under a notice nobody asked about: each rank's first iteration reported since it came.
-    reported_since: dict[int, int] = field(default_factory=dict)
+    # While nobody has asked: each rank's first iteration reported in this attempt, and the
+    # first rank seen at a second one (rank, first, second), which then does not ask per report.
+    first_reported: dict[int, int] = field(default_factory=dict)
+    passed: tuple[int, int, int] | None = None
     # Why the gang will not act on the notice (None: it may). Once set, it stays.
     ignored: str | None = None
 
@@ -81,15 +84,23 @@ class NoticeState:
 
     def reported(self, rank: int, iteration: int) -> bool:
         """`rank` reported `iteration`: True when that shows, for the first time, that the gang
-        will not act on the notice (two iterations of one rank since it, and nobody asked)."""
-        if self.notice is None or self.ignored is not None or self.asked:
+        will not act on a notice it holds (see `judge`)."""
+        if self.asked or self.passed is not None:
+            return self.judge()
+        first = self.first_reported.setdefault(rank, iteration)
+        if iteration != first:
+            self.passed = (rank, first, iteration)
+        return self.judge()
+
+    def judge(self) -> bool:
+        """Under a notice, with no rank asking in this attempt and one rank at two iterations:
+        nobody will act on it. True when newly found (the finding stays)."""
+        if self.notice is None or self.ignored is not None or self.asked or self.passed is None:
             return False
-        first = self.reported_since.setdefault(rank, iteration)
-        if iteration <= first:
-            return False
+        rank, first, second = self.passed
         self.ignored = (
-            f"rank {rank} reported iterations {first} and {iteration} since the notice and no rank "
-            "has asked should_stop() in this attempt"
+            f"rank {rank} reported iterations {first} and {second} and no rank has asked "
+            "should_stop() in this attempt"
         )
         return True
 

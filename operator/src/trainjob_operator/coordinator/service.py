@@ -172,7 +172,7 @@ class Coordinator:
                 self.total_iterations = report.total_iterations
             if verdict is Verdict.ACCEPTED:
                 self._rank_gauge(report.rank).set(report.iteration)
-                if self.notices.notice is not None and self.notices.reported(report.rank, report.iteration):
+                if not self.notices.asked and self.notices.reported(report.rank, report.iteration):
                     self._notice_ignored()
             outcomes.append(verdict)
         if len(outcomes) > sum(isinstance(o, ReportRejected) for o in outcomes):
@@ -352,6 +352,8 @@ class Coordinator:
             log.warning(
                 "disruption notice from the operator: %s", notice.get("message") or notice.get("reason")
             )
+            if self.notices.judge():
+                self._notice_ignored()
 
     async def _notice_loop(self) -> None:
         sink = self.publisher.sink

@@ -22,6 +22,7 @@ SCENARIOS = (
     "coordinator_scale",
     "operator_scale",
     "recovery",
+    "preemption",
 )
 RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 START, END = "<!-- table:start -->", "<!-- table:end -->"

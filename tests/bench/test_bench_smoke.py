@@ -2,7 +2,7 @@
 JSON line has the fields and positive numbers. No timing is asserted: the numbers are the
 benchmarks' business, these tests only keep the scenarios runnable.
 
-The local-cluster scenarios (status latency, operator scale, recovery) start the whole stack and
+The local-cluster scenarios (status latency, operator scale, recovery, preemption) start the whole stack and
 are marked slow.
 """
 
@@ -154,3 +154,20 @@ def test_operator_scale() -> None:
 def test_recovery() -> None:
     (line,) = run_scenario("-m", "bench.recovery", timeout=400)
     assert all(line["ours"][k] > 0 for k in ("failure_detected_s", "first_report_after_resume_s"))
+
+
+@pytest.mark.slow
+def test_preemption() -> None:
+    (line,) = run_scenario(
+        "-m", "bench.preemption", "--preemptions", "1", "--checkpoint-every", "4", "--step", "0.1",
+        "--grace", "3", "--modes", "ignored", timeout=400,
+    )  # fmt: skip
+    # (The "without" mode differs from "ignored" only by its grace of 0; left out to keep this short.)
+    assert set(line["peer"]) == {"ignoring_notice"}
+    for summary in (line["ours"]["notice"], *line["peer"].values()):
+        (preemption,) = summary["per_preemption"]
+        # Each mode was preempted once, as a disruption (not a restart), and resumed from a commit.
+        assert (summary["status_disruptions"], summary["status_restarts"]) == (1, 0)
+        assert preemption["last_iteration"] >= preemption["evicted_at_iteration"] > 0
+        assert preemption["lost_iterations"] == preemption["last_iteration"] - preemption["resumed_from"] >= 0
+    assert line["goal"]["met"] is not None

@@ -87,6 +87,7 @@ def test_an_operator_notice_stops_every_rank_after_the_same_committed_iteration(
     status = json.loads(coordinator.status_path.read_text())
     assert status["stopAt"] == {"attempt": 0, "iteration": iteration}
     assert status["lastCommitTime"] == status["latestCheckpoint"]["committedAt"]
+    assert status.get("noticeIgnored") is None, "a program that asks acts on the notice"
 
 
 def test_a_sigterm_of_one_rank_stops_the_whole_gang_at_one_iteration(job_runner: Any) -> None:
@@ -125,3 +126,41 @@ def test_a_program_that_never_asks_flushes_and_exits_on_sigterm_as_before(job_ru
     worker.send_signal(signal.SIGTERM)
     assert runner.wait([worker], timeout=60) == [143], runner.tails()
     assert "SIGTERM: flushing checkpoints and reports before exiting" in runner.log("rank-0-attempt-0")
+    # The coordinator tells the operator not to wait for a checkpoint that will not come.
+    ignored = coordinator.wait_for_state("the finding", lambda s: s["noticeIgnored"] is not None)
+    assert (
+        ignored["noticeIgnored"] == "rank 0 got SIGTERM and no rank has asked should_stop() in this attempt"
+    )
+    wait_until(
+        "status.noticeIgnored",
+        lambda: (
+            json.loads(coordinator.status_path.read_text()).get("noticeIgnored")
+            == {"attempt": 0, "message": ignored["noticeIgnored"]}
+        ),
+        timeout=30,
+        interval=0.3,
+    )
+
+
+def test_an_operator_notice_to_a_program_that_never_asks_is_found_ignored(job_runner: Any) -> None:
+    """A program unchanged for notices: its ranks reported iterations without ever asking, so the
+    coordinator publishes status.noticeIgnored and the operator stops the gang without the grace."""
+    runner: JobRunner = job_runner(2)
+    coordinator = runner.start_coordinator(0)
+    workers = runner.start_workers(0, coordinator, {}, args=("-c", IGNORES_NOTICES))
+    coordinator.wait_for_state("a few reports", lambda s: s.get("iteration", 0) >= 3)
+    operator_notice(coordinator)
+    state = coordinator.wait_for_state("the finding", lambda s: s["noticeIgnored"] is not None)
+    assert state["noticeIgnored"].endswith("no rank has asked should_stop() in this attempt")
+    assert state["stopIteration"] is None
+    wait_until(
+        "status.noticeIgnored",
+        lambda: (
+            (json.loads(coordinator.status_path.read_text()).get("noticeIgnored") or {}).get("attempt") == 0
+        ),
+        timeout=30,
+        interval=0.3,
+    )
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    assert runner.wait(workers, timeout=60) == [143, 143], runner.tails()

@@ -136,6 +136,7 @@ def test_status_fields_have_exactly_one_owner() -> None:
         "slowestRank",
         "storage",
         "stopAt",
+        "noticeIgnored",
         "lastCommitTime",
         "reportCountMismatch",
         "coordinatorMessage",

@@ -107,3 +107,39 @@ def test_a_removed_gate_stays_removed_until_the_watch_shows_the_patch() -> None:
     assert "schedulingGates" not in fresh["spec"]
     (watched,) = expectations.observed("uid", [gated("job-0-0", 10, "trainjob.dev/gang")])
     assert watched["spec"]["schedulingGates"] == [{"name": "trainjob.dev/gang"}]
+
+
+def annotated(name: str, value: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if value is not None:
+        metadata["annotations"] = {"other": "kept", "trainjob.dev/last-commit-time": value}
+    return {"metadata": metadata, "status": {"phase": "Running"}}
+
+
+def commit_time(pod: dict[str, Any]) -> str | None:
+    return (pod["metadata"].get("annotations") or {}).get("trainjob.dev/last-commit-time")
+
+
+def test_a_written_annotation_shows_until_the_watch_shows_it() -> None:
+    expectations = PodExpectations()
+    key, new = "trainjob.dev/last-commit-time", "2026-01-01T12:00:05.000Z"
+    expectations.annotated("uid", "job-0-0", key, new)
+
+    # The watch still shows the old value (or none): the view has the written one, others kept,
+    # so a pass woken by another event does not patch the same value again.
+    (stale,) = expectations.observed("uid", [annotated("job-0-0", "2026-01-01T12:00:00.000Z")])
+    assert commit_time(stale) == new and stale["metadata"]["annotations"]["other"] == "kept"
+    (bare,) = expectations.observed("uid", [annotated("job-0-0", None)])
+    assert commit_time(bare) == new
+    # The watch caught up: the expectation is gone, and the pod is as watched from then on.
+    (fresh,) = expectations.observed("uid", [annotated("job-0-0", new)])
+    assert commit_time(fresh) == new
+    (watched,) = expectations.observed("uid", [annotated("job-0-0", None)])
+    assert commit_time(watched) is None
+
+
+def test_a_written_annotation_expires() -> None:
+    expectations = PodExpectations(ttl_seconds=0.0)
+    expectations.annotated("uid", "job-0-0", "trainjob.dev/last-commit-time", "2026-01-01T12:00:05.000Z")
+    (watched,) = expectations.observed("uid", [annotated("job-0-0", None)])
+    assert commit_time(watched) is None

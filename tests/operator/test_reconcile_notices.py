@@ -130,3 +130,65 @@ def test_suspend_goes_through_the_notice_and_keeps_the_commit() -> None:
     assert cluster.status["phase"] == "Suspended" and "notice" not in cluster.status
     assert deleted(cluster) == {"digits-0-0", "digits-0-1"}
     assert cluster.status.get("disruptions") is None, "a suspend is not a disruption"
+
+
+# status.noticeIgnored (the coordinator found that no rank acts on the notice) ends the wait at
+# once; anything else keeps the gang running until a commit or the grace. Each row: how the
+# notice came, what the coordinator published, and whether the pass at +2 s stops the gang.
+IGNORED_ROWS: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "an eviction, the program never asks",
+        "evict",
+        {"noticeIgnored": {"attempt": 0, "message": "m"}},
+        "Restarting",
+    ),
+    (
+        "a suspend, the program never asks",
+        "suspend",
+        {"noticeIgnored": {"attempt": 0, "message": "m"}},
+        "Suspended",
+    ),
+    (
+        "a finding left from an earlier attempt",
+        "evict",
+        {"noticeIgnored": {"attempt": 7, "message": "m"}},
+        "Running",
+    ),
+    (
+        "the program asks but has not checkpointed yet",
+        "evict",
+        {"stopAt": {"attempt": 0, "iteration": 9}},
+        "Running",
+    ),
+    ("nothing published yet (an old coordinator, or no report since)", "evict", {}, "Running"),
+]
+
+
+@pytest.mark.parametrize(
+    ("how", "published", "phase"), [row[1:] for row in IGNORED_ROWS], ids=[row[0] for row in IGNORED_ROWS]
+)
+def test_a_notice_the_program_ignores_stops_the_gang_at_once(
+    how: str, published: dict[str, Any], phase: str
+) -> None:
+    cluster = running(preemption={"gracePeriodSeconds": 30})
+    if how == "evict":
+        cluster.set_pod(0, 1, disruption=EVICTED)
+    else:
+        cluster.update_spec(suspend=True)
+    cluster.reconcile(later(10))
+    assert cluster.status["phase"] == "Running" and cluster.status["notice"]["attempt"] == 0
+    assert cluster.job is not None
+    cluster.job["status"].update(published)
+    cluster.reconcile(later(12))
+    status = cluster.status
+    assert status["phase"] == phase
+    events = [(e.reason, e.message) for e in cluster.decisions[-1].of_type(EmitEvent)]
+    if phase == "Running":
+        assert deleted(cluster) == set() and events == []
+        cluster.reconcile(later(40))
+        assert cluster.status["phase"] in ("Restarting", "Suspended"), "the grace still bounds it"
+        return
+    assert ("NoticeIgnored", "m: stopping the gang now") in events
+    assert deleted(cluster) == {"digits-0-0", "digits-0-1"} and "notice" not in status
+    if phase == "Restarting":
+        assert (status["disruptions"], status["restarts"]) == (1, 0)

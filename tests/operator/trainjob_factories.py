@@ -9,6 +9,7 @@ from typing import Any
 
 from trainjob_operator.api import constants
 from trainjob_operator.reconciling import (
+    AnnotatePod,
     ChildKind,
     CreateObject,
     Decision,
@@ -227,6 +228,10 @@ class Cluster:
                     attempt, rank = int(labels[constants.LABEL_ATTEMPT]), int(labels[constants.LABEL_RANK])
                     assert action.name not in self.pods, f"{action.name} created twice"
                     self.pods[action.name] = pod(attempt, rank, phase="Pending", ready=False)
+                    if action.manifest["metadata"].get("annotations"):
+                        self.pods[action.name]["metadata"]["annotations"] = dict(
+                            action.manifest["metadata"]["annotations"]
+                        )
                 else:
                     kind = ChildKind(action.kind)
                     assert kind not in self.existing, f"{kind} created twice"
@@ -237,6 +242,8 @@ class Cluster:
                         self.pods.pop(pod_name, None)  # a force deletion removes it at once
                     else:
                         self.pods[pod_name]["metadata"]["deletionTimestamp"] = timestamp(now)
+            elif isinstance(action, AnnotatePod):
+                self.pods[action.pod]["metadata"].setdefault("annotations", {})[action.key] = action.value
             elif isinstance(action, DeleteJob):
                 self.job = None
         return decision
@@ -249,7 +256,10 @@ class Cluster:
     def set_pod(self, attempt: int, rank: int, **state: Any) -> None:
         name = f"digits-{attempt}-{rank}"
         deleting = "deletionTimestamp" in self.pods[name]["metadata"]
+        annotations = self.pods[name]["metadata"].get("annotations")
         self.pods[name] = pod(attempt, rank, deleting=deleting, **state)
+        if annotations:
+            self.pods[name]["metadata"]["annotations"] = annotations
 
     def run_all(self, attempt: int) -> None:
         for obj in list(self.pods.values()):

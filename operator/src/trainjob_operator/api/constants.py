@@ -34,6 +34,11 @@ LABEL_RANK: Final = f"{GROUP}/rank"
 # half-created gang never holds a node (or a GPU) that the rest of it cannot use.
 GANG_SCHEDULING_GATE: Final = f"{GROUP}/gang"
 
+# On every live worker pod: when the gang's latest checkpoint was committed (RFC 3339, as
+# status.lastCommitTime), so preemption tooling can prefer victims that just saved (README
+# "Checkpoint-aware victims"). Written by the operator, which owns the pods.
+ANNOTATION_LAST_COMMIT_TIME: Final = f"{GROUP}/last-commit-time"
+
 # Containers the operator knows by name.
 TRAINER_CONTAINER: Final = "trainer"
 COORDINATOR_CONTAINER: Final = "coordinator"

@@ -466,6 +466,14 @@ class StopAt(WireModel):
     iteration: int
 
 
+class NoticeIgnored(WireModel):
+    """The coordinator's finding that the gang of `attempt` will not act on the notice (no rank
+    asked should_stop()): the operator stops it at once instead of waiting out the grace."""
+
+    attempt: int
+    message: str
+
+
 class StartupState(WireModel):
     """Why the current attempt's pods are not all running yet, and since when that has been so."""
 
@@ -598,6 +606,11 @@ class TrainJobStatus(WireModel):
         default=None,
         description="Under a notice: the iteration from which every rank's should_stop() is True.",
     )
+    notice_ignored: NoticeIgnored | None = Field(
+        default=None,
+        description="Under a notice: set when the program does not act on it (no rank asked "
+        "should_stop()), so the gang stops at once instead of after preemption.gracePeriodSeconds.",
+    )
     last_commit_time: datetime | None = Field(
         default=None,
         description="When the latest checkpoint was committed (a preemption victim that just saved "
@@ -668,6 +681,7 @@ COORDINATOR_STATUS_FIELDS: tuple[str, ...] = (
     "slowest_rank",
     "storage",
     "stop_at",
+    "notice_ignored",
     "last_commit_time",
     "report_count_mismatch",
     "coordinator_message",

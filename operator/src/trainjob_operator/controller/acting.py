@@ -100,6 +100,26 @@ class KubernetesActions:
         except (ValueError, KeyError, TypeError):
             return None
 
+    async def annotate_pod(self, namespace: str, name: str, key: str, value: str) -> bool:
+        """Set one annotation (a JSON merge patch, which leaves the others as they are); False
+        when the pod is gone. The response is not deserialized (see `remove_scheduling_gate`)."""
+        patch = {"metadata": {"annotations": {key: value}}}
+        metrics.API_WRITES.labels("patch").inc()
+        try:
+            await asyncio.to_thread(
+                self.core.patch_namespaced_pod,
+                name,
+                namespace,
+                patch,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def delete_job(self, namespace: str, name: str) -> None:
         metrics.API_WRITES.labels("delete").inc()
         try:

@@ -26,10 +26,17 @@ class PodExpectations:
         self._pods: dict[str, dict[str, tuple[dict[str, Any], float]]] = {}
         # uid -> pod name -> (the gate removed, resourceVersion of the patched pod, when)
         self._ungated: dict[str, dict[str, tuple[str, str, float]]] = {}
+        # uid -> pod name -> (annotation key, the value written, when)
+        self._annotated: dict[str, dict[str, tuple[str, str, float]]] = {}
 
     def ungated(self, uid: str, name: str, gate: str, resource_version: str) -> None:
         """The gate came off the pod at `resource_version`."""
         self._ungated.setdefault(uid, {})[name] = (gate, resource_version, time.monotonic())
+
+    def annotated(self, uid: str, name: str, key: str, value: str) -> None:
+        """`key` was set to `value` on the pod: until the watch shows it, passes see it set (else a
+        pass woken by another event would patch the same value again)."""
+        self._annotated.setdefault(uid, {})[name] = (key, value, time.monotonic())
 
     def expect(self, uid: str, manifest: dict[str, Any]) -> None:
         self._pods.setdefault(uid, {})[manifest["metadata"]["name"]] = (manifest, time.monotonic())
@@ -42,10 +49,11 @@ class PodExpectations:
         """The job is gone."""
         self._pods.pop(uid, None)
         self._ungated.pop(uid, None)
+        self._annotated.pop(uid, None)
 
     def observed(self, uid: str, indexed: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The job's pods from the watch, plus those created and not seen there yet (as Pending)."""
-        pods = self._without_removed_gates(uid, list(indexed))
+        pods = self._with_written_annotations(uid, self._without_removed_gates(uid, list(indexed)))
         expected = self._pods.get(uid, {})
         for pod in pods:
             expected.pop(pod.get("metadata", {}).get("name", ""), None)
@@ -82,6 +90,25 @@ class PodExpectations:
                     if not spec["schedulingGates"]:
                         del spec["schedulingGates"]
                     pod = {**pod, "spec": spec}
+            out.append(pod)
+        return out
+
+    def _with_written_annotations(self, uid: str, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        written = self._annotated.get(uid)
+        if not written:
+            return pods
+        now = time.monotonic()
+        out = []
+        for pod in pods:
+            metadata = pod.get("metadata") or {}
+            entry = written.get(metadata.get("name", ""))
+            if entry is not None:
+                key, value, when = entry
+                annotations = metadata.get("annotations") or {}
+                if annotations.get(key) == value or now - when > self.ttl_seconds:
+                    del written[metadata["name"]]  # the watch caught up (or never will)
+                else:
+                    pod = {**pod, "metadata": {**metadata, "annotations": {**annotations, key: value}}}
             out.append(pod)
         return out
 

@@ -22,6 +22,7 @@ from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
 from trainjob_operator.controller.expecting import PodExpectations, StatusExpectation
 from trainjob_operator.controller.waking import JobKey, Wakers
 from trainjob_operator.reconciling import (
+    AnnotatePod,
     ChildKind,
     CreateObject,
     Decision,
@@ -192,6 +193,9 @@ async def _apply(
             rv = await controller.actions.remove_scheduling_gate(namespace, action.pod, action.gates)
             if rv is not None:
                 controller.pods_expected.ungated(uid, action.pod, constants.GANG_SCHEDULING_GATE, rv)
+        elif isinstance(action, AnnotatePod):
+            if await controller.actions.annotate_pod(namespace, action.pod, action.key, action.value):
+                controller.pods_expected.annotated(uid, action.pod, action.key, action.value)
         elif isinstance(action, DeleteJob):
             logger.info("deleting %s/%s: %s", namespace, name, action.reason)
             await controller.actions.delete_job(namespace, name)

@@ -172,6 +172,8 @@ class Coordinator:
                 self.total_iterations = report.total_iterations
             if verdict is Verdict.ACCEPTED:
                 self._rank_gauge(report.rank).set(report.iteration)
+                if not self.notices.asked and self.notices.reported(report.rank, report.iteration):
+                    self._notice_ignored()
             outcomes.append(verdict)
         if len(outcomes) > sum(isinstance(o, ReportRejected) for o in outcomes):
             self._limit_pending()
@@ -316,7 +318,7 @@ class Coordinator:
                 400, "bad_rank", f"rank {rank} is not in the world of {self.config.world_size}"
             )
         before = self.notices.stop_iteration
-        answer = self.notices.should_stop(iteration)
+        answer = self.notices.should_stop(iteration, rank)
         if self.notices.stop_iteration != before:
             log.info(
                 "notice %s: every rank stops after iteration %d",
@@ -334,6 +336,13 @@ class Coordinator:
             )
         if self.notices.rank_signalled(rank, deadline):
             log.warning("rank %d got SIGTERM: telling every rank to stop", rank)
+        if self.notices.judge_sigterm(rank):
+            self._notice_ignored()
+
+    def _notice_ignored(self) -> None:
+        """The gang will not act on the notice: the operator need not wait out the grace."""
+        log.warning("the program does not act on the notice (%s): it stops now", self.notices.ignored)
+        self.publisher.changed(urgent=True)
 
     def observe_job_status(self, status: dict[str, Any] | None) -> None:
         """The job's status as the API server has it: take the operator's notice for this attempt."""
@@ -343,6 +352,8 @@ class Coordinator:
             log.warning(
                 "disruption notice from the operator: %s", notice.get("message") or notice.get("reason")
             )
+            if self.notices.judge():
+                self._notice_ignored()
 
     async def _notice_loop(self) -> None:
         sink = self.publisher.sink
@@ -384,6 +395,9 @@ class Coordinator:
             "stopAt": None
             if self.notices.stop_iteration is None
             else {"attempt": self.config.attempt, "iteration": self.notices.stop_iteration},
+            "noticeIgnored": None
+            if self.notices.ignored is None
+            else {"attempt": self.config.attempt, "message": self.notices.ignored},
             "lastCommitTime": latest.manifest.committed_at if latest else None,
             "reportCountMismatch": mismatch.to_wire() if mismatch else None,
             "coordinatorMessage": self.problems,
@@ -413,6 +427,7 @@ class Coordinator:
             **answer.to_json(),
             "notice": self.notices.notice,
             "stopIteration": self.notices.stop_iteration,
+            "noticeIgnored": self.notices.ignored,
             "job": self.config.job,
             "namespace": self.config.namespace,
             "attempt": self.config.attempt,

@@ -9,6 +9,7 @@ reconcile again after `decision.requeue_after` seconds.
 
 from .decision import (
     Action,
+    AnnotatePod,
     CreateObject,
     Decision,
     DeleteJob,
@@ -31,6 +32,7 @@ from .settings import OperatorSettings
 __all__ = [
     "POLL_SECONDS",
     "Action",
+    "AnnotatePod",
     "ChildKind",
     "ContainerObservation",
     "ContainerState",

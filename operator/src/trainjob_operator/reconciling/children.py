@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 from trainjob_operator.api import constants
@@ -393,6 +394,12 @@ def _quantities_as_strings(container: dict[str, Any]) -> dict[str, Any]:
     return {**container, "resources": fixed}
 
 
+def commit_time_annotation(moment: datetime) -> str:
+    """The value of the trainjob.dev/last-commit-time annotation: RFC 3339 in UTC with
+    milliseconds, as the coordinator writes status.lastCommitTime."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSettings) -> dict[str, Any]:
     """Pod `<job>-<attempt>-<rank>`: the user's template plus the env contract, DNS identity, labels,
     owner reference; rank 0 also runs the coordinator sidecar."""
@@ -409,6 +416,13 @@ def worker_pod(job: TrainJob, attempt: int, rank: int, settings: OperatorSetting
     metadata = _metadata(job, names.pod_name(name, attempt, rank), labels)
     if template_metadata.get("annotations"):
         metadata["annotations"] = template_metadata["annotations"]
+    committed = job.status.last_commit_time
+    if committed is not None:
+        # A new attempt resumes from that commit: its pods carry its time from the start.
+        metadata["annotations"] = {
+            **(metadata.get("annotations") or {}),
+            constants.ANNOTATION_LAST_COMMIT_TIME: commit_time_annotation(committed),
+        }
 
     env = worker_env(job, attempt, rank, settings)
     pod_spec["containers"] = [

@@ -51,6 +51,16 @@ class RemoveSchedulingGate:
 
 
 @dataclass(frozen=True)
+class AnnotatePod:
+    """Set one annotation on a pod (a JSON merge patch of its metadata.annotations); a 404 means
+    the pod is gone and there is nothing to annotate."""
+
+    pod: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
 class DeleteJob:
     """Delete the TrainJob itself (ttlSecondsAfterFinished); owner references delete its children."""
 
@@ -66,7 +76,7 @@ class EmitEvent:
     type: EventType = EventType.NORMAL
 
 
-Action = CreateObject | DeletePods | RemoveSchedulingGate | DeleteJob | EmitEvent
+Action = CreateObject | DeletePods | RemoveSchedulingGate | AnnotatePod | DeleteJob | EmitEvent
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,8 @@ class PodObservation:
     # DisruptionTarget=True: the pod is being evicted or preempted (not the program's failure).
     disruption: PodCondition | None = None
     scheduling_gates: tuple[str, ...] = ()
+    # The pod's trainjob.dev/last-commit-time annotation, as written (None: not there).
+    last_commit_time: str | None = None
 
     @property
     def waiting(self) -> tuple[ContainerObservation, ...]:
@@ -268,6 +270,7 @@ class PodObservation:
             unscheduled=PodCondition.of(status, "PodScheduled", "False"),
             disruption=PodCondition.of(status, "DisruptionTarget", "True"),
             scheduling_gates=tuple(str(g.get("name")) for g in spec.get("schedulingGates") or []),
+            last_commit_time=(metadata.get("annotations") or {}).get(constants.ANNOTATION_LAST_COMMIT_TIME),
         )
 
 

@@ -47,6 +47,7 @@ from trainjob_operator.api.types import (
 from . import children, elastic, lifecycle, names
 from .decision import (
     Action,
+    AnnotatePod,
     CreateObject,
     Decision,
     DeleteJob,
@@ -403,6 +404,7 @@ class _Reconciliation:
         older = self.observed.pods_not_of(attempt)
         self._delete_pods(older)
         self._count_workers(pods)
+        self._annotate_last_commit(pods)
 
         if self._noticed(pods):
             return
@@ -459,6 +461,21 @@ class _Reconciliation:
         self._check_stall()
         if spec.elastic is not None and self.phase is Phase.RUNNING:
             self._maybe_scale_up(pods)
+
+    def _annotate_last_commit(self, pods: Mapping[int, PodObservation]) -> None:
+        """Keep trainjob.dev/last-commit-time on the attempt's live pods equal to
+        status.lastCommitTime (the coordinator's), so preemption tooling that reads pods can
+        prefer victims that just saved. One patch per pod per commit the operator sees, none for
+        pods that finished or are going (their annotation no longer matters)."""
+        committed = self.status.last_commit_time
+        if committed is None:
+            return
+        value = children.commit_time_annotation(committed)
+        for _, pod in sorted(pods.items()):
+            if pod.deleting or pod.outcome in (PodOutcome.SUCCEEDED, PodOutcome.FAILED):
+                continue
+            if pod.last_commit_time != value:
+                self.actions.append(AnnotatePod(pod.name, constants.ANNOTATION_LAST_COMMIT_TIME, value))
 
     def _failures(self, pods: dict[int, PodObservation]) -> list[WorkerFailure]:
         failures = []
@@ -549,7 +566,8 @@ class _Reconciliation:
 
     def _notice_settled(self, notice: Notice, pods: Mapping[int, PodObservation]) -> bool:
         """The gang may go: a checkpoint at or after the stop iteration committed after the
-        notice, every pod has left, or the grace ran out. Else look again soon."""
+        notice, every pod has left, the program does not act on notices, or the grace ran out.
+        Else look again soon."""
         stop = self.status.stop_at
         latest = self.status.latest_checkpoint
         committed = (
@@ -564,10 +582,20 @@ class _Reconciliation:
             p.outcome in (PodOutcome.SUCCEEDED, PodOutcome.FAILED) or p.deleting for p in pods.values()
         )
         remaining = self._seconds_until(notice.deadline)
-        if committed or left or remaining <= 0:
+        if committed or left or remaining <= 0 or self._notice_ignored(notice):
             return True
         self._requeue_in(min(POLL_SECONDS, remaining))
         return False
+
+    def _notice_ignored(self, notice: Notice) -> bool:
+        """The coordinator found that no rank of the notice's attempt acts on it
+        (status.noticeIgnored): waiting out the grace would only discard what the ranks compute
+        meanwhile, so the gang goes at once, as with preemption.gracePeriodSeconds 0."""
+        ignored = self.status.notice_ignored
+        if ignored is None or ignored.attempt != notice.attempt:
+            return False
+        self._event("NoticeIgnored", f"{ignored.message}: stopping the gang now", EventType.NORMAL)
+        return True
 
     def _noticed(self, pods: Mapping[int, PodObservation]) -> bool:
         """Disruptions of a running gang become a notice first (when preemption.gracePeriodSeconds

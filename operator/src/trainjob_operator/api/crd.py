@@ -36,7 +36,7 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "jsonPath": ".status.iteration",
         "description": "Highest iteration reported by every rank",
     },
-    # -- status.progress (issue 15) --
+    # Progress and ETA: the coordinator's estimate from worker_sdk.set_total_iterations.
     {
         "name": "Progress",
         "type": "integer",
@@ -49,7 +49,6 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
         "jsonPath": ".status.progress.eta",
         "description": "Estimated time remaining at the recent rate",
     },
-    # --
     {
         "name": "Restarts",
         "type": "integer",

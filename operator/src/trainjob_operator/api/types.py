@@ -494,7 +494,7 @@ class ReportCountMismatch(WireModel):
     message: str = Field(description="The same, for people.")
 
 
-# -- status.progress (issue 15: progress and ETA) ---------------------------------------------
+# -- status.progress: progress and ETA ------------------------------------------------------------
 class Progress(WireModel):
     """How far the job is, when its program told its total number of iterations
     (`worker_sdk.set_total_iterations`); the coordinator publishes it (`coordinator.progress`

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from typing import Any
 
 from .deletion import DeleteOptions, delete
@@ -28,6 +29,18 @@ from .store import Obj, StorageKey, WatchEvent
 
 log = logging.getLogger(__name__)
 MANAGER = "localcluster-controller"
+SA_STORAGE = ("", "serviceaccounts")
+# The kinds the endpoints controller reads: a change to one marks its namespace for a new pass.
+_ENDPOINT_INPUTS = {POD_STORAGE, ("", "services"), ("", "endpoints"), ("discovery.k8s.io", "endpointslices")}
+# Between a wake-up and the pass: at least this (a burst of changes lands first), and at most
+# this many times the last pass's duration, so that the passes (each over every object for the
+# garbage collector) take a bounded share of the one core however fast changes come.
+_MIN_COALESCE_SECONDS = 0.01
+_MAX_COALESCE_SECONDS = 1.0
+_COALESCE_FACTOR = 2.0
+# Every Service's endpoints are looked at again this often, changed or not (a write that failed
+# is retried), as the periodic resync of Kubernetes' controllers.
+_ENDPOINTS_RESYNC_SECONDS = 30.0
 
 
 class Controllers:
@@ -38,9 +51,23 @@ class Controllers:
         self.disruption = DisruptionController(api)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_pass = 0.0
+        # What changed since the last pass: namespaces whose Services' endpoints may need a new
+        # pass, and namespaces that may lack their `default` ServiceAccount (None: all of them).
+        self._endpoint_namespaces: set[str] | None = None
+        self._sa_namespaces: set[str] | None = None
+        self._endpoints_synced = 0.0
         self.store.listeners.append(self._on_event)
 
     def _on_event(self, event: WatchEvent) -> None:
+        meta = event.obj["metadata"]
+        if event.storage in _ENDPOINT_INPUTS and self._endpoint_namespaces is not None:
+            self._endpoint_namespaces.add(meta.get("namespace", ""))
+        if self._sa_namespaces is not None:
+            if event.storage == NS_STORAGE:
+                self._sa_namespaces.add(meta["name"])
+            elif event.storage == SA_STORAGE and event.type == "DELETED":
+                self._sa_namespaces.add(meta.get("namespace", ""))
         self._wake.set()
 
     def start(self) -> None:
@@ -61,19 +88,29 @@ class Controllers:
                 async with asyncio.timeout(2.0):
                     await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(0.01)  # coalesce bursts of changes into one pass
+            await asyncio.sleep(
+                min(_MAX_COALESCE_SECONDS, max(_MIN_COALESCE_SECONDS, _COALESCE_FACTOR * self._last_pass))
+            )
+            started = time.monotonic()
             try:
                 self.run_once()
             except Exception:
                 log.exception("controller pass failed")
+            self._last_pass = time.monotonic() - started
 
     def run_once(self) -> None:
-        self._default_service_accounts()
+        sa_namespaces, self._sa_namespaces = self._sa_namespaces, set()
+        endpoint_namespaces, self._endpoint_namespaces = self._endpoint_namespaces, set()
+        if time.monotonic() - self._endpoints_synced > _ENDPOINTS_RESYNC_SECONDS:
+            endpoint_namespaces = None
+        if endpoint_namespaces is None:
+            self._endpoints_synced = time.monotonic()
+        self._default_service_accounts(sa_namespaces)
         self._garbage_collect()
         self._crd_cleanup()
         self._namespaces()
         self._orphan_pods()
-        self.endpoints.run_once()
+        self.endpoints.run_once(endpoint_namespaces)
         self.disruption.run_once()
 
     # -- helpers -----------------------------------------------------------------
@@ -107,15 +144,18 @@ class Controllers:
             self.api.commit(info, current, new, WriteOptions(field_manager=MANAGER), MANAGER, "")
 
     # -- passes ------------------------------------------------------------------
-    def _default_service_accounts(self) -> None:
+    def _default_service_accounts(self, namespaces: set[str] | None) -> None:
+        """Each namespace's `default` ServiceAccount: of the namespaces named (None: every one)."""
         info = self.api.registry.get("", "v1", "serviceaccounts")
         if info is None:
             return
-        for ns in self.store.select(NS_STORAGE):
-            name = ns["metadata"]["name"]
-            if ns["metadata"].get("deletionTimestamp"):
+        stored = self.store.objects.get(NS_STORAGE, {})
+        names = sorted(name for _, name in stored) if namespaces is None else sorted(namespaces)
+        for name in names:
+            ns = stored.get(("", name))
+            if ns is None or ns["metadata"].get("deletionTimestamp"):
                 continue
-            if self.store.peek(("", "serviceaccounts"), name, "default") is None:
+            if self.store.peek(SA_STORAGE, name, "default") is None:
                 with contextlib.suppress(APIError):
                     self.api.create(
                         info,
@@ -201,10 +241,14 @@ class Controllers:
                 self._rewrite(CRD_STORAGE, crd, _drop_finalizer(CRD_CLEANUP))
 
     def _namespaces(self) -> None:
-        for ns in self.store.select(NS_STORAGE):
+        terminating = [
+            ns
+            for ns in self.store.objects.get(NS_STORAGE, {}).values()
+            if ns["metadata"].get("deletionTimestamp")
+        ]
+        for ns in terminating:
+            ns = copy.deepcopy(ns)
             meta = ns["metadata"]
-            if not meta.get("deletionTimestamp"):
-                continue
             name = meta["name"]
             remaining = [
                 (s, o)

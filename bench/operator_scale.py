@@ -278,6 +278,50 @@ def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
     }
 
 
+def _start_profilers(pids: dict[str, int]) -> list[Any]:
+    """With BENCH_PROFILE=<dir>: py-spy samples each process (collapsed stacks, `<name>.txt`)
+    from submission until every job is done; nothing without it."""
+    import shutil
+    import subprocess
+    import sys
+
+    where = os.environ.get("BENCH_PROFILE")
+    if not where:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    Path(where).mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(Path(where) / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def _stop_profilers(profilers: list[Any]) -> None:
+    import signal
+
+    for process in profilers:
+        process.send_signal(signal.SIGINT)
+    for process in profilers:
+        process.wait(timeout=60)
+
+
 def simulated(args: argparse.Namespace) -> dict[str, Any]:
     import math
 
@@ -335,6 +379,9 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             ).start()
         offset = stack.log_offset()
         cpu_before = cpu_seconds(operator_pid)
+        apiserver_pid = stack.cluster.pids["apiserver"]
+        apiserver_cpu_before = cpu_seconds(apiserver_pid)
+        profilers = _start_profilers({"apiserver": apiserver_pid, "operator": operator_pid})
         log(f"operator_scale --simulated: submitting {jobs} jobs x {workers} workers")
         submitted = time.monotonic()
         for i, name in enumerate(names):
@@ -361,6 +408,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         all_done_s = time.monotonic() - submitted
         log(f"jobs {phases} after {all_done_s:.1f}s")
         operator_cpu = cpu_seconds(operator_pid) - cpu_before
+        apiserver_cpu = cpu_seconds(apiserver_pid) - apiserver_cpu_before
+        _stop_profilers(profilers)
         stop.set()
         sampler.join()
         time.sleep(2)  # the last status patches reach the log
@@ -413,6 +462,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             **counts,
             "cluster_scoped_requests": len(cluster_wide),
             "operator_cpu_s": round(operator_cpu, 2),
+            "apiserver_cpu_s": round(apiserver_cpu, 2),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "operator_cpu_s_per_job": round(operator_cpu / jobs, 4),
             "operator_rss_mib": round(operator_rss, 1),
             "operator_peak_rss_mib": round(max(peak_rss), 1),

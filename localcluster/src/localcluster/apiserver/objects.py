@@ -463,12 +463,17 @@ class ObjectAPI:
 
     @staticmethod
     def same(old: Obj, new: Obj) -> bool:
+        """Whether a write changes nothing but the resourceVersion and managedFields' times.
+        Compares shallow views, not deep copies (this runs on every write)."""
+
         def strip(o: Obj) -> Obj:
-            c = copy.deepcopy(o)
-            c["metadata"].pop("resourceVersion", None)
-            for e in c["metadata"].get("managedFields") or []:
-                e.pop("time", None)
-            return c
+            meta = dict(o["metadata"])
+            meta.pop("resourceVersion", None)
+            if meta.get("managedFields"):
+                meta["managedFields"] = [
+                    {k: v for k, v in e.items() if k != "time"} for e in meta["managedFields"]
+                ]
+            return {**o, "metadata": meta}
 
         return strip(old) == strip(new)
 

@@ -604,4 +604,4 @@ def bind_pod(api: ObjectAPI, namespace: str, name: str, node: str, *, uid: str |
     current["status"].pop("nominatedNodeName", None)
     stored = api.put(POD_STORAGE, current)
     info = api.registry.for_storage(POD_STORAGE)
-    return api.output(info, stored) if info is not None else stored
+    return api.view(info, stored) if info is not None else stored

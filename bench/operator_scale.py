@@ -177,9 +177,14 @@ def _per_job(requests: list[tuple[str, str, str, str]], jobs: int, prefix: str) 
         return sum(n for verb, n in job["writes"].items() if (verb in verbs) == inside)
 
     besides = [total(j, STATUS_PATCHES + NOT_OPERATOR + GATE_REMOVALS, False) for j in per_job]
+    # Besides status and besides the one creation per pod: what a job costs whatever its size.
+    per_job_fixed = [b - j["writes"].get("POST pods", 0) for b, j in zip(besides, per_job, strict=True)]
     return {
         "writes_per_job_besides_status_median": statistics.median(besides) if besides else None,
         "writes_per_job_besides_status_max": max(besides) if besides else None,
+        "writes_per_job_besides_status_and_pod_creations_median": statistics.median(per_job_fixed)
+        if per_job_fixed
+        else None,
         "status_patches_per_job_median": statistics.median(total(j, STATUS_PATCHES, True) for j in per_job),
         "gate_removals_per_job_median": statistics.median(total(j, GATE_REMOVALS, True) for j in per_job),
         "requests_per_job_median": statistics.median(j["total"] for j in per_job),

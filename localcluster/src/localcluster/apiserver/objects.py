@@ -268,7 +268,7 @@ class ObjectAPI:
         if not info.builtin and info.has_status:
             obj.pop("status", None)
         storage = info.storage
-        self.hooks.on_create(info.kind, info.group, obj, self._allocated_ips())
+        self.hooks.on_create(info.kind, info.group, obj, self._allocated_ips_for(info))
         if storage == CRD_STORAGE:
             crdlib.prepare_crd(obj)
             obj["status"] = crdlib.crd_status(obj, now_rfc3339(), None)
@@ -308,6 +308,11 @@ class ObjectAPI:
             )
         obj["apiVersion"] = info.api_version if info.group != "events.k8s.io" else "v1"
         obj["kind"] = info.kind
+
+    def _allocated_ips_for(self, info: ResourceInfo) -> set[str]:
+        """The cluster IPs in use, which only a Service's write needs (a set over every Service:
+        not built for the writes of other kinds)."""
+        return self._allocated_ips() if info.storage == ("", "services") else set()
 
     def _allocated_ips(self) -> set[str]:
         return {
@@ -444,7 +449,7 @@ class ObjectAPI:
             crdlib.prepare_crd(new)
             new["status"] = crdlib.crd_status(new, now_rfc3339(), old.get("status"))
         if subresource not in ("status", "finalize"):
-            self.hooks.on_update(info.kind, info.group, old, new, self._allocated_ips())
+            self.hooks.on_update(info.kind, info.group, old, new, self._allocated_ips_for(info))
         self._check_schema(info, new, opts)
         if self._spec_changed(info, old, new):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1

@@ -144,13 +144,12 @@ class KubernetesActions:
         patch = {"metadata": {"annotations": {key: value}}}
         metrics.API_WRITES.labels("patch").inc()
         try:
-            await asyncio.to_thread(
+            await self._write_unread(
                 self.core.patch_namespaced_pod,
                 name,
                 namespace,
                 patch,
                 _content_type="application/merge-patch+json",
-                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 404:

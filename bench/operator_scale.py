@@ -177,9 +177,14 @@ def _per_job(requests: list[tuple[str, str, str, str]], jobs: int, prefix: str) 
         return sum(n for verb, n in job["writes"].items() if (verb in verbs) == inside)
 
     besides = [total(j, STATUS_PATCHES + NOT_OPERATOR + GATE_REMOVALS, False) for j in per_job]
+    # Besides status and besides the one creation per pod: what a job costs whatever its size.
+    per_job_fixed = [b - j["writes"].get("POST pods", 0) for b, j in zip(besides, per_job, strict=True)]
     return {
         "writes_per_job_besides_status_median": statistics.median(besides) if besides else None,
         "writes_per_job_besides_status_max": max(besides) if besides else None,
+        "writes_per_job_besides_status_and_pod_creations_median": statistics.median(per_job_fixed)
+        if per_job_fixed
+        else None,
         "status_patches_per_job_median": statistics.median(total(j, STATUS_PATCHES, True) for j in per_job),
         "gate_removals_per_job_median": statistics.median(total(j, GATE_REMOVALS, True) for j in per_job),
         "requests_per_job_median": statistics.median(j["total"] for j in per_job),
@@ -278,6 +283,64 @@ def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
     }
 
 
+def _warm_up(stack: BenchStack, timeout: float) -> None:
+    """Wait until the operator acts on a job (its start, imports and watches done): the scenario
+    measures an operator that is running when the jobs arrive, not its start. The warm-up job's
+    namespace is not one of the scenario's, so none of its requests are counted per job."""
+    stack.prepare_namespace("bench-warmup")
+    stack.submit("bench-warmup", trainjob("warmup", ["python", "-c", "pass"], workers=1))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (stack.job("bench-warmup", "warmup").get("status") or {}).get("phase") == "Succeeded":
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the operator did not run the warm-up job")
+
+
+def _start_profilers(pids: dict[str, int]) -> list[Any]:
+    """With BENCH_PROFILE=<dir>: py-spy samples each process (collapsed stacks, `<name>.txt`)
+    from submission until every job is done; nothing without it."""
+    import shutil
+    import subprocess
+    import sys
+
+    where = os.environ.get("BENCH_PROFILE")
+    if not where:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    Path(where).mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(Path(where) / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def _stop_profilers(profilers: list[Any]) -> None:
+    import signal
+
+    for process in profilers:
+        process.send_signal(signal.SIGINT)
+    for process in profilers:
+        process.wait(timeout=60)
+
+
 def simulated(args: argparse.Namespace) -> dict[str, Any]:
     import math
 
@@ -310,6 +373,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(jobs):
             stack.prepare_namespace(f"{prefix}{i}")
         stack.prepare_namespace("bench-plain")
+        _warm_up(stack, args.timeout)
         operator_pid = stack.operator.pid
         peak_rss = [rss_mib(operator_pid)]
         stop = threading.Event()
@@ -335,6 +399,9 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             ).start()
         offset = stack.log_offset()
         cpu_before = cpu_seconds(operator_pid)
+        apiserver_pid = stack.cluster.pids["apiserver"]
+        apiserver_cpu_before = cpu_seconds(apiserver_pid)
+        profilers = _start_profilers({"apiserver": apiserver_pid, "operator": operator_pid})
         log(f"operator_scale --simulated: submitting {jobs} jobs x {workers} workers")
         submitted = time.monotonic()
         for i, name in enumerate(names):
@@ -361,6 +428,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         all_done_s = time.monotonic() - submitted
         log(f"jobs {phases} after {all_done_s:.1f}s")
         operator_cpu = cpu_seconds(operator_pid) - cpu_before
+        apiserver_cpu = cpu_seconds(apiserver_pid) - apiserver_cpu_before
+        _stop_profilers(profilers)
         stop.set()
         sampler.join()
         time.sleep(2)  # the last status patches reach the log
@@ -413,6 +482,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             **counts,
             "cluster_scoped_requests": len(cluster_wide),
             "operator_cpu_s": round(operator_cpu, 2),
+            "apiserver_cpu_s": round(apiserver_cpu, 2),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "operator_cpu_s_per_job": round(operator_cpu / jobs, 4),
             "operator_rss_mib": round(operator_rss, 1),
             "operator_peak_rss_mib": round(max(peak_rss), 1),

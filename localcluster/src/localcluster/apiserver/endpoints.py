@@ -61,16 +61,24 @@ class EndpointsController:
         self.api = api
         self.store = api.store
 
-    def run_once(self) -> None:
+    def run_once(self, namespaces: set[str] | None = None) -> None:
+        """Bring the endpoints of the Services in `namespaces` (None: every namespace) up to date:
+        only namespaces where a Service, a pod or an endpoints object changed need a pass."""
+        if namespaces is not None and not namespaces:
+            return
         ep_info = self.api.registry.get("", "v1", "endpoints")
         slice_info = self.api.registry.get("discovery.k8s.io", "v1", "endpointslices")
         if ep_info is None or slice_info is None:
             return
         pods_by_ns: dict[str, list[Obj]] = {}
         for pod in self.store.objects.get(("", "pods"), {}).values():
-            pods_by_ns.setdefault(pod["metadata"].get("namespace", ""), []).append(pod)
+            ns = pod["metadata"].get("namespace", "")
+            if namespaces is None or ns in namespaces:
+                pods_by_ns.setdefault(ns, []).append(pod)
         wanted: set[tuple[str, str]] = set()
         for svc in list(self.store.objects.get(("", "services"), {}).values()):
+            if namespaces is not None and svc["metadata"]["namespace"] not in namespaces:
+                continue
             spec = svc.get("spec") or {}
             selector = spec.get("selector")
             if not selector:
@@ -91,6 +99,8 @@ class EndpointsController:
         # Endpoints this controller made for Services that are gone (slices go by owner reference)
         for ep in list(self.store.objects.get(("", "endpoints"), {}).values()):
             key = (ep["metadata"].get("namespace", ""), ep["metadata"]["name"])
+            if namespaces is not None and key[0] not in namespaces:
+                continue
             managers = {m.get("manager") for m in ep["metadata"].get("managedFields") or []}
             if key not in wanted and managers == {MANAGER}:
                 with contextlib.suppress(APIError):

@@ -289,6 +289,45 @@ def _walk(value: Any, names: tuple[str, ...], path: Path, strategy: ListStrategy
     out.add(path)
 
 
+def field_values(obj: Obj, strategy: ListStrategy) -> dict[Path, Any]:
+    """`field_set` with the value at each path (what `value_at` finds there), in one walk."""
+    out: dict[Path, Any] = {}
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        if key == "metadata":
+            if isinstance(value, dict):
+                for mk, mv in value.items():
+                    if mk in _META_TRACKED:
+                        _walk_values(mv, ("metadata", mk), ("f:metadata", "f:" + mk), strategy, out)
+            continue
+        _walk_values(value, (key,), ("f:" + key,), strategy, out)
+    return out
+
+
+def _walk_values(
+    value: Any, names: tuple[str, ...], path: Path, strategy: ListStrategy, out: dict[Path, Any]
+) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _walk_values(v, (*names, k), (*path, "f:" + k), strategy, out)
+        return
+    if isinstance(value, list) and value:
+        kind = strategy(names)
+        if isinstance(kind, list) and kind and all(isinstance(i, dict) for i in value):
+            for item in value:
+                ip = (*path, _key_element(item, kind))
+                out.setdefault(ip, item)  # value_at finds the first item with the key
+                for k, v in item.items():
+                    _walk_values(v, (*names, k), (*ip, "f:" + k), strategy, out)
+            return
+        if kind == "set":
+            for item in value:
+                out.setdefault((*path, "v:" + json.dumps(item, separators=(",", ":"))), item)
+            return
+    out.setdefault(path, value)
+
+
 def value_at(obj: Any, path: Path) -> tuple[bool, Any]:
     """(found, value) at a FieldsV1 path."""
     cur = obj
@@ -470,9 +509,10 @@ class ManagedFields:
         subresource: str = "",
     ) -> None:
         """A non-apply write by `manager`: it takes the fields it changed; removed fields leave every set."""
-        old_fs = field_set(old, strategy) if old else set()
-        new_fs = field_set(new, strategy)
-        changed = {p for p in new_fs if p not in old_fs or value_at(old, p)[1] != value_at(new, p)[1]}
+        old_values = field_values(old, strategy) if old else {}
+        new_values = field_values(new, strategy)
+        old_fs, new_fs = old_values.keys(), new_values.keys()
+        changed = {p for p, v in new_values.items() if p not in old_values or old_values[p] != v}
         removed = old_fs - new_fs
         me = (manager, "Update", subresource)
         for key, (av, t, paths) in list(self.entries.items()):

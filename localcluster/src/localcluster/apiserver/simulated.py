@@ -267,7 +267,7 @@ class SimulatedNodes:
                     log.exception("simulated pod %s/%s", namespace, name)
 
     def _sync(self, uid: str, namespace: str, name: str) -> None:
-        pod = self.store.get(POD_STORAGE, namespace, name)
+        pod = self.store.peek(POD_STORAGE, namespace, name)  # read only: writes copy it
         if pod is None or pod["metadata"].get("uid") != uid:
             return
         if pod["metadata"].get("deletionTimestamp"):
@@ -372,7 +372,7 @@ class SimulatedNodes:
 
     def _complete(self, uid: str, namespace: str, name: str) -> None:
         self._timers.pop(uid, None)
-        pod = self.store.get(POD_STORAGE, namespace, name)
+        pod = self.store.peek(POD_STORAGE, namespace, name)  # read only: writes copy it
         if pod is None or pod["metadata"].get("uid") != uid or pod["metadata"].get("deletionTimestamp"):
             return
         if (pod.get("status") or {}).get("phase") in TERMINAL:

@@ -72,7 +72,8 @@ class Store:
         return self.rv
 
     def put(self, storage: StorageKey, obj: Obj) -> Obj:
-        """Store `obj` (create or replace) under a fresh resourceVersion; returns a copy."""
+        """Store a copy of `obj` (create or replace) under a fresh resourceVersion; returns the
+        stored object itself, which callers must not change (they copy it to answer)."""
         meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta["name"])
         items = self.objects.setdefault(storage, {})
@@ -83,7 +84,7 @@ class Store:
         items[key] = stored
         self.uids[meta["uid"]] = (storage, key)
         self._emit(WatchEvent(rv, "ADDED" if old is None else "MODIFIED", storage, stored, old))
-        return copy.deepcopy(stored)
+        return stored
 
     def remove(self, storage: StorageKey, namespace: str, name: str) -> Obj | None:
         items = self.objects.get(storage, {})

@@ -139,33 +139,54 @@ async def watch_response(
         await resp.prepare(request)
         first_table = [True]
 
-        async def send(kind: str, obj: Obj) -> None:
+        def line(kind: str, obj: Obj, shared: bool = True) -> bytes:
+            """One watch event as its JSON line. The plain JSON shapes are encoded once per
+            event and shape and shared by every watcher (the stored object is never changed
+            in place: a write stores a new one), so N watchers of one kind cost one encoding."""
             if kind in ("ERROR", "BOOKMARK"):
-                payload = obj
-            else:
+                return (dumps({"type": kind, "object": obj}) + "\n").encode()
+            if table:
                 out = api.output(info, obj)
-                if table:
-                    payload = to_table(
-                        info,
-                        [out],
-                        include,
-                        {"resourceVersion": out["metadata"].get("resourceVersion", "")},
-                    )
-                    if not first_table[0]:
-                        payload["columnDefinitions"] = []
-                    first_table[0] = False
-                elif metadata_only:
-                    payload = partial(out)
-                else:
-                    payload = out
-            await resp.write((dumps({"type": kind, "object": payload}) + "\n").encode())
+                payload = to_table(
+                    info,
+                    [out],
+                    include,
+                    {"resourceVersion": out["metadata"].get("resourceVersion", "")},
+                )
+                if not first_table[0]:
+                    payload["columnDefinitions"] = []
+                first_table[0] = False
+                return (dumps({"type": kind, "object": payload}) + "\n").encode()
+            key = (id(obj), kind, info.api_version, info.kind, metadata_only)
+            cached = _ENCODED.get(key) if shared else None
+            if cached is not None and cached[0] is obj:
+                return cached[1]
+            if info.group == "events.k8s.io":
+                out = api.output(info, obj)
+            else:
+                out = {**obj, "apiVersion": info.api_version, "kind": info.kind}
+            payload = partial(out) if metadata_only else out
+            encoded = (dumps({"type": kind, "object": payload}) + "\n").encode()
+            if shared:
+                _remember_bound()
+                _ENCODED[key] = (obj, encoded)
+            return encoded
+
+        async def send(kind: str, obj: Obj) -> None:
+            await resp.write(line(kind, obj))
+
+        async def send_all(lines: list[bytes]) -> None:
+            """A burst of events in one write (one chunk, one syscall), not one write each."""
+            if lines:
+                await resp.write(b"".join(lines))
 
         if expired:
             err = gone(f"too old resource version: {rv_param} ({api.store.compacted + 1})")
             await send("ERROR", err.status())
             return resp
-        for kind, obj in initial:
-            await send(kind, obj)
+        for start in range(0, len(initial), _BURST):
+            # The initial objects are this watch's own copies: nothing to share.
+            await send_all([line(kind, obj, shared=False) for kind, obj in initial[start : start + _BURST]])
         if send_initial and bookmarks:
             await send("BOOKMARK", _bookmark(info, initial_rv, initial_end=True))
         deadline = time.monotonic() + timeout
@@ -186,15 +207,36 @@ async def watch_response(
                     await send("BOOKMARK", _bookmark(info, api.store.rv))
                     next_bookmark = time.monotonic() + bookmark_interval
                 continue
-            if ev.storage != info.storage:
-                continue
-            for kind, obj in _translate(ev, info, matches):
-                await send(kind, obj)
+            # Everything already queued goes out with it, in resourceVersion order.
+            burst = [ev]
+            while len(burst) < _BURST and not queue.empty():
+                burst.append(queue.get_nowait())
+            lines = []
+            for event in burst:
+                if event.storage == info.storage:
+                    lines += [line(kind, obj) for kind, obj in _translate(event, info, matches)]
+            await send_all(lines)
         return resp
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         return web.Response(status=200)
     finally:
         api.store.unsubscribe(queue)
+
+
+# At most this many events in one write: a client far behind still gets them in steady pieces.
+_BURST = 500
+
+# (id of the stored object, event type, apiVersion, kind, metadata only) -> (the object, its
+# encoded line). Holding the object keeps its id from being reused while the entry lives; the
+# cache is bounded and cleared when full (every watcher of an event encodes it within the burst
+# it arrives in, so older entries are rarely asked for again).
+_ENCODED: dict[tuple[int, str, str, str, bool], tuple[Obj, bytes]] = {}
+_ENCODED_MAX = 20000
+
+
+def _remember_bound() -> None:
+    if len(_ENCODED) > _ENCODED_MAX:
+        _ENCODED.clear()
 
 
 def _translate(ev: WatchEvent, info: ResourceInfo, matches: Any) -> list[tuple[str, Obj]]:

@@ -1,17 +1,22 @@
 """Apply a reconcile Decision through the Kubernetes API.
 
 The kubernetes client is synchronous; its calls run in worker threads so the operator's event
-loop keeps serving watches. Every write is idempotent as the reconcile decision expects:
+loop keeps serving watches: threads of the operator's own, writes apart from reads, not the
+event loop's default executor (6 threads on 2 cores, shared with kopf's own work), so that one
+job's writes do not queue behind every other job's and a read is never stuck behind a burst of
+writes. Every write is idempotent as the reconcile decision expects:
 creating what exists (409) and deleting what is gone (404) count as done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -24,16 +29,51 @@ logger = logging.getLogger(__name__)
 
 # The children the operator tracks by existence, by the kind in their manifest.
 CHILD_KINDS: dict[str, ChildKind] = {kind.value: kind for kind in ChildKind}
+# Writes in flight at once (each waits on the API server, not on this process's CPU), and reads.
+WRITE_THREADS = 16
+READ_THREADS = 2
+
+_T = TypeVar("_T")
 
 
 class KubernetesActions:
     """The writes the operator makes, and the one read besides its watches (`get_job`); one
     instance per operator process."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        write_threads: int = WRITE_THREADS,
+        read_threads: int = READ_THREADS,
+    ) -> None:
+        # One keep-alive connection per thread, no more and no fewer (urllib3's default pool
+        # holds 10 and discards the connections of the threads beyond).
+        api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = write_threads + read_threads
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self._writes = ThreadPoolExecutor(write_threads, thread_name_prefix="api-write")
+        self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="api-read")
+
+    async def _write(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writes, functools.partial(call, *args, **kwargs))
+
+    async def _write_unread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """A write whose answer is not turned into the client's model (V1Pod, V1Secret...):
+        nothing reads it, and that deserialization costs more CPU than the request. The body is
+        read in the worker thread, which returns the connection to the pool."""
+
+        def call_and_read() -> bytes:
+            response = call(*args, _preload_content=False, **kwargs)
+            return bytes(response.data)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writes, call_and_read)
+
+    async def _read(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, functools.partial(call, *args, **kwargs))
 
     def _creator(self, kind: str) -> Callable[..., Any]:
         creators: dict[str, Callable[..., Any]] = {
@@ -51,7 +91,7 @@ class KubernetesActions:
         create = self._creator(str(manifest["kind"]))
         metrics.API_WRITES.labels("create").inc()
         try:
-            await asyncio.to_thread(create, namespace, manifest)
+            await self._write_unread(create, namespace, manifest)
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -63,7 +103,7 @@ class KubernetesActions:
         pod's own)."""
         metrics.API_WRITES.labels("delete").inc()
         try:
-            await asyncio.to_thread(
+            await self._write_unread(
                 self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=grace_period_seconds
             )
         except ApiException as error:
@@ -85,9 +125,7 @@ class KubernetesActions:
         ]
         metrics.API_WRITES.labels("patch").inc()
         try:
-            response = await asyncio.to_thread(
-                self.core.patch_namespaced_pod, name, namespace, patch, _preload_content=False
-            )
+            data = await self._write_unread(self.core.patch_namespaced_pod, name, namespace, patch)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -96,7 +134,7 @@ class KubernetesActions:
                 return None
             raise
         try:
-            return str(json.loads(cast(Any, response).data)["metadata"]["resourceVersion"])
+            return str(json.loads(data)["metadata"]["resourceVersion"])
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -106,13 +144,12 @@ class KubernetesActions:
         patch = {"metadata": {"annotations": {key: value}}}
         metrics.API_WRITES.labels("patch").inc()
         try:
-            await asyncio.to_thread(
+            await self._write_unread(
                 self.core.patch_namespaced_pod,
                 name,
                 namespace,
                 patch,
                 _content_type="application/merge-patch+json",
-                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 404:
@@ -123,7 +160,7 @@ class KubernetesActions:
     async def delete_job(self, namespace: str, name: str) -> None:
         metrics.API_WRITES.labels("delete").inc()
         try:
-            await asyncio.to_thread(
+            await self._write(
                 self.custom.delete_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
@@ -139,7 +176,7 @@ class KubernetesActions:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The TrainJob as the API server has it now, or None when it is gone."""
         try:
-            result = await asyncio.to_thread(
+            result = await self._read(
                 self.custom.get_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
@@ -157,7 +194,7 @@ class KubernetesActions:
         """Merge-patch `.status`; the job as it is afterwards, or None when it is gone."""
         metrics.API_WRITES.labels("patch").inc()
         try:
-            result = await asyncio.to_thread(
+            result = await self._write(
                 self.custom.patch_namespaced_custom_object_status,
                 constants.GROUP,
                 constants.VERSION,

@@ -62,20 +62,23 @@ class Controller:
     pods_expected: PodExpectations = field(default_factory=PodExpectations)
 
 
+# The index and event handlers are coroutines, though they never await: kopf runs a plain
+# function in a worker thread, and at thousands of pod events a thread hop per event cost more
+# than the handler itself.
 @kopf.index("pods", labels=_WORKER_PODS, registry=registry)
-def pods_by_job(
+async def pods_by_job(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[JobKey, dict[str, Any]]:
     return {(namespace or "", labels[constants.LABEL_NAME]): dict(body)}
 
 
-def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """Nodes by name, so a job's pass sees whether its pods' nodes are Ready (lost nodes).
     Registered by `watch_nodes` only where the operator may read Nodes (a cluster-wide install)."""
     return {name: dict(body)}
 
 
-def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
+async def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
     """A node changed (Ready, Unknown...): wake the jobs with a pod on it."""
     pods: kopf.Index[JobKey, dict[str, Any]] = kwargs["pods_by_job"]
     for key in list(pods):
@@ -90,12 +93,12 @@ def watch_nodes() -> None:
 
 
 @kopf.on.event("pods", labels=_WORKER_PODS, registry=registry)
-def wake_on_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+async def wake_on_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     memo.controller.wakers.wake((namespace or "", labels[constants.LABEL_NAME]))
 
 
 @kopf.on.event(*_JOB_RESOURCE, registry=registry)
-def wake_on_job_event(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def wake_on_job_event(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     memo.controller.wakers.wake((namespace or "", name))
 
 

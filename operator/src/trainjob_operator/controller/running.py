@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,6 +34,18 @@ class OperatorOptions:
     liveness_port: int | None = None
     metrics_port: int | None = None
     settings: OperatorSettings = field(default_factory=OperatorSettings)
+
+
+class _DiffBaseOfJobs(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the object, less what it ignores) on every watch
+    event of every watched kind, though only its change and daemon handlers read it, and the
+    operator has none on pods: at thousands of pod events that was ~15% of the operator's CPU.
+    A pod's diff base is empty; a TrainJob's is kopf's own."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if body.get("kind") == "Pod":
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
 
 
 def _in_cluster(options: OperatorOptions) -> InClusterAccess | None:
@@ -74,7 +87,7 @@ def _configure(settings: kopf.OperatorSettings, options: OperatorOptions) -> Non
     settings.posting.level = logging.WARNING
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainjob.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trainjob.dev")
+    settings.persistence.diffbase_storage = _DiffBaseOfJobs(prefix="trainjob.dev")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             ours: dict[str, Any] = {}
             # async copies the directory (the caller keeps it); async_given_up hands it over, as
             # Ray's ASYNC mode does by default (delete_local_checkpoint_after_upload).
-            modes = {
+            modes: dict[str, dict[str, Any]] = {
                 "sync": {"upload": "sync"},
                 "async": {"upload": "async"},
                 "async_given_up": {"upload": "async", "give_up": True},

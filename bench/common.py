@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.job import CoordinatorProcess, LocalJob
-from tests.support.processes import REPO_ROOT, clean_env, free_port, stop_process
+
+# REPO_ROOT and stop_process are re-exported: the scenarios take them from here.
+from tests.support.processes import REPO_ROOT as REPO_ROOT
+from tests.support.processes import clean_env, free_port
+from tests.support.processes import stop_process as stop_process
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

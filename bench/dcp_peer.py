@@ -40,18 +40,19 @@ def load_back(directory: Path, checkpoint_index: int) -> int:
     """Read a committed DCP checkpoint back with ``dcp.load`` (one process, no process group) and
     check its values; the number of tensors read."""
     import torch
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
+    from torch.distributed.checkpoint.state_dict_loader import load
 
     # A committed checkpoint's files are in the data directory of the attempt that committed it.
     attempts = sorted(Path(directory).glob("attempt-*"))
     if not (Path(directory) / ".metadata").exists() and attempts:
         directory = attempts[-1]
-    metadata = dcp.FileSystemReader(str(directory)).read_metadata()
+    metadata = FileSystemReader(str(directory)).read_metadata()
     state = {
         key: torch.empty(item.size, dtype=item.properties.dtype)  # type: ignore[union-attr]
         for key, item in metadata.state_dict_metadata.items()
     }
-    dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+    load(state, checkpoint_id=str(directory), no_dist=True)
     for key, tensor in state.items():
         rank, index = (int(part) for part in key.removeprefix("rank").split(".weight"))
         expected = (float(checkpoint_index), float(rank * 1000 + index))

@@ -160,7 +160,7 @@ def figures(result: dict[str, Any], total_bytes: int) -> dict[str, Any]:
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
-    return round(statistics.median(run[key] for run in runs), 3)
+    return round(float(statistics.median(run[key] for run in runs)), 3)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

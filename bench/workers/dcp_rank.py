@@ -54,7 +54,7 @@ def main() -> None:
     mode = params["mode"]
     import torch
     import torch.distributed as dist
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import async_save
 
     import worker_sdk as train
 
@@ -116,8 +116,9 @@ def main() -> None:
                 # One save in flight at a time, as DCP requires: two would interleave their
                 # collectives on the checkpoint group and deadlock.
                 futures[-1].result()
-            future = dcp.async_save(state, checkpoint_id=str(directory), process_group=checkpoint_group)
-            assert isinstance(future, Future)
+            saved = async_save(state, checkpoint_id=str(directory), process_group=checkpoint_group)
+            assert isinstance(saved, Future)  # an AsyncSaveResponse only with async_stager given
+            future = saved
 
             def record(_: Future[Any], index: int = index) -> None:
                 done_at[index] = time.time()

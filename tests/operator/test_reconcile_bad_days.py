@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainjob_factories import Cluster, job, later, node
+from trainjob_factories import NOW, Cluster, job, later, lease, node
 
 from trainjob_operator.reconciling import DeletePods, EmitEvent
 
@@ -305,3 +305,110 @@ def test_a_failure_while_a_ranks_node_is_not_ready_is_a_disruption() -> None:
     assert (status["phase"], status["reason"]) == ("Restarting", "NodeLost")
     assert (status["disruptions"], status["restarts"]) == (1, 0)
     assert "node node-b not Ready (Unknown)" in status["message"]
+
+
+# ---- a failure that would end the job waits until the gang's nodes prove alive -----------------
+
+
+def failed_with_leases(max_restarts: int = 0) -> Cluster:
+    """Rank 0 (node-a) failed at 100 with the job's restarts spent; both nodes' Leases were last
+    renewed at 90 (a kubelet renews every 10 s, leaseDurationSeconds 40)."""
+    cluster = running_on_nodes()
+    cluster.update_spec(
+        failurePolicy={"maxRestarts": max_restarts, "nodeLossSeconds": 60, "backoffSeconds": 30}
+    )
+    cluster.leases = {name: lease(name, later(90)) for name in ("node-a", "node-b")}
+    cluster.set_pod(0, 0, node="node-a", exit_code=1, reason="Error", finished_at=later(100))
+    return cluster
+
+
+def test_a_failure_that_would_end_the_job_waits_for_the_nodes_leases_and_says_so() -> None:
+    cluster = failed_with_leases()
+    decision = cluster.reconcile(later(100))
+    status = cluster.status
+    assert status["phase"] == "Running", "held, not failed, while a node may be lost"
+    assert status["message"] == (
+        "rank 0 (pod digits-0-0) failed; waiting up to 40s (until 2026-01-01T12:02:21Z) for node "
+        "node-a, node-b to renew its Lease, to rule out a lost node"
+    )
+    assert events(cluster) == [("CheckingNodes", "Normal")]
+    assert not decision.of_type(DeletePods)
+    assert decision.requeue_after is not None and decision.requeue_after <= 2
+    # node-a renews after the failure: only node-b is still awaited; one event per change.
+    cluster.leases["node-a"] = lease("node-a", later(102))
+    cluster.reconcile(later(103))
+    assert "for node node-b to renew" in cluster.status["message"]
+    cluster.reconcile(later(105))
+    assert events(cluster) == []
+
+
+# (node-b's Lease, node-b's Ready, when) -> the verdict. node-a renewed at 102 in every row.
+@pytest.mark.parametrize(
+    ("node_b_lease", "node_b_ready", "at", "phase", "reason", "disruptions", "restarts"),
+    [
+        # Crashed at 95: the node controller marks it Unknown at 125 (its grace): a disruption.
+        (90, "Unknown", 126, "Restarting", "NodeLost", 1, 0),
+        # Not renewed within its leaseDurationSeconds after the failure (101 + 40): lost, without
+        # waiting for the node controller.
+        (90, "True", 141, "Restarting", "NodeLost", 1, 0),
+        # Alive: renewed after the failure, so the program failed: Failed as without the wait.
+        (110, "True", 111, "Failed", "WorkerFailed", None, 0),
+        # A renewal in the failure's own second may precede it: not yet proof; 10 s later it is.
+        (100.5, "True", 101, "Running", "AllWorkersRunning", None, 0),
+    ],
+)
+def test_a_held_failure_ends_as_a_disruption_or_a_failure_by_the_nodes_leases(
+    node_b_lease: float,
+    node_b_ready: str,
+    at: float,
+    phase: str,
+    reason: str,
+    disruptions: int | None,
+    restarts: int | None,
+) -> None:
+    cluster = failed_with_leases()
+    cluster.reconcile(later(100))
+    cluster.leases = {"node-a": lease("node-a", later(102)), "node-b": lease("node-b", later(node_b_lease))}
+    cluster.nodes["node-b"] = node("node-b", node_b_ready, later(125) if node_b_ready != "True" else NOW)
+    cluster.reconcile(later(at))
+    status = cluster.status
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    assert (status.get("disruptions"), status.get("restarts")) == (disruptions, restarts)
+    if reason == "NodeLost":
+        assert "digits-0-1" in status["message"]
+        assert {p for p, obj in cluster.pods.items() if "deletionTimestamp" in obj["metadata"]} == {
+            "digits-0-0",
+            "digits-0-1",
+        }
+    if phase == "Failed":
+        assert "all 0 restarts (failurePolicy.maxRestarts) are spent" in status["message"]
+
+
+def test_a_lease_not_renewed_in_time_names_the_node_and_its_last_renewal() -> None:
+    cluster = failed_with_leases()
+    cluster.reconcile(later(100))
+    cluster.leases["node-a"] = lease("node-a", later(102))
+    cluster.reconcile(later(141))
+    assert cluster.status["message"] == (
+        "rank 1 (pod digits-0-1) disrupted: NodeLost: node node-b did not renew its Lease in the 40s "
+        "after the failure (last renewed 2026-01-01T12:01:30Z); the other ranks failed with it"
+    )
+
+
+def test_without_leases_a_failure_that_ends_the_job_fails_it_at_once() -> None:
+    # A namespaced install sees neither Nodes nor Leases; a cluster-wide one may see nodes whose
+    # kubelets keep no Lease: neither waits, as before Leases were watched.
+    for watches_nodes in (False, True):
+        cluster = failed_with_leases()
+        cluster.leases = {}
+        if not watches_nodes:
+            cluster.nodes = {}
+        cluster.reconcile(later(100))
+        assert (cluster.status["phase"], cluster.status["reason"]) == ("Failed", "WorkerFailed")
+        assert events(cluster)[0] == ("WorkerFailed", "Warning")
+
+
+def test_a_failure_with_restarts_left_restarts_at_once_without_waiting_for_leases() -> None:
+    cluster = failed_with_leases(max_restarts=2)
+    cluster.reconcile(later(100))
+    assert (cluster.status["phase"], cluster.status["restarts"]) == ("Restarting", 1)

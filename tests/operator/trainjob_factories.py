@@ -110,6 +110,7 @@ def pod(
     disruption: tuple[str, str] | None = None,
     image: str = "example/digits:1",
     message: str | None = None,
+    finished_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A worker pod; `exit_code` makes its trainer container terminated with it (and `message` its
     termination message); `waiting` is the trainer's (reason, message) as the kubelet sets it,
@@ -119,6 +120,8 @@ def pod(
         trainer_state: dict[str, Any] = {"terminated": {"exitCode": exit_code, "reason": reason or "Error"}}
         if message is not None:
             trainer_state["terminated"]["message"] = message
+        if finished_at is not None:
+            trainer_state["terminated"]["finishedAt"] = timestamp(finished_at)
         ready = False
     elif phase == "Running":
         trainer_state = {"running": {"startedAt": timestamp(NOW)}}
@@ -179,12 +182,28 @@ def node(name: str, ready: str = "True", since: datetime = NOW) -> dict[str, Any
     }
 
 
+def lease(name: str, renewed: datetime, duration_seconds: int = 40) -> dict[str, Any]:
+    """A node's heartbeat Lease in kube-node-lease, last renewed at `renewed` (microseconds, as
+    the kubelet writes renewTime)."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": duration_seconds,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+    }
+
+
 def observe(
     *pods: dict[str, Any],
     existing: frozenset[ChildKind] = ALL_CHILDREN,
     nodes: tuple[dict[str, Any], ...] = (),
+    leases: dict[str, dict[str, Any]] | None = None,
 ) -> Observation:
-    return Observation.from_objects(pods, existing, nodes)
+    return Observation.from_objects(pods, existing, nodes, leases)
 
 
 def apply_status(obj: dict[str, Any], decision: Decision) -> dict[str, Any]:
@@ -210,12 +229,17 @@ class Cluster:
         self.existing: set[ChildKind] = set()
         self.created: list[dict[str, Any]] = []
         self.nodes: dict[str, dict[str, Any]] = {}
+        # Node Leases by node name (where the operator watches them: a cluster-wide install).
+        self.leases: dict[str, dict[str, Any]] = {}
         self.decisions: list[Decision] = []
 
     def reconcile(self, now: datetime = NOW) -> Decision:
         assert self.job is not None
         observed = observe(
-            *self.pods.values(), existing=frozenset(self.existing), nodes=tuple(self.nodes.values())
+            *self.pods.values(),
+            existing=frozenset(self.existing),
+            nodes=tuple(self.nodes.values()),
+            leases=self.leases,
         )
         decision = reconcile(self.job, observed, now, SETTINGS)
         self.decisions.append(decision)

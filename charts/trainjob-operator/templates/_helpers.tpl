@@ -95,6 +95,11 @@ each namespaced Role share them). `clusterwide` adds what only exists at cluster
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["list", "watch"]
+# Node heartbeats: a failure that would end a job waits until the gang's nodes renew their Leases
+# in kube-node-lease (or one is lost: a disruption), so a crashed node does not fail the job.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch"]
 # kopf's resource observer watches CRDs so that resources served later are noticed. Namespaced
 # installs run with that scanning off (a Role cannot grant cluster-scoped reads).
 - apiGroups: ["apiextensions.k8s.io"]

@@ -46,6 +46,8 @@ RESYNC_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 2.0
 
 _JOB_RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
+# Where kubelets keep their heartbeat Leases, one per node, named after it.
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 _WORKER_PODS = {constants.LABEL_NAME: kopf.PRESENT}
 
 
@@ -86,10 +88,29 @@ async def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
             memo.controller.wakers.wake(key)
 
 
+def node_leases_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """The nodes' heartbeat Leases by node name, so a failure that would end a job waits until
+    its nodes prove alive (see `reconcile._held_for_node_leases`). Only the spec is kept."""
+    return {name: {"spec": dict(body.get("spec") or {})}}
+
+
+def _is_node_lease(namespace: str | None, **_: Any) -> bool:
+    return namespace == NODE_LEASE_NAMESPACE
+
+
 def watch_nodes() -> None:
-    """Register the node index and its wake-ups (before the operator starts)."""
+    """Register the node and node-Lease indices and the node wake-ups (before the operator
+    starts). Lease renewals wake nothing: a job waiting on them polls (they come every 10 s)."""
     kopf.index("nodes", registry=registry, id="nodes_by_name")(nodes_by_name)
     kopf.on.event("nodes", registry=registry, id="wake_jobs_on_node_event")(wake_jobs_on_node_event)
+    kopf.index(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        registry=registry,
+        id="node_leases_by_name",
+        when=_is_node_lease,
+    )(node_leases_by_name)
 
 
 @kopf.on.event("pods", labels=_WORKER_PODS, registry=registry)
@@ -130,8 +151,9 @@ async def run_trainjob(
                 freshest = current
             pods = controller.pods_expected.observed(uid, pods_by_job.get(key, []))
             every_node = bool((freshest.get("spec") or {}).get("elastic"))
+            nodes = _nodes_of(pods, kwargs, every_node)
             observed = Observation.from_objects(
-                pods, controller.known_children.get(uid, set()), _nodes_of(pods, kwargs, every_node)
+                pods, controller.known_children.get(uid, set()), nodes, _node_leases(nodes, kwargs)
             )
             decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
             try:
@@ -170,6 +192,15 @@ def _nodes_of(
         return [node for name in sorted(nodes) for node in nodes.get(name, [])]
     names = {str(name) for pod in pods if (name := (pod.get("spec") or {}).get("nodeName"))}
     return [node for name in sorted(names) for node in nodes.get(name, [])]
+
+
+def _node_leases(nodes: list[dict[str, Any]], indices: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Leases of these nodes by node name, where Leases are watched (empty otherwise)."""
+    leases: kopf.Index[str, dict[str, Any]] | None = indices.get("node_leases_by_name")
+    if leases is None:
+        return {}
+    names = {str((node.get("metadata") or {}).get("name")) for node in nodes}
+    return {name: lease for name in sorted(names) for lease in leases.get(name, [])}
 
 
 async def _apply(

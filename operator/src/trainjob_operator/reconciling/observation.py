@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,8 @@ class ContainerObservation:
     # one's termination message (with FallbackToLogsOnError, the end of its log).
     message: str | None = None
     image: str | None = None
+    # When a terminated container ended (the kubelet's clock, whole seconds).
+    finished_at: datetime | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any], image: str | None = None) -> ContainerObservation:
@@ -59,6 +61,7 @@ class ContainerObservation:
                 ready=False,
                 message=terminated.get("message"),
                 image=image,
+                finished_at=parse_time(terminated.get("finishedAt")),
             )
         if state.get("running") is not None:
             return cls(name=name, state=ContainerState.RUNNING, ready=bool(status.get("ready")), image=image)
@@ -92,6 +95,30 @@ class PodCondition:
         return None
 
 
+@dataclass(frozen=True)
+class NodeLease:
+    """A node's heartbeat: the Lease the kubelet renews. A node alive after a moment renews it
+    after that moment; one that has not within its duration is what the node lifecycle
+    controller would mark Unknown (after its own grace)."""
+
+    renewed: datetime
+    duration_seconds: int
+
+    @classmethod
+    def from_lease(cls, lease: Mapping[str, Any]) -> NodeLease | None:
+        """None for a Lease never renewed (or with no renewTime the operator can read)."""
+        spec = lease.get("spec") or {}
+        renewed = parse_time(spec.get("renewTime"))
+        if renewed is None:
+            return None
+        duration = spec.get("leaseDurationSeconds")
+        return cls(renewed, duration if isinstance(duration, int) and duration > 0 else DEFAULT_LEASE_SECONDS)
+
+
+# The kubelet's default leaseDurationSeconds for its node Lease (nodeLeaseDurationSeconds).
+DEFAULT_LEASE_SECONDS = 40
+
+
 class NodeReadiness(enum.StrEnum):
     """A node's Ready condition, as the node lifecycle controller sets it."""
 
@@ -114,6 +141,9 @@ class NodeObservation:
     unschedulable: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Mapping[str, Any], ...] = ()
+    # The node's heartbeat Lease in kube-node-lease (renewed every 10 s by a kubelet), where the
+    # operator watches them: its last renewTime and leaseDurationSeconds. None where not seen.
+    lease: NodeLease | None = None
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> NodeObservation:
@@ -232,6 +262,16 @@ class PodObservation:
         trainer = self.trainer
         return trainer.message if trainer is not None and trainer.state is ContainerState.TERMINATED else None
 
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the trainer terminated, as the kubelet recorded it; None while it has not."""
+        trainer = self.trainer
+        return (
+            trainer.finished_at
+            if trainer is not None and trainer.state is ContainerState.TERMINATED
+            else None
+        )
+
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> PodObservation | None:
         """Parse a pod as the API server returns it; None for a pod without our attempt/rank labels."""
@@ -290,9 +330,16 @@ class Observation:
         pods: Iterable[Mapping[str, Any]],
         existing: Iterable[ChildKind],
         nodes: Iterable[Mapping[str, Any]] = (),
+        leases: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Observation:
+        """`leases`: the nodes' Leases in kube-node-lease by node name, where watched."""
         parsed = (PodObservation.from_pod(pod) for pod in pods)
         observed_nodes = (NodeObservation.from_node(node) for node in nodes)
+        if leases:
+            observed_nodes = (
+                replace(node, lease=NodeLease.from_lease(leases[node.name])) if node.name in leases else node
+                for node in observed_nodes
+            )
         return cls(
             pods=tuple(sorted((p for p in parsed if p is not None), key=lambda p: (p.attempt, p.rank))),
             existing=frozenset(existing),

@@ -67,6 +67,9 @@ POLL_SECONDS = 5.0
 # A failed gang cannot make progress (a rank is gone and collectives hang), so its survivors get
 # time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
 FAILED_GANG_GRACE_SECONDS = 5
+# While a failure is held until the gang's nodes renew their Leases (every 10 s by a kubelet),
+# look again this often: Lease renewals do not wake a job (they would, every 10 s per node).
+_LEASE_POLL_SECONDS = 2.0
 # Waiting reasons that only say a pod is on its way (not a reason worth a warning).
 # Reasons of an elastic gang's resizes (status.reason, the notice, the Disrupted event).
 _SCALE_UP = "ScaleUp"
@@ -417,6 +420,8 @@ class _Reconciliation:
                 self._after_disruption(
                     [Disruption(pod.rank, pod.name, "NodeLost", why) for pod, why in on_lost_nodes]
                 )
+                return
+            if self._held_for_node_leases(pods, failures):
                 return
             self._after_failure(failures)
             return
@@ -960,6 +965,64 @@ class _Reconciliation:
                     (pod, f"node {node.name} not Ready ({node.ready}); the other ranks failed with it")
                 )
         return found
+
+    def _held_for_node_leases(
+        self, pods: Mapping[int, PodObservation], failures: list[WorkerFailure]
+    ) -> bool:
+        """Before a failure ends the job for good, rule out a crashed node: a crash fails the
+        other ranks' collectives at once, while the node still looks Ready for the node monitor's
+        grace (40-50 s on a real cluster), and a disruption must not end the job. Every node of
+        the gang must prove alive by renewing its Lease after the failure; one that has not within
+        its leaseDurationSeconds is lost, as the node lifecycle controller would judge it (without
+        waiting for its grace and status write), and the attempt ends as a disruption. Only a
+        failure that would end the job waits (a restart is recounted later, see
+        `_attribute_failure_to_a_lost_node`); without Leases (a namespaced install) or a time
+        of failure, nothing waits. True when the failure is held or ended as a disruption."""
+        spec = self.spec_or_fail
+        policy = spec.failure_policy
+        verdict = decide_after_failure(
+            failures, policy.restart_policy, self.status.restarts or 0, policy.max_restarts
+        )
+        if verdict.outcome is not FailureOutcome.FAIL:
+            return False
+        ended = [moment for pod in pods.values() if (moment := pod.finished_at) is not None]
+        if not ended:
+            return False
+        # Kubelet times have whole seconds: a renewal in the failure's second may precede it.
+        after = min(ended) + timedelta(seconds=1)
+        lost: list[Disruption] = []
+        waiting: dict[str, datetime] = {}
+        for rank, pod in sorted(pods.items()):
+            node = self.observed.node_of(pod)
+            if node is None or node.lease is None or node.lease.renewed >= after:
+                continue
+            deadline = after + timedelta(seconds=node.lease.duration_seconds)
+            if self.now >= deadline:
+                why = (
+                    f"node {node.name} did not renew its Lease in the {node.lease.duration_seconds}s "
+                    f"after the failure (last renewed {_rfc3339(node.lease.renewed)}); "
+                    f"the other ranks failed with it"
+                )
+                lost.append(Disruption(rank, pod.name, "NodeLost", why))
+            else:
+                waiting[node.name] = deadline
+        if lost:
+            self._after_disruption(lost)
+            return True
+        if not waiting:
+            return False
+        until = max(waiting.values())
+        seconds = max(int((until - after).total_seconds()), 0)
+        message = (
+            f"rank {verdict.cause.rank} (pod {verdict.cause.pod_name}) failed; waiting up to {seconds}s "
+            f"(until {_rfc3339(until)}) for node {', '.join(sorted(waiting))} to renew its Lease, "
+            "to rule out a lost node"
+        )
+        if self.status.message != message:
+            self._update(message=message)
+            self._event("CheckingNodes", message)
+        self._requeue_in(min(_LEASE_POLL_SECONDS, self._seconds_until(until)))
+        return True
 
     def _attribute_failure_to_a_lost_node(self) -> None:
         """A node that crashes takes its ranks down, and the others' collectives fail at once,

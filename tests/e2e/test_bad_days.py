@@ -169,12 +169,15 @@ def test_a_missing_secret_key_is_named_on_the_job(cluster: Cluster) -> None:
 
 
 def lose_rank_1_mid_run(
-    cluster: Cluster, stack: LocalStack, name: str, *, keep_processes: bool
+    cluster: Cluster, stack: LocalStack, name: str, *, keep_processes: bool, max_restarts: int | None = None
 ) -> tuple[StatusWatch, str, int, float]:
     """Run digits on two nodes, wait for a commit, stop rank 1's node; returns the watch, the lost
-    node, the iteration committed before and the seconds until the status said NodeLost."""
+    node, the iteration committed before and the seconds until the status said NodeLost.
+    `max_restarts` overrides the example's failurePolicy.maxRestarts."""
     manifest = digits_job(name, epochs=LOSS_EPOCHS, step_sleep=0.08, sharded=True)
     manifest["spec"]["failurePolicy"]["nodeLossSeconds"] = 3
+    if max_restarts is not None:
+        manifest["spec"]["failurePolicy"]["maxRestarts"] = max_restarts
     manifest["spec"]["checkpoints"]["numToKeep"] = 20  # keep every commit, to compare them all
     watch = StatusWatch(cluster, name)
     cluster.apply(manifest)
@@ -217,21 +220,34 @@ def check_resumed_and_succeeded(
     return status
 
 
+@pytest.mark.parametrize(
+    ("name", "max_restarts"),
+    [
+        ("crash", None),
+        # No restart left: rank 0's failure (its collective broke with the crash) would end the
+        # job, so it waits until node Leases say whether a node is lost, and it is: a disruption.
+        ("crash-no-restarts", 0),
+    ],
+)
 def test_a_crashed_node_restarts_the_gang_on_the_others_as_a_disruption(
-    cluster: Cluster, stack: LocalStack, s3_credentials: None
+    cluster: Cluster, stack: LocalStack, s3_credentials: None, name: str, max_restarts: int | None
 ) -> None:
-    watch, lost, committed, said = lose_rank_1_mid_run(cluster, stack, "crash", keep_processes=False)
+    watch, lost, committed, said = lose_rank_1_mid_run(
+        cluster, stack, name, keep_processes=False, max_restarts=max_restarts
+    )
     try:
         wait_for_value(
-            lambda: node_of(cluster, "crash-1-1") != lost and node_of(cluster, "crash-1-0") != lost,
+            lambda: node_of(cluster, f"{name}-1-1") != lost and node_of(cluster, f"{name}-1-0") != lost,
             60,
             "the new attempt on the remaining nodes",
             cluster,
         )
-        check_resumed_and_succeeded(cluster, watch, "crash", committed)
+        check_resumed_and_succeeded(cluster, watch, name, committed)
     finally:
         start_node(stack, lost)
-    report("node of rank 1 crashed", said, watch)
+    report(
+        f"node of rank 1 crashed (maxRestarts {max_restarts if max_restarts is not None else 3})", said, watch
+    )
 
 
 def test_a_partitioned_node_is_fenced_off_and_nothing_committed_changes(

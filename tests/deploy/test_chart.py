@@ -408,6 +408,8 @@ EXPECTED_GRANTS: dict[tuple[str, str, str], str] = {
     ("kopf.dev", "clusterkopfpeerings", "patch"): "kopf peering: own heartbeat (named object only)",
     ("", "nodes", "list"): "kopf: nodes_by_name index (lost nodes), initial listing",
     ("", "nodes", "watch"): "kopf: nodes_by_name index / wake_jobs_on_node_event",
+    ("coordination.k8s.io", "leases", "list"): "kopf: node_leases_by_name index, initial listing",
+    ("coordination.k8s.io", "leases", "watch"): "kopf: node_leases_by_name index (node heartbeats)",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf: resource observer",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf: resource observer",
 }

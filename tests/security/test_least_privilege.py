@@ -385,6 +385,13 @@ NEEDED: dict[tuple[tuple[str, ...], ...], tuple[str, list[Op]]] = {
         "the operator's node index: a pod's node not Ready for nodeLossSeconds is a lost node",
         [op("GET", "/api/v1/nodes"), op("GET", f"/api/v1/nodes?{WATCH}")],
     ),
+    (("coordination.k8s.io",), ("leases",), ("list", "watch"), ()): (
+        "the operator's node Lease index: a failure that would end a job waits for the nodes' heartbeats",
+        [
+            op("GET", "/apis/coordination.k8s.io/v1/leases"),
+            op("GET", f"/apis/coordination.k8s.io/v1/leases?{WATCH}"),
+        ],
+    ),
     (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"), ()): (
         "kopf's resource observer lists/watches CRDs",
         [

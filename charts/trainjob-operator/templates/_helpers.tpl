@@ -99,7 +99,7 @@ each namespaced Role share them). `clusterwide` adds what only exists at cluster
 # in kube-node-lease (or one is lost: a disruption), so a crashed node does not fail the job.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # kopf's resource observer watches CRDs so that resources served later are noticed. Namespaced
 # installs run with that scanning off (a Role cannot grant cluster-scoped reads).
 - apiGroups: ["apiextensions.k8s.io"]

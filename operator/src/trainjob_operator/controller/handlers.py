@@ -47,7 +47,7 @@ ERROR_BACKOFF_SECONDS = 2.0
 
 _JOB_RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 # Where kubelets keep their heartbeat Leases, one per node, named after it.
-NODE_LEASE_NAMESPACE = "kube-node-lease"
+_NODE_LEASE_NAMESPACE = "kube-node-lease"
 _WORKER_PODS = {constants.LABEL_NAME: kopf.PRESENT}
 
 
@@ -95,7 +95,7 @@ def node_leases_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[
 
 
 def _is_node_lease(namespace: str | None, **_: Any) -> bool:
-    return namespace == NODE_LEASE_NAMESPACE
+    return namespace == _NODE_LEASE_NAMESPACE
 
 
 def watch_nodes() -> None:

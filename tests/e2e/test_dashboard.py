@@ -102,7 +102,11 @@ def test_the_dashboard_shows_a_training_job_live(
     job_page.on("pageerror", lambda error: errors.append(str(error)))
     # From the list to the job by keyboard, as a person without a mouse would: its link, Enter.
     job_page.goto(dashboard)
-    job_page.focus(f'a[href="/jobs/{cluster.namespace}/digits"]')
+    link = f"/jobs/{cluster.namespace}/digits"
+    job_page.focus(f'a[href="{link}"]')
+    # Every push rebuilds the rows; the focus stays on the job's link through one.
+    job_page.evaluate("render(latest)")
+    assert job_page.evaluate("document.activeElement.getAttribute('href')") == link
     with job_page.expect_navigation():
         job_page.keyboard.press("Enter")
     assert job_page.url.endswith(f"/jobs/{cluster.namespace}/digits")

@@ -9,6 +9,9 @@ function render(state) {
   document.getElementById("scope").textContent = allNamespaces ? "all namespaces" : "namespace " + state.namespace;
   document.querySelectorAll(".ns").forEach((cell) => { cell.hidden = !allNamespaces; });
   const body = document.querySelector("#jobs tbody");
+  // Rows are rebuilt on every push: keep the keyboard's place, or a person tabbing through the
+  // list would lose it (and an Enter would go nowhere) each time a job moved.
+  const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
   body.replaceChildren(...state.jobs.map((job) => {
     const link = el("a", { href: "/jobs/" + encodeURIComponent(job.namespace) + "/" + encodeURIComponent(job.name),
       text: job.name });
@@ -23,6 +26,10 @@ function render(state) {
       el("td", { class: "num", "data-created": job.created || "" }, age(job.created)), reason);
     return row;
   }));
+  if (focused !== null) {
+    const again = Array.from(body.querySelectorAll("a[href]")).find((a) => a.getAttribute("href") === focused);
+    if (again) again.focus();
+  }
   document.getElementById("empty").hidden = state.jobs.length > 0;
 }
 

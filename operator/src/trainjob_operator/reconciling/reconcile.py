@@ -57,7 +57,14 @@ from .decision import (
     RemoveSchedulingGate,
 )
 from .observation import ChildKind, NodeReadiness, Observation, PodObservation, PodOutcome
-from .policies import Disruption, ExponentialBackoff, FailureOutcome, WorkerFailure, decide_after_failure
+from .policies import (
+    Disruption,
+    ExponentialBackoff,
+    FailureOutcome,
+    FailureVerdict,
+    WorkerFailure,
+    decide_after_failure,
+)
 from .settings import OperatorSettings
 from .validation import DNS_LABEL_MAX, accepted_fields, changed_fields, effective_spec, validate_spec
 
@@ -70,10 +77,10 @@ FAILED_GANG_GRACE_SECONDS = 5
 # While a failure is held until the gang's nodes renew their Leases (every 10 s by a kubelet),
 # look again this often: Lease renewals do not wake a job (they would, every 10 s per node).
 _LEASE_POLL_SECONDS = 2.0
-# Waiting reasons that only say a pod is on its way (not a reason worth a warning).
 # Reasons of an elastic gang's resizes (status.reason, the notice, the Disrupted event).
 _SCALE_UP = "ScaleUp"
 _SCALE_DOWN = "ScaleDown"
+# Waiting reasons that only say a pod is on its way (not a reason worth a warning).
 _STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated", "PodsStarting"})
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
@@ -421,9 +428,10 @@ class _Reconciliation:
                     [Disruption(pod.rank, pod.name, "NodeLost", why) for pod, why in on_lost_nodes]
                 )
                 return
-            if self._held_for_node_leases(pods, failures):
+            verdict = self._verdict(failures)
+            if self._held_for_node_leases(pods, verdict):
                 return
-            self._after_failure(failures)
+            self._end_after_failure(verdict)
             return
         size = self._gang_size()
         if len(pods) == size and all(p.outcome is PodOutcome.SUCCEEDED for p in pods.values()):
@@ -675,15 +683,14 @@ class _Reconciliation:
             size = min(size, previous)
         size = max(spec.elastic.min_workers, min(size, spec.workers))
         if size != (previous if previous is not None else spec.workers):
-            why = (
-                "the nodes have no room for more"
-                if fit is not None and fit < spec.workers
-                else "the nodes have room for it"
-                if fit is not None
-                else "no Nodes to judge by"
-            )
-            if fit is not None and fit < spec.elastic.min_workers:
+            if fit is None:
+                why = "no Nodes to judge by"
+            elif fit < spec.elastic.min_workers:
                 why = f"only {fit} fit, but elastic.minWorkers is {spec.elastic.min_workers}"
+            elif fit < spec.workers:
+                why = "the nodes have no room for more"
+            else:
+                why = "the nodes have room for it"
             was = f" (was {previous})" if previous is not None else ""
             self._event("Resized", f"attempt {attempt} runs {size} of {spec.workers} workers{was}: {why}")
         return size
@@ -914,13 +921,20 @@ class _Reconciliation:
         pod = names.pod_name(self.metadata.name, self.status.attempt or 0, pod_rank)
         self._after_failure([WorkerFailure(rank, pod, None, f"Stalled: {message}")])
 
+    def _verdict(self, failures: list[WorkerFailure]) -> FailureVerdict:
+        """Restart or fail after `failures`, by the job's failure policy and its restarts so far."""
+        policy = self.spec_or_fail.failure_policy
+        return decide_after_failure(
+            failures, policy.restart_policy, self.status.restarts or 0, policy.max_restarts
+        )
+
     def _after_failure(self, failures: list[WorkerFailure]) -> None:
         """End the attempt: restart after a backoff, or fail the job."""
+        self._end_after_failure(self._verdict(failures))
+
+    def _end_after_failure(self, verdict: FailureVerdict) -> None:
         spec = self.spec_or_fail
         restarts = self.status.restarts or 0
-        verdict = decide_after_failure(
-            failures, spec.failure_policy.restart_policy, restarts, spec.failure_policy.max_restarts
-        )
         if verdict.outcome is FailureOutcome.FAIL:
             self._fail("WorkerFailed", verdict.message)
             return
@@ -966,9 +980,7 @@ class _Reconciliation:
                 )
         return found
 
-    def _held_for_node_leases(
-        self, pods: Mapping[int, PodObservation], failures: list[WorkerFailure]
-    ) -> bool:
+    def _held_for_node_leases(self, pods: Mapping[int, PodObservation], verdict: FailureVerdict) -> bool:
         """Before a failure ends the job for good, rule out a crashed node: a crash fails the
         other ranks' collectives at once, while the node still looks Ready for the node monitor's
         grace (40-50 s on a real cluster), and a disruption must not end the job. Every node of
@@ -978,11 +990,6 @@ class _Reconciliation:
         failure that would end the job waits (a restart is recounted later, see
         `_attribute_failure_to_a_lost_node`); without Leases (a namespaced install) or a time
         of failure, nothing waits. True when the failure is held or ended as a disruption."""
-        spec = self.spec_or_fail
-        policy = spec.failure_policy
-        verdict = decide_after_failure(
-            failures, policy.restart_policy, self.status.restarts or 0, policy.max_restarts
-        )
         if verdict.outcome is not FailureOutcome.FAIL:
             return False
         ended = [moment for pod in pods.values() if (moment := pod.finished_at) is not None]

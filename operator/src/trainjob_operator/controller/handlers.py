@@ -88,7 +88,7 @@ async def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
             memo.controller.wakers.wake(key)
 
 
-def node_leases_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def node_leases_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """The nodes' heartbeat Leases by node name, so a failure that would end a job waits until
     its nodes prove alive (see `reconcile._held_for_node_leases`). Only the spec is kept."""
     return {name: {"spec": dict(body.get("spec") or {})}}

@@ -91,6 +91,16 @@ class Harness:
     storage: Storage
     sink: RecordingSink
 
+    @property
+    def url(self) -> str:
+        """Where the SDK reaches this coordinator."""
+        return str(self.client.make_url("")).rstrip("/")
+
+    async def stop(self) -> None:
+        """Stop serving (what a coordinator killed mid-run looks like from a rank: its
+        connections are closed and the port answers nothing until another one starts)."""
+        await self.client.close()
+
     def headers(self, token: str | None = TOKEN) -> dict[str, str]:
         return {} if token is None else {"Authorization": f"Bearer {token}"}
 
@@ -143,6 +153,7 @@ async def start_coordinator(storage_uri: str) -> AsyncIterator[StartCoordinator]
         retention: RetentionPolicy | None = None,
         status_interval: float = 0.2,
         storage: Storage | None = None,
+        port: int | None = None,
     ) -> Harness:
         storage = storage or open_storage(storage_uri, retry_budget_seconds=2.0)
         sink = RecordingSink()
@@ -155,7 +166,8 @@ async def start_coordinator(storage_uri: str) -> AsyncIterator[StartCoordinator]
             status_interval=status_interval,
         )
         coordinator = Coordinator(config, storage, sink)
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(coordinator, TOKEN)))
+        # `port`: where a replaced coordinator served (a restarted sidecar keeps its port).
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(coordinator, TOKEN), port=port))
         await client.start_server()
         clients.append(client)
         return Harness(coordinator, client, storage, sink)

@@ -117,6 +117,34 @@ class FinalizeAnswer:
 
 
 @dataclass(frozen=True)
+class CoordinatorChanged:
+    """``409`` to a batch or finalize addressed to another coordinator (``coordinatorId``): this
+    one (``coordinator_id``) restarted since the sender last heard from ``addressed_to``, and
+    recorded nothing. The sender re-sends what the old one did not commit, then the request."""
+
+    coordinator_id: str
+    addressed_to: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "error": f"this request was sent to coordinator {self.addressed_to}, which is gone; this is "
+            f"coordinator {self.coordinator_id}: send again the checkpoint reports it did not commit, "
+            "then this request",
+            "coordinatorId": self.coordinator_id,
+            "addressedTo": self.addressed_to,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> CoordinatorChanged | None:
+        """The refusal, or None for any other answer."""
+        body = data if isinstance(data, dict) else {}
+        current, addressed = body.get("coordinatorId"), body.get("addressedTo")
+        if not isinstance(current, str) or not isinstance(addressed, str):
+            return None
+        return cls(current, addressed)
+
+
+@dataclass(frozen=True)
 class CoordinatorState:
     """The fields of ``GET /v1/state`` the SDK acts on (the answer holds more, for people)."""
 

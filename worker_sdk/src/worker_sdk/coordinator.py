@@ -5,7 +5,10 @@ order) and by rank 0's exit wait; a lock serialises them. should_stop() and the 
 ask from other threads without that lock (the training loop must not wait out the sender's
 retries), each thread on a connection of its own. It keeps the reports whose checkpoints
 are not committed yet, so that when the coordinator restarts (its ``coordinatorId`` changes) it
-can send them again and the commit that was in flight completes.
+can send them again and the commit that was in flight completes. Batches and the finalize name
+the coordinator they are for (``coordinatorId``): a restarted one refuses them until the re-sent
+reports have gone first, so a newer checkpoint never commits ahead of (and gives up) an older one
+that was in flight.
 
 One keep-alive HTTP/1.1 connection (``http.client``), opened again when it breaks: a connection per
 request costs the sending thread a TCP handshake and most of its time holding the GIL, which it
@@ -23,10 +26,12 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker_sdk._contract import CoordinatorChanged
 from worker_sdk.errors import CoordinatorError
 from worker_sdk.protocol import API_PREFIX, MAX_BATCH_REPORTS, Finalize, Report
 
@@ -38,10 +43,20 @@ MAX_UNCOMMITTED = 16
 _MAX_BACKOFF_SECONDS = 5.0
 # A batch's body stays well under the coordinator's 1 MiB limit; bigger ones are split.
 _MAX_BATCH_BYTES = 512 * 1024
+# A request refused this often because the coordinator restarted again and again gives up.
+_MAX_COORDINATOR_CHANGES = 5
 
 
 class _Retryable(Exception):
     """A failure worth retrying: no connection, a timeout, 5xx, 408 or 429."""
+
+
+class _CoordinatorChanged(Exception):
+    """The request was addressed to a coordinator that a restarted one replaced."""
+
+    def __init__(self, refusal: CoordinatorChanged) -> None:
+        super().__init__(refusal.to_json()["error"])
+        self.refusal = refusal
 
 
 class CoordinatorLink:
@@ -93,8 +108,8 @@ class CoordinatorLink:
                     if first != last
                     else f"report of iteration {first}"
                 )
-                payload = b'{"reports":[' + b",".join(encoded) + b"]}"
-                body = self._retrying(what, lambda payload=payload: self._post_batch(payload))
+                reports_json = b'"reports":[' + b",".join(encoded) + b"]}"
+                body = self._retrying(what, lambda reports_json=reports_json: self._post_batch(reports_json))
                 results = body.get("results")
                 if not isinstance(results, list) or len(results) != len(batch):
                     raise CoordinatorError(
@@ -148,7 +163,14 @@ class CoordinatorLink:
 
     def send_finalize(self, finalize: Finalize) -> None:
         with self._lock:
-            body = self._retrying("finalize", lambda: self._request("POST", "/finalize", finalize.to_json()))
+            body = self._retrying(
+                "finalize",
+                lambda: self._to_current(
+                    lambda: self._request(
+                        "POST", "/finalize", replace(finalize, coordinator_id=self._coordinator_id).to_json()
+                    )
+                ),
+            )
             self._observe(body)  # before remembering it: a coordinator that just got it needs no re-send
             self._finalize = finalize
 
@@ -269,6 +291,8 @@ class CoordinatorLink:
             else:
                 raise _Retryable(f"not JSON: {body[:200]!r}") from None
         answer = parsed if isinstance(parsed, dict) else {}
+        if status == 409 and (changed := CoordinatorChanged.from_json(answer)) is not None:
+            raise _CoordinatorChanged(changed)
         if status == 401:
             raise CoordinatorError(
                 f"the coordinator at {self.url} refused the report token (HTTP 401): "
@@ -281,9 +305,30 @@ class CoordinatorLink:
             )
         return answer
 
-    def _post_batch(self, payload: bytes) -> dict[str, Any]:
-        # Some reports refused: the answer says which, and the others are recorded.
-        return self._request_bytes("POST", "/reports", payload, per_report=True)
+    def _post_batch(self, reports_json: bytes) -> dict[str, Any]:
+        def post() -> dict[str, Any]:
+            # Addressed to the coordinator last heard from (ReportBatch says why).
+            head = (
+                b"{"
+                if self._coordinator_id is None
+                else b'{"coordinatorId":%s,' % json.dumps(self._coordinator_id).encode()
+            )
+            # Some reports refused: the answer says which, and the others are recorded.
+            return self._request_bytes("POST", "/reports", head + reports_json, per_report=True)
+
+        return self._to_current(post)
+
+    def _to_current(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``send()``, addressed to the coordinator last heard from; when that one was replaced,
+        first what the new one must have (``_observe`` re-sends it), then ``send()`` again."""
+        for _ in range(_MAX_COORDINATOR_CHANGES):
+            try:
+                return send()
+            except _CoordinatorChanged as changed:
+                self._observe({"coordinatorId": changed.refusal.coordinator_id})
+        raise CoordinatorError(
+            f"the coordinator at {self.url} changed {_MAX_COORDINATOR_CHANGES} times during one request"
+        )
 
     def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         """One request on the kept-alive connection; once more on a new connection when a reused

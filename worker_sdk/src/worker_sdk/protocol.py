@@ -258,12 +258,22 @@ class ReportBatch:
     reporting often costs the coordinator one request per batch rather than per report. Each
     report in it is judged on its own, in order, exactly as if sent alone; a malformed one
     (``reports[i]...``) refuses the whole batch before anything is recorded.
+
+    ``coordinatorId``, when given, is the coordinator the sender last heard from. Another one (a
+    restarted sidecar) refuses the whole batch, recording nothing (:class:`CoordinatorChanged`):
+    the sender first re-sends the checkpoint reports the old one never committed, then the batch.
+    Without that order a newer checkpoint could commit first, and the older one in flight would be
+    given up (a commit gives up every older pending checkpoint).
     """
 
     reports: tuple[Report, ...]
+    coordinator_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"reports": [report.to_json() for report in self.reports]}
+        body: dict[str, Any] = {"reports": [report.to_json() for report in self.reports]}
+        if self.coordinator_id is not None:
+            body["coordinatorId"] = self.coordinator_id
+        return body
 
     @classmethod
     def from_json(cls, data: object) -> ReportBatch:
@@ -283,19 +293,24 @@ class ReportBatch:
                 reports.append(Report.from_json(item))
             except ProtocolError as exc:
                 raise ProtocolError(f"batch.reports[{index}]: {exc}") from None
-        return cls(tuple(reports))
+        return cls(tuple(reports), _coordinator_id(data, "batch"))
 
 
 @dataclass(frozen=True)
 class Finalize:
-    """``POST /v1/finalize``: a rank's training function returned after ``iteration`` reports."""
+    """``POST /v1/finalize``: a rank's training function returned after ``iteration`` reports.
+    ``coordinatorId`` as in :class:`ReportBatch`: a finalize must not overtake a re-sent report."""
 
     rank: int
     attempt: int
     iteration: int
+    coordinator_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"rank": self.rank, "attempt": self.attempt, "iteration": self.iteration}
+        body: dict[str, Any] = {"rank": self.rank, "attempt": self.attempt, "iteration": self.iteration}
+        if self.coordinator_id is not None:
+            body["coordinatorId"] = self.coordinator_id
+        return body
 
     @classmethod
     def from_json(cls, data: object) -> Finalize:
@@ -307,7 +322,17 @@ class Finalize:
         iteration = _field(data, "iteration", int, where)
         if rank < 0 or attempt < 0 or iteration < 0:
             raise ProtocolError(f"{where}: rank, attempt and iteration must be >= 0")
-        return cls(rank, attempt, iteration)
+        return cls(rank, attempt, iteration, _coordinator_id(data, where))
+
+
+def _coordinator_id(data: dict[str, Any], where: str) -> str | None:
+    """The optional ``coordinatorId`` a request is addressed to."""
+    if "coordinatorId" not in data:
+        return None
+    value: str = _field(data, "coordinatorId", str, where)
+    if not value:
+        raise ProtocolError(f"{where}.coordinatorId must not be empty")
+    return value
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from aiohttp import web
 from trainjob_operator.coordinator.aggregation import ReportRejected, Verdict
 from trainjob_operator.coordinator.metrics import CONTENT_TYPE_LATEST
 from trainjob_operator.coordinator.service import Coordinator
-from worker_sdk._contract import FinalizeAnswer, ReportAnswer
+from worker_sdk._contract import CoordinatorChanged, FinalizeAnswer, ReportAnswer
 from worker_sdk.protocol import API_PREFIX, Finalize, ProtocolError, Report, ReportBatch
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ async def _post_report(request: web.Request) -> web.StreamResponse:
     try:
         body = await _read_json(request)
         if isinstance(body, dict) and "reports" in body:
-            return _answer_batch(request, coordinator, ReportBatch.from_json(body))
+            batch = ReportBatch.from_json(body)
+            elsewhere = _addressed_elsewhere(request, coordinator, batch.coordinator_id)
+            return elsewhere or _answer_batch(request, coordinator, batch)
         report = Report.from_json(body)
         verdict = coordinator.accept_report(report)
     except _BodyRefused as exc:
@@ -122,6 +124,25 @@ async def _post_report(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": str(exc)}, status=exc.status)
     answer = ReportAnswer(coordinator.id, coordinator.iteration, duplicate=verdict is Verdict.DUPLICATE)
     return web.json_response(answer.to_json())
+
+
+def _addressed_elsewhere(
+    request: web.Request, coordinator: Coordinator, addressed_to: str | None
+) -> web.Response | None:
+    """The 409 for a request addressed to a coordinator this process replaced (see
+    :class:`ReportBatch`), before anything is recorded; None when it is addressed here (or to no
+    one in particular)."""
+    if addressed_to is None or addressed_to == coordinator.id:
+        return None
+    coordinator.refused("coordinator_changed")
+    log.info(
+        "%s %s from %s was addressed to coordinator %s",
+        request.method,
+        request.path,
+        request.remote,
+        addressed_to,
+    )
+    return web.json_response(CoordinatorChanged(coordinator.id, addressed_to).to_json(), status=409)
 
 
 def _answer_batch(request: web.Request, coordinator: Coordinator, batch: ReportBatch) -> web.Response:
@@ -162,6 +183,8 @@ async def _post_finalize(request: web.Request) -> web.StreamResponse:
     coordinator = request.app[COORDINATOR_KEY]
     try:
         finalize = Finalize.from_json(await _read_json(request))
+        if elsewhere := _addressed_elsewhere(request, coordinator, finalize.coordinator_id):
+            return elsewhere
         coordinator.accept_finalize(finalize)
     except _BodyRefused as exc:
         return _refuse(request, exc.status, exc.reason, exc.message)

@@ -144,6 +144,53 @@ def test_a_gpu_nobody_has_waits_with_the_schedulers_message_or_fails_at_its_time
     report("GPU node joins (Running)", started, waiting)
 
 
+def test_a_pod_the_api_server_refuses_is_named_on_the_job_until_it_is_allowed(
+    cluster: Cluster, s3_credentials: None
+) -> None:
+    priority_class = f"high-{cluster.namespace}"  # cluster-scoped: one per test namespace
+    manifest = digits_job("refused", epochs=1)
+    manifest["spec"]["workers"] = 1
+    manifest["spec"]["template"]["spec"]["priorityClassName"] = priority_class
+    watch = StatusWatch(cluster, "refused")
+    applied = time.monotonic()
+    cluster.apply(manifest)
+
+    said = watch.seconds_until(
+        applied, "FailedCreate on the job", lambda s: s.get("reason") == "FailedCreate", 60
+    )
+    status = watch.poll()
+    assert status["phase"] == "Pending"
+    assert status["message"] == (
+        "pod refused-0-0: the API server refused to create it (403 Forbidden): "
+        f'pods "refused-0-0" is forbidden: no PriorityClass with name {priority_class} was found'
+    )
+    assert cluster.pods("refused") == []
+    described = cluster.kubectl("describe", "trainjob", "refused")
+    assert re.search(r"Warning\s+FailedCreate\s+.*no PriorityClass with name", described), described
+
+    allowed = time.monotonic()
+    cluster.apply(
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": priority_class},
+            "value": 1000,
+        }
+    )
+    try:
+        # The next try (REFUSED_CREATE_RETRY_SECONDS) creates the pod; running is what matters here.
+        started = watch.seconds_until(
+            allowed, "the job to run once allowed", lambda s: s.get("phase") in ("Running", "Succeeded"), 60
+        )
+        assert node_of(cluster, "refused-0-0") is not None
+        refusals = [e for e in cluster.events("refused") if e["reason"] == "FailedCreate"]
+        assert len(refusals) == 1, "one event per refusal, not one per try"
+    finally:
+        cluster.kubectl("delete", "priorityclass", priority_class, "--ignore-not-found")
+    report("pod refused by the API server (FailedCreate on the status)", said, watch)
+    report("PriorityClass created (Running)", started, watch)
+
+
 def test_a_missing_secret_key_is_named_on_the_job(cluster: Cluster) -> None:
     manifest = digits_job("secret", epochs=1)
     trainer(manifest)["env"] = [

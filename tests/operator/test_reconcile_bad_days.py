@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from trainjob_factories import NOW, Cluster, job, later, lease, node
 
-from trainjob_operator.reconciling import DeletePods, EmitEvent
+from trainjob_operator.reconciling import CreateObject, DeletePods, EmitEvent
+from trainjob_operator.reconciling.reconcile import REFUSED_CREATE_RETRY_SECONDS
 
 PULL_MESSAGE = (
     'failed to pull image "registry.invalid/trainer:1": dial tcp: lookup registry.invalid: no such host'
@@ -143,6 +144,77 @@ def test_a_gang_not_running_by_podsReadyTimeoutSeconds_restarts() -> None:
     assert events(cluster) == [], "a gang merely starting says so in the condition, not in events"
     cluster.reconcile(later(121))
     assert cluster.status["phase"] == "Restarting" and cluster.status["restarts"] == 1
+    assert "startupPolicy.podsReadyTimeoutSeconds" in cluster.status["message"]
+
+
+NO_PRIORITY_CLASS = 'pods "digits-0-0" is forbidden: no PriorityClass with name high was found'
+
+
+def test_a_pod_the_api_server_refuses_is_named_with_its_answer_and_tried_again() -> None:
+    cluster = Cluster(job())
+    cluster.refusing = (403, "Forbidden", NO_PRIORITY_CLASS)
+    cluster.reconcile()
+    assert cluster.pods == {} and set(cluster.refused) == {"digits-0-0", "digits-0-1"}
+    cluster.reconcile(later(5))
+    message = f"pod digits-0-0: the API server refused to create it (403 Forbidden): {NO_PRIORITY_CLASS}"
+    assert cluster.status["phase"] == "Pending"
+    assert (cluster.status["reason"], cluster.status["message"]) == ("FailedCreate", message)
+    condition = pods_ready(cluster)
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        "FailedCreate",
+        message,
+    )
+    assert events(cluster) == [("FailedCreate", "Warning")]
+    # Tried again, less often than a starting gang is looked at; no second event for the same refusal.
+    decision = cluster.decisions[-1]
+    assert [a.name for a in decision.of_type(CreateObject)] == ["digits-0-0", "digits-0-1"]
+    assert decision.requeue_after == REFUSED_CREATE_RETRY_SECONDS
+    cluster.reconcile(later(15))
+    assert events(cluster) == []
+    # Someone creates the PriorityClass: the pods are created and the job says so.
+    cluster.refusing = None
+    cluster.reconcile(later(25))
+    assert sorted(cluster.pods) == ["digits-0-0", "digits-0-1"] and cluster.refused == {}
+    cluster.reconcile(later(26))
+    assert pods_ready(cluster)["reason"] == "ContainerCreating"
+    cluster.run_all(0)
+    cluster.reconcile(later(30))
+    assert cluster.status["phase"] == "Running"
+
+
+def test_a_pod_template_the_api_server_finds_invalid_fails_the_job_at_once() -> None:
+    invalid = (
+        'Pod "digits-0-0" is invalid: spec.containers[0].env[0].name: Invalid value: "1X": a valid '
+        "environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
+        "and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', "
+        "regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"
+    )
+    cluster = Cluster(job())
+    cluster.refusing = (422, "Invalid", invalid)
+    cluster.reconcile()
+    cluster.reconcile(later(5))
+    status = cluster.status
+    assert (status["phase"], status["reason"]) == ("Failed", "FailedCreate")
+    assert status["message"].startswith(
+        f"pod digits-0-0: the API server refused to create it (422 Invalid): {invalid}; it refuses this "
+        "pod template every time"
+    )
+    assert cluster.decisions[-1].of_type(CreateObject) == []
+    assert ("FailedCreate", "Warning") in events(cluster)
+
+
+def test_a_refusal_that_lasts_past_podsReadyTimeoutSeconds_ends_the_attempt() -> None:
+    cluster = Cluster(job(startupPolicy={"podsReadyTimeoutSeconds": 30}))
+    cluster.refusing = (403, "Forbidden", 'pods "digits-0-0" is forbidden: exceeded quota: gpus')
+    cluster.reconcile()
+    cluster.reconcile(later(5))
+    assert cluster.decisions[-1].requeue_after == REFUSED_CREATE_RETRY_SECONDS
+    cluster.reconcile(later(25))
+    assert cluster.decisions[-1].requeue_after == 5  # the deadline comes before the next try
+    cluster.reconcile(later(31))
+    assert cluster.status["phase"] == "Restarting" and cluster.status["restarts"] == 1
+    assert "exceeded quota: gpus" in cluster.status["message"]
     assert "startupPolicy.podsReadyTimeoutSeconds" in cluster.status["message"]
 
 

@@ -12,6 +12,7 @@ from trainjob_operator.reconciling import (
     AnnotatePod,
     ChildKind,
     CreateObject,
+    CreateRefusal,
     Decision,
     DeleteJob,
     DeletePods,
@@ -202,8 +203,9 @@ def observe(
     existing: frozenset[ChildKind] = ALL_CHILDREN,
     nodes: tuple[dict[str, Any], ...] = (),
     leases: dict[str, dict[str, Any]] | None = None,
+    refused: tuple[CreateRefusal, ...] = (),
 ) -> Observation:
-    return Observation.from_objects(pods, existing, nodes, leases)
+    return Observation.from_objects(pods, existing, nodes, leases, refused)
 
 
 def apply_status(obj: dict[str, Any], decision: Decision) -> dict[str, Any]:
@@ -232,6 +234,10 @@ class Cluster:
         # Node Leases by node name (where the operator watches them: a cluster-wide install).
         self.leases: dict[str, dict[str, Any]] = {}
         self.decisions: list[Decision] = []
+        # (code, reason, message) the API server answers to every pod creation, while set; the
+        # refusals the operator recorded, by pod name, as its handler keeps them.
+        self.refusing: tuple[int, str, str] | None = None
+        self.refused: dict[str, CreateRefusal] = {}
 
     def reconcile(self, now: datetime = NOW) -> Decision:
         assert self.job is not None
@@ -240,6 +246,7 @@ class Cluster:
             existing=frozenset(self.existing),
             nodes=tuple(self.nodes.values()),
             leases=self.leases,
+            refused=tuple(self.refused.values()),
         )
         decision = reconcile(self.job, observed, now, SETTINGS)
         self.decisions.append(decision)
@@ -247,7 +254,10 @@ class Cluster:
         for action in decision.actions:
             if isinstance(action, CreateObject):
                 self.created.append(action.manifest)
-                if action.kind == "Pod":
+                if action.kind == "Pod" and self.refusing is not None:
+                    self.refused[action.name] = CreateRefusal(action.name, *self.refusing)
+                elif action.kind == "Pod":
+                    self.refused.pop(action.name, None)
                     labels = action.manifest["metadata"]["labels"]
                     attempt, rank = int(labels[constants.LABEL_ATTEMPT]), int(labels[constants.LABEL_RANK])
                     assert action.name not in self.pods, f"{action.name} created twice"

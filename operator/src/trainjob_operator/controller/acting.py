@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from trainjob_operator.api import constants
 from trainjob_operator.controller import metrics
-from trainjob_operator.reconciling import ChildKind
+from trainjob_operator.reconciling import ChildKind, CreateRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,20 @@ class KubernetesActions:
                 return False
             raise
         return True
+
+    async def create_pod(self, namespace: str, manifest: dict[str, Any]) -> CreateRefusal | None:
+        """Create a worker pod (existing already counts as created); the API server's answer
+        when it refuses it for a reason of its own (a 4xx: a quota, admission, validation),
+        which the job's status then shows. Throttling (429) and server errors raise, as for
+        every write: the pass is retried."""
+        try:
+            await self.create(namespace, manifest)
+        except ApiException as error:
+            status = int(error.status or 0)
+            if not 400 <= status < 500 or status == 429:
+                raise
+            return _refusal(str(manifest["metadata"]["name"]), status, error)
+        return None
 
     async def delete_pod(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> None:
         """SIGTERM first, so the SDK flushes its reports; SIGKILL after the grace period (None: the
@@ -208,3 +222,21 @@ class KubernetesActions:
                 return None
             raise
         return cast(dict[str, Any], result)
+
+
+def _refusal(pod: str, status: int, error: ApiException) -> CreateRefusal:
+    """What the API server's Status says (kubectl prints its message), or the bare HTTP answer."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    reason = body.get("reason")
+    message = body.get("message")
+    return CreateRefusal(
+        pod=pod,
+        code=status,
+        reason=reason if isinstance(reason, str) and reason else str(error.reason or status),
+        message=message if isinstance(message, str) and message else str(error.body or error.reason or ""),
+    )

@@ -25,6 +25,7 @@ from trainjob_operator.reconciling import (
     AnnotatePod,
     ChildKind,
     CreateObject,
+    CreateRefusal,
     Decision,
     DeleteJob,
     DeletePods,
@@ -62,6 +63,8 @@ class Controller:
     known_children: dict[str, set[ChildKind]] = field(default_factory=dict)
     phases: metrics.PhaseGauge[JobKey] = field(default_factory=metrics.PhaseGauge)
     pods_expected: PodExpectations = field(default_factory=PodExpectations)
+    # Job uid -> pod name -> the API server's refusal of its creation, until one succeeds.
+    refused_pods: dict[str, dict[str, CreateRefusal]] = field(default_factory=dict)
 
 
 # The index and event handlers are coroutines, though they never await: kopf runs a plain
@@ -153,7 +156,11 @@ async def run_trainjob(
             every_node = bool((freshest.get("spec") or {}).get("elastic"))
             nodes = _nodes_of(pods, kwargs, every_node)
             observed = Observation.from_objects(
-                pods, controller.known_children.get(uid, set()), nodes, _node_leases(nodes, kwargs)
+                pods,
+                controller.known_children.get(uid, set()),
+                nodes,
+                _node_leases(nodes, kwargs),
+                controller.refused_pods.get(uid, {}).values(),
             )
             decision = reconcile(freshest, observed, datetime.now(UTC), controller.settings)
             try:
@@ -178,6 +185,7 @@ async def run_trainjob(
         controller.phases.record(key, None)
         controller.pods_expected.drop(uid)
         controller.known_children.pop(uid, None)
+        controller.refused_pods.pop(uid, None)
 
 
 def _nodes_of(
@@ -213,7 +221,15 @@ async def _apply(
         patched = await controller.actions.patch_status(namespace, name, decision.status_patch)
     for action in decision.actions:
         if isinstance(action, CreateObject):
-            await controller.actions.create(namespace, action.manifest)
+            if action.kind == "Pod":
+                refusal = await controller.actions.create_pod(namespace, action.manifest)
+                refused = controller.refused_pods.setdefault(uid, {})
+                if refusal is not None:
+                    refused[action.name] = refusal
+                    continue
+                refused.pop(action.name, None)
+            else:
+                await controller.actions.create(namespace, action.manifest)
             child = CHILD_KINDS.get(action.kind)
             if child is not None:
                 controller.known_children.setdefault(uid, set()).add(child)

@@ -33,6 +33,26 @@ class ContainerState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class CreateRefusal:
+    """The API server refused to create a pod (a 4xx other than 409 Conflict and 429): what it
+    answered. The handler records it when the POST fails and drops it when one succeeds; without
+    it a gang whose pods a quota, an admission plugin or validation refuses would look merely
+    Pending."""
+
+    pod: str
+    code: int  # the HTTP status
+    reason: str  # the Status's reason: Forbidden, Invalid, ...
+    message: str  # the Status's message, as kubectl prints it
+
+    @property
+    def permanent(self) -> bool:
+        """422 Invalid: the API server refuses this pod template every time, and the template
+        is fixed once the job has started. Anything else (a quota, a missing PriorityClass, a
+        policy) may change without the job changing."""
+        return self.code == 422
+
+
+@dataclass(frozen=True)
 class ContainerObservation:
     name: str
     state: ContainerState
@@ -323,6 +343,8 @@ class Observation:
     # The nodes the pods run on, where the operator watches nodes (a cluster-wide install); empty
     # otherwise, and then a lost node is noticed by its pods' DisruptionTarget only.
     nodes: Mapping[str, NodeObservation] = field(default_factory=dict)
+    # Pods the API server refused to create, by pod name (until a creation succeeds).
+    refused: Mapping[str, CreateRefusal] = field(default_factory=dict)
 
     @classmethod
     def from_objects(
@@ -331,6 +353,7 @@ class Observation:
         existing: Iterable[ChildKind],
         nodes: Iterable[Mapping[str, Any]] = (),
         leases: Mapping[str, Mapping[str, Any]] | None = None,
+        refused: Iterable[CreateRefusal] = (),
     ) -> Observation:
         """`leases`: the nodes' Leases in kube-node-lease by node name, where watched."""
         parsed = (PodObservation.from_pod(pod) for pod in pods)
@@ -344,6 +367,7 @@ class Observation:
             pods=tuple(sorted((p for p in parsed if p is not None), key=lambda p: (p.attempt, p.rank))),
             existing=frozenset(existing),
             nodes={node.name: node for node in observed_nodes},
+            refused={refusal.pod: refusal for refusal in refused},
         )
 
     def node_of(self, pod: PodObservation) -> NodeObservation | None:

@@ -82,6 +82,12 @@ _SCALE_UP = "ScaleUp"
 _SCALE_DOWN = "ScaleDown"
 # Waiting reasons that only say a pod is on its way (not a reason worth a warning).
 _STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing", "SchedulingGated", "PodsStarting"})
+# The reason (condition PodsReady, event, status.reason) of a pod the API server refused to
+# create: Kubernetes' own, as the Job and ReplicaSet controllers report it.
+_FAILED_CREATE = "FailedCreate"
+# A refused creation is tried again this often: what refuses it (a quota, a missing PriorityClass,
+# a policy) changes at a person's pace, and each try is a write the API server turns down.
+REFUSED_CREATE_RETRY_SECONDS = 10.0
 
 _SHARED_CHILDREN: tuple[tuple[ChildKind, Callable[[TrainJob, OperatorSettings], dict[str, Any]]], ...] = (
     (ChildKind.TOKEN_SECRET, lambda job, settings: children.token_secret(job, settings.token_factory())),
@@ -446,12 +452,12 @@ class _Reconciliation:
             if older:
                 self._update(message=f"waiting for {len(older)} pods of earlier attempts to terminate")
                 self._requeue_in(POLL_SECONDS)
-            else:
-                for rank in missing:
-                    self.actions.append(
-                        CreateObject(children.worker_pod(self.job, attempt, rank, self.settings))
-                    )
-                self._requeue_in(POLL_SECONDS)
+                return
+            if self._creation_refused(attempt, missing):
+                return
+            for rank in missing:
+                self.actions.append(CreateObject(children.worker_pod(self.job, attempt, rank, self.settings)))
+            self._requeue_in(POLL_SECONDS)
             return
 
         # Every pod of the attempt exists: let the scheduler place the gang.
@@ -819,6 +825,56 @@ class _Reconciliation:
             or (previous.reason in policy.fail_fast_reasons and reason in policy.fail_fast_reasons)
         )
         since = previous.since if previous is not None and same else self.now
+        self._say_not_ready(reason, message, since)
+        if reason in policy.fail_fast_reasons:
+            remaining = self._seconds_until(since + timedelta(seconds=policy.fail_fast_grace_seconds))
+            if remaining <= 0:
+                self._fail(
+                    reason,
+                    f"{message}; {reason} does not fix itself, so the job fails without restarting "
+                    "(startupPolicy.failFastReasons)",
+                )
+                return
+            self._requeue_in(remaining)
+        timeout = policy.unschedulable_timeout_seconds
+        elastic_spec = self.spec_or_fail.elastic
+        if elastic_spec is not None and timeout is None:
+            timeout = elastic_spec.resize_interval_seconds
+        if timeout is not None and pod.unscheduled is not None and pod.unscheduled.reason == "Unschedulable":
+            unschedulable_since = pod.unscheduled.since or since
+            remaining = self._seconds_until(unschedulable_since + timedelta(seconds=timeout))
+            if remaining <= 0 and self._scale_down_to_scheduled(pods, message, timeout):
+                return
+            if remaining <= 0 and policy.unschedulable_timeout_seconds is not None:
+                self._startup_timeout(
+                    pod.rank,
+                    pod.name,
+                    "UnschedulableTimeout",
+                    f"{message}; unschedulable for {timeout}s (startupPolicy.unschedulableTimeoutSeconds)",
+                )
+                return
+            # An elastic gang already at its smallest waits, as a fixed gang does.
+            if remaining > 0:
+                self._requeue_in(remaining)
+        timeout = policy.pods_ready_timeout_seconds
+        started = self.status.attempt_start_time
+        if timeout is not None and started is not None:
+            remaining = self._seconds_until(started + timedelta(seconds=timeout))
+            if remaining <= 0:
+                self._startup_timeout(
+                    pod.rank,
+                    pod.name,
+                    "PodsReadyTimeout",
+                    f"{message}; the gang was not running "
+                    f"{timeout}s after attempt {self.status.attempt or 0} started "
+                    "(startupPolicy.podsReadyTimeoutSeconds)",
+                )
+                return
+            self._requeue_in(remaining)
+
+    def _say_not_ready(self, reason: str, message: str, since: datetime) -> None:
+        """Condition PodsReady False with why, status.reason and message, and an event when the
+        reason changed; `since`: when this reason (or the run of reasons it continues) began."""
         condition = next((c for c in self.conditions if c.type is ConditionType.PODS_READY), None)
         # An event per change of a reason worth a warning; a gang merely on its way (gated,
         # creating containers, starting) says so in the condition only: every job passes through
@@ -849,56 +905,61 @@ class _Reconciliation:
             reason=reason,
             message=message,
         )
-        if reason in policy.fail_fast_reasons:
-            remaining = self._seconds_until(since + timedelta(seconds=policy.fail_fast_grace_seconds))
-            if remaining <= 0:
-                self._fail(
-                    reason,
-                    f"{message}; {reason} does not fix itself, so the job fails without restarting "
-                    "(startupPolicy.failFastReasons)",
-                )
-                return
-            self._requeue_in(remaining)
-        timeout = policy.unschedulable_timeout_seconds
-        elastic_spec = self.spec_or_fail.elastic
-        if elastic_spec is not None and timeout is None:
-            timeout = elastic_spec.resize_interval_seconds
-        if timeout is not None and pod.unscheduled is not None and pod.unscheduled.reason == "Unschedulable":
-            unschedulable_since = pod.unscheduled.since or since
-            remaining = self._seconds_until(unschedulable_since + timedelta(seconds=timeout))
-            if remaining <= 0 and self._scale_down_to_scheduled(pods, message, timeout):
-                return
-            if remaining <= 0 and policy.unschedulable_timeout_seconds is not None:
-                self._startup_timeout(
-                    pod,
-                    "UnschedulableTimeout",
-                    f"{message}; unschedulable for {timeout}s (startupPolicy.unschedulableTimeoutSeconds)",
-                )
-                return
-            # An elastic gang already at its smallest waits, as a fixed gang does.
-            if remaining > 0:
-                self._requeue_in(remaining)
-        timeout = policy.pods_ready_timeout_seconds
+
+    def _creation_refused(self, attempt: int, missing: list[int]) -> bool:
+        """When the API server refused to create a missing pod of the attempt, say so (reason
+        FailedCreate with its answer, as the Job controller's event does) and try again less
+        often; fail the job when the refusal is permanent (422: the template is invalid), or when
+        podsReadyTimeoutSeconds runs out meanwhile. True when it decided this pass."""
+        refusals = [
+            (rank, refusal)
+            for rank in missing
+            if (refusal := self.observed.refused.get(names.pod_name(self.metadata.name, attempt, rank)))
+        ]
+        if not refusals:
+            return False
+        rank, refusal = refusals[0]
+        message = (
+            f"pod {refusal.pod}: the API server refused to create it "
+            f"({refusal.code} {refusal.reason}): {refusal.message}"
+        )
+        previous = self.status.startup
+        since = previous.since if previous is not None and previous.reason == _FAILED_CREATE else self.now
+        self._say_not_ready(_FAILED_CREATE, message, since)
+        if refusal.permanent:
+            self._fail(
+                _FAILED_CREATE,
+                f"{message}; it refuses this pod template every time and spec.template is fixed once the "
+                "job started, so the job fails without retrying (fix the template and create the job again)",
+            )
+            return True
+        timeout = self.spec_or_fail.startup_policy.pods_ready_timeout_seconds
         started = self.status.attempt_start_time
         if timeout is not None and started is not None:
             remaining = self._seconds_until(started + timedelta(seconds=timeout))
             if remaining <= 0:
                 self._startup_timeout(
-                    pod,
+                    rank,
+                    refusal.pod,
                     "PodsReadyTimeout",
-                    f"{message}; the gang was not running "
-                    f"{timeout}s after attempt {self.status.attempt or 0} started "
+                    f"{message}; the gang was not running {timeout}s after attempt {attempt} started "
                     "(startupPolicy.podsReadyTimeoutSeconds)",
                 )
-                return
+                return True
             self._requeue_in(remaining)
+        for missing_rank in missing:
+            self.actions.append(
+                CreateObject(children.worker_pod(self.job, attempt, missing_rank, self.settings))
+            )
+        self._requeue_in(REFUSED_CREATE_RETRY_SECONDS)
+        return True
 
-    def _startup_timeout(self, pod: PodObservation, reason: str, message: str) -> None:
+    def _startup_timeout(self, rank: int, pod: str, reason: str, message: str) -> None:
         if self.spec_or_fail.startup_policy.on_timeout is StartupTimeoutAction.FAIL:
             self._fail(reason, message)
             return
         self._update(startup=None)
-        self._after_failure([WorkerFailure(pod.rank, pod.name, None, f"{reason}: {message}")])
+        self._after_failure([WorkerFailure(rank, pod, None, f"{reason}: {message}")])
 
     def _check_stall(self) -> None:
         timeout = self.spec_or_fail.stall_timeout_seconds

@@ -169,14 +169,7 @@ def test_a_pod_the_api_server_refuses_is_named_on_the_job_until_it_is_allowed(
     assert re.search(r"Warning\s+FailedCreate\s+.*no PriorityClass with name", described), described
 
     allowed = time.monotonic()
-    cluster.apply(
-        {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": priority_class},
-            "value": 1000,
-        }
-    )
+    cluster.kubectl("create", "priorityclass", priority_class, "--value=1000")
     try:
         # The next try (REFUSED_CREATE_RETRY_SECONDS) creates the pod; running is what matters here.
         started = watch.seconds_until(

@@ -323,6 +323,16 @@ def test_kubectl_create_subcommands_send_protobuf(
     )
     kc(apiserver, kubectl_bin, "create", "job", "j", "--image=busybox", *n, "--", "echo", "hi")
     kc(apiserver, kubectl_bin, "create", "service", "clusterip", "s", "--tcp=80:8080", *n)
+    kc(
+        apiserver,
+        kubectl_bin,
+        "create",
+        "priorityclass",
+        f"{namespace}-high",
+        "--value=1000",
+        "--description=d",
+    )
+    kc(apiserver, kubectl_bin, "create", "priorityclass", f"{namespace}-zero", "--value=0")
     ns2 = namespace + "-x"
     kc(apiserver, kubectl_bin, "create", "namespace", ns2)
     token = kc(apiserver, kubectl_bin, "create", "token", "robot", "--duration=1h", *n).strip()
@@ -343,6 +353,13 @@ def test_kubectl_create_subcommands_send_protobuf(
     assert get("job", "j", *n)["spec"]["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
     assert get("svc", "s", *n)["spec"]["ports"][0]["targetPort"] == 8080
     assert get("ns", ns2)["status"]["phase"] == "Active"
+    high, zero = get("priorityclass", f"{namespace}-high"), get("priorityclass", f"{namespace}-zero")
+    assert (high["value"], high["description"], high["preemptionPolicy"]) == (
+        1000,
+        "d",
+        "PreemptLowerPriority",
+    )
+    assert zero["value"] == 0 and "globalDefault" not in zero
     kc(apiserver, kubectl_bin, "delete", "ns", ns2, "--wait=false")
 
 

@@ -292,6 +292,13 @@ KINDS: dict[str, Schema] = {
         ),
         3: ("status", {}, False),
     },
+    "PriorityClass": {
+        1: ("metadata", OBJECT_META, False),
+        2: ("value", "int", False),
+        3: ("globalDefault", "bool", False),
+        4: ("description", "string", False),
+        5: ("preemptionPolicy", "string", False),
+    },
     "DeleteOptions": {
         1: ("gracePeriodSeconds", "int", False),
         2: ("preconditions", {1: ("uid", "string", False), 2: ("resourceVersion", "string", False)}, False),
@@ -324,6 +331,10 @@ POINTER_FIELDS = {
     "leaseTransitions",
     "holderIdentity",
 }
+
+
+# Fields whose JSON has no omitempty: kept at their zero value, by kind.
+ALWAYS_PRESENT: dict[str, dict[str, Any]] = {"PriorityClass": {"value": 0}}
 
 
 class ProtobufError(ValueError):
@@ -460,7 +471,7 @@ def decode(body: bytes) -> dict[str, Any]:
     schema = KINDS.get(kind)
     if schema is None:
         raise ProtobufError(f"protobuf bodies of kind {kind or 'unknown'} are not supported: send JSON")
-    obj = decode_message(unknown.get("raw", b""), schema)
+    obj = {**ALWAYS_PRESENT.get(kind, {}), **decode_message(unknown.get("raw", b""), schema)}
     if type_meta.get("apiVersion"):
         obj["apiVersion"] = type_meta["apiVersion"]
     obj["kind"] = kind

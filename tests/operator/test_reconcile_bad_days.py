@@ -355,6 +355,10 @@ def test_a_failure_that_followed_a_node_crash_is_recounted_as_a_disruption() -> 
     assert (status["restarts"], status["disruptions"], status["reason"]) == (0, 1, "NodeLost")
     assert "followed the loss of node node-b" in status["message"]
     assert "restartAfter" not in status, "a disruption restarts without the backoff"
+    cluster.finish_terminating()
+    cluster.reconcile(later(142))
+    started = [e.message for e in cluster.decisions[-1].of_type(EmitEvent) if e.reason == "Restarted"]
+    assert started == ["disruption 1 (NodeLost): starting attempt 1"], "not a restart: none is counted"
     # A node that heartbeated after the failure does not take the blame.
     healthy_later = running_on_nodes()
     healthy_later.update_spec(failurePolicy={"maxRestarts": 2, "nodeLossSeconds": 60, "backoffSeconds": 30})
@@ -365,6 +369,10 @@ def test_a_failure_that_followed_a_node_crash_is_recounted_as_a_disruption() -> 
     healthy_later.nodes["node-b"] = late
     healthy_later.reconcile(later(201))
     assert (healthy_later.status["restarts"], healthy_later.status.get("disruptions")) == (1, None)
+    healthy_later.finish_terminating()
+    healthy_later.reconcile(later(231))
+    started = [e.message for e in healthy_later.decisions[-1].of_type(EmitEvent) if e.reason == "Restarted"]
+    assert started == ["restart 1: starting attempt 1"]
 
 
 def test_a_failure_while_a_ranks_node_is_not_ready_is_a_disruption() -> None:

@@ -1028,7 +1028,13 @@ class _Reconciliation:
         if waits:
             self._requeue_in(min(waits))
             return
-        self._start_attempt((self.status.attempt or 0) + 1, "Restarted", f"restart {restarts}")
+        # A failure counts as a restart; a disruption (or a failure recounted as one) does not.
+        cause = (
+            f"restart {restarts}"
+            if self.status.reason == "WorkerFailed"
+            else f"disruption {self.status.disruptions or 0} ({self.status.reason})"
+        )
+        self._start_attempt((self.status.attempt or 0) + 1, "Restarted", cause)
 
     def _on_nodes_not_ready(self, pods: Mapping[int, PodObservation]) -> list[tuple[PodObservation, str]]:
         """Pods of the attempt whose node is not Ready (whatever for how long), with why."""

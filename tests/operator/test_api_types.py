@@ -95,7 +95,7 @@ def test_unknown_fields_are_dropped_like_the_api_server_prunes_them() -> None:
 def test_models_are_frozen() -> None:
     spec = TrainJobSpec.from_wire({"template": {}, "storage": {"uri": "s3://b"}})
     with pytest.raises(ValidationError):
-        spec.workers = 5  # type: ignore[misc]
+        spec.workers = 5
 
 
 def test_status_timestamps_parse_and_serialise_as_rfc3339() -> None:

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from trainjob_factories import SETTINGS, job
 
+from tests.operator.trainjob_factories import SETTINGS, job
 from trainjob_operator.api.types import TrainJob
 from trainjob_operator.reconciling import children
 from trainjob_operator.reconciling.children import (
@@ -41,7 +41,8 @@ def env_of(pod: dict[str, Any], container: str = "trainer") -> dict[str, Any]:
 
 def coordinator_of(pod: dict[str, Any]) -> dict[str, Any]:
     (found,) = [c for c in pod["spec"].get("initContainers", []) if c["name"] == "coordinator"]
-    return found
+    coordinator: dict[str, Any] = found
+    return coordinator
 
 
 def test_every_child_is_owned_labelled_and_namespaced() -> None:
@@ -326,7 +327,7 @@ def test_default_storage_endpoint_and_per_job_master_port_come_from_operator_set
     from trainjob_operator.api.types import TrainJob
     from trainjob_operator.reconciling import OperatorSettings, children
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": "trainjob.dev/v1alpha1",
         "kind": "TrainJob",
         "metadata": {"name": "a", "namespace": "ml", "uid": "u1", "generation": 1},
@@ -342,7 +343,7 @@ def test_default_storage_endpoint_and_per_job_master_port_come_from_operator_set
     # The same namespace and name in another cluster on the same host: another object, another port.
     twin = TrainJob.from_wire({**manifest, "metadata": {**manifest["metadata"], "uid": "u2"}})
 
-    env = {e["name"]: e.get("value") for e in children.worker_env(job, 0, 1, local)}
+    env: dict[str, Any] = {e["name"]: e.get("value") for e in children.worker_env(job, 0, 1, local)}
     assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9"
     assert 20000 <= int(env["MASTER_PORT"]) < 30000
     assert children.master_port(job, local) == children.master_port(job, local)

@@ -138,7 +138,8 @@ def test_digits_example_is_as_documented() -> None:
 
 
 def _digits() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "deploy" / "examples" / "digits.yaml").read_text())
+    manifest: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "examples" / "digits.yaml").read_text())
+    return manifest
 
 
 def test_status_written_by_the_operator_and_coordinator_validates() -> None:

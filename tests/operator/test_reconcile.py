@@ -7,8 +7,8 @@ import itertools
 from typing import Any
 
 import pytest
-from trainjob_factories import NOW, SETTINGS, Cluster, job, later, observe, pod, timestamp
 
+from tests.operator.trainjob_factories import NOW, SETTINGS, Cluster, job, later, observe, pod, timestamp
 from trainjob_operator.api.types import Phase, RestartPolicy
 from trainjob_operator.reconciling import (
     POLL_SECONDS,
@@ -871,7 +871,7 @@ def test_the_same_observation_yields_the_same_decision() -> None:
 def test_applying_a_decision_then_reconciling_again_asks_for_nothing_new() -> None:
     for obj, observation in _scenario_observations():
         decision = reconcile(obj, observation, later(50), SETTINGS)
-        from trainjob_factories import apply_status
+        from tests.operator.trainjob_factories import apply_status
 
         again = reconcile(apply_status(obj, decision), observation, later(50), SETTINGS)
         assert again.status_patch == {}

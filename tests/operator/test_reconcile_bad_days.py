@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainjob_factories import NOW, Cluster, job, later, lease, node
 
+from tests.operator.trainjob_factories import NOW, Cluster, job, later, lease, node
 from trainjob_operator.reconciling import CreateObject, DeletePods, EmitEvent
 from trainjob_operator.reconciling.reconcile import REFUSED_CREATE_RETRY_SECONDS
 
@@ -310,8 +310,7 @@ def test_maxDisruptions_bounds_them() -> None:
 
 
 def test_pods_are_gated_until_the_whole_gang_exists() -> None:
-    from trainjob_factories import SETTINGS, observe, pod
-
+    from tests.operator.trainjob_factories import SETTINGS, observe, pod
     from trainjob_operator.api.types import TrainJob
     from trainjob_operator.reconciling import RemoveSchedulingGate, reconcile
     from trainjob_operator.reconciling.children import worker_pod

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainjob_factories import Cluster, job, later
 
+from tests.operator.trainjob_factories import Cluster, job, later
 from trainjob_operator.api import constants
 from trainjob_operator.reconciling import AnnotatePod, CreateObject, Decision
 
@@ -38,32 +38,32 @@ def commit(cluster: Cluster, at: str, iteration: int = 5) -> None:
     }
 
 
-def annotations(decision: Decision) -> list[tuple[str, str, str]]:
+def annotations_of(decision: Decision) -> list[tuple[str, str, str]]:
     return [(a.pod, a.key, a.value) for a in decision.of_type(AnnotatePod)]
 
 
 def pod_annotation(cluster: Cluster, name: str) -> str | None:
-    value: Any = (cluster.pods[name]["metadata"].get("annotations") or {}).get(KEY)
+    value: str | None = (cluster.pods[name]["metadata"].get("annotations") or {}).get(KEY)
     return value
 
 
 def test_no_commit_no_annotation() -> None:
     cluster = running()
-    assert annotations(cluster.reconcile(later(2))) == []
+    assert annotations_of(cluster.reconcile(later(2))) == []
 
 
 def test_each_commit_is_one_patch_per_live_pod_and_no_more() -> None:
     cluster = running()
     commit(cluster, "2026-01-01T12:00:03.250Z")
-    assert annotations(cluster.reconcile(later(4))) == [
+    assert annotations_of(cluster.reconcile(later(4))) == [
         ("digits-0-0", KEY, "2026-01-01T12:00:03.250Z"),
         ("digits-0-1", KEY, "2026-01-01T12:00:03.250Z"),
     ]
     # Applied: the next passes (any event) write nothing until the next commit.
-    assert annotations(cluster.reconcile(later(5))) == []
-    assert annotations(cluster.reconcile(later(6))) == []
+    assert annotations_of(cluster.reconcile(later(5))) == []
+    assert annotations_of(cluster.reconcile(later(6))) == []
     commit(cluster, "2026-01-01T12:00:07.000Z", iteration=10)
-    assert [a[2] for a in annotations(cluster.reconcile(later(8)))] == ["2026-01-01T12:00:07.000Z"] * 2
+    assert [a[2] for a in annotations_of(cluster.reconcile(later(8)))] == ["2026-01-01T12:00:07.000Z"] * 2
     assert pod_annotation(cluster, "digits-0-1") == "2026-01-01T12:00:07.000Z"
 
 
@@ -80,7 +80,7 @@ def test_each_commit_is_one_patch_per_live_pod_and_no_more() -> None:
 def test_the_value_is_rfc3339_utc_with_milliseconds(written: str, expected: str) -> None:
     cluster = running()
     commit(cluster, written)
-    assert {a[2] for a in annotations(cluster.reconcile(later(4)))} == {expected}
+    assert {a[2] for a in annotations_of(cluster.reconcile(later(4)))} == {expected}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_only_pods_that_still_hold_resources_are_annotated(state: dict[str, Any]
     cluster = running()
     cluster.set_pod(0, 1, **state)
     commit(cluster, "2026-01-01T12:00:03.000Z")
-    pods = [a[0] for a in annotations(cluster.reconcile(later(4)))]
+    pods = [a[0] for a in annotations_of(cluster.reconcile(later(4)))]
     assert pods == (["digits-0-0", "digits-0-1"] if annotated else ["digits-0-0"])
 
 
@@ -103,7 +103,7 @@ def test_a_terminating_pod_is_not_annotated() -> None:
     cluster.pods["digits-0-1"]["metadata"]["deletionTimestamp"] = "2026-01-01T12:00:02Z"
     commit(cluster, "2026-01-01T12:00:03.000Z")
     # (A pod deleted by someone else is a disruption; the annotation goes to the others only.)
-    assert [a[0] for a in annotations(cluster.reconcile(later(4)))] == ["digits-0-0"]
+    assert [a[0] for a in annotations_of(cluster.reconcile(later(4)))] == ["digits-0-0"]
 
 
 def test_the_next_attempt_s_pods_are_created_with_the_annotation() -> None:
@@ -123,4 +123,4 @@ def test_the_next_attempt_s_pods_are_created_with_the_annotation() -> None:
     assert {p["metadata"]["annotations"][KEY] for p in pods} == {"2026-01-01T12:00:03.000Z"}
     # Created with it: no patch needed once they run.
     cluster.run_all(1)
-    assert annotations(cluster.reconcile(later(13))) == []
+    assert annotations_of(cluster.reconcile(later(13))) == []

@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from trainjob_factories import Cluster, job, later, spec, timestamp
 
+from tests.operator.trainjob_factories import Cluster, job, later, spec, timestamp
 from trainjob_operator.reconciling import CreateObject, DeletePods, EmitEvent
 from trainjob_operator.reconciling.elastic import pod_requests
 
@@ -21,7 +21,7 @@ NO_ROOM = "0/3 nodes are available: 3 Insufficient cpu."
 
 
 def template(**pod_spec: Any) -> dict[str, Any]:
-    base = spec()["template"]
+    base: dict[str, Any] = spec()["template"]
     base["spec"]["containers"][0]["resources"] = {"requests": {"cpu": WORKER_CPU, "memory": "256Mi"}}
     base["spec"].update(pod_spec)
     return base
@@ -85,7 +85,8 @@ def created_pods(cluster: Cluster) -> list[dict[str, Any]]:
 
 def world_size(pod: dict[str, Any]) -> str:
     trainer = next(c for c in pod["spec"]["containers"] if c["name"] == "trainer")
-    return next(e["value"] for e in trainer["env"] if e["name"] == "WORLD_SIZE")
+    size: str = next(e["value"] for e in trainer["env"] if e["name"] == "WORLD_SIZE")
+    return size
 
 
 def events(cluster: Cluster) -> list[tuple[str, str]]:
@@ -177,7 +178,8 @@ def test_an_elastic_attempt_starts_with_the_largest_gang_that_fits(
 
 def test_a_fixed_gang_shows_no_sizes_and_ignores_the_nodes() -> None:
     cluster = elastic_cluster([capacity_node("n1")], elastic=None)
-    cluster.job["spec"].pop("elastic")  # type: ignore[index]
+    assert cluster.job is not None
+    cluster.job["spec"].pop("elastic")
     cluster.reconcile()
     assert cluster.status["workers"] == {"active": 0, "ready": 0, "succeeded": 0, "failed": 0}
     assert len(created_pods(cluster)) == 3

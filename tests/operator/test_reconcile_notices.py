@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainjob_factories import Cluster, job, later, timestamp
 
+from tests.operator.trainjob_factories import Cluster, job, later, timestamp
 from trainjob_operator.reconciling import DeletePods, EmitEvent
 
 EVICTED = ("EvictionByEvictionAPI", "Eviction API: evicting")

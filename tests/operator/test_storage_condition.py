@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainjob_factories import SETTINGS, Cluster, job, later, timestamp
 
+from tests.operator.trainjob_factories import SETTINGS, Cluster, job, later, timestamp
 from trainjob_operator.api.types import TrainJob
 from trainjob_operator.reconciling import EmitEvent
 from trainjob_operator.reconciling.children import worker_pod

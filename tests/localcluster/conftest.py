@@ -9,10 +9,14 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from api_harness import HTTP, WIDGET_CRD, APIServerProcess, start_apiserver
+
+from tests.localcluster.api_harness import HTTP, WIDGET_CRD, APIServerProcess, start_apiserver
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +40,11 @@ def fresh_apiserver(tmp_path: Path) -> Iterator[APIServerProcess]:
 
 
 @pytest.fixture
-def k8s(apiserver: APIServerProcess) -> Iterator[Any]:
+def k8s(apiserver: APIServerProcess) -> Iterator[ApiClient]:
     """A kubernetes.client.ApiClient on the shared server."""
     from kubernetes import config
 
-    client = config.new_client_from_config(config_file=str(apiserver.kubeconfig))
+    client: ApiClient = config.new_client_from_config(config_file=str(apiserver.kubeconfig))
     try:
         yield client
     finally:
@@ -48,7 +52,7 @@ def k8s(apiserver: APIServerProcess) -> Iterator[Any]:
 
 
 @pytest.fixture
-def namespace(k8s: Any) -> Iterator[str]:
+def namespace(k8s: ApiClient) -> Iterator[str]:
     """A fresh namespace, deleted afterwards."""
     from kubernetes import client
 

@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 import pytest
-from api_harness import HTTP, APIServerProcess
 from kubernetes import client
+
+from tests.localcluster.api_harness import HTTP, APIServerProcess
+from tests.support.kube_objects import meta_of, name_of
 
 
 def test_discovery_documents(http: HTTP) -> None:
@@ -38,38 +40,44 @@ def test_discovery_documents(http: HTTP) -> None:
     assert http.get("/api/v1/nothings").status == 404
 
 
-def test_default_namespaces_exist(k8s: Any) -> None:
-    names = {n.metadata.name for n in client.CoreV1Api(k8s).list_namespace().items}
+def test_default_namespaces_exist(k8s: client.ApiClient) -> None:
+    names = {name_of(n) for n in client.CoreV1Api(k8s).list_namespace().items}
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
 
 
-def test_crud_and_metadata(k8s: Any, namespace: str) -> None:
+def test_crud_and_metadata(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     cm = core.create_namespaced_config_map(
         namespace,
         client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a", labels={"x": "1"}), data={"k": "v"}),
     )
+    assert cm.metadata is not None and cm.metadata.resource_version is not None
     assert cm.metadata.uid and cm.metadata.creation_timestamp and cm.metadata.resource_version.isdigit()
     got = core.read_namespaced_config_map("a", namespace)
+    assert got.metadata is not None
     assert got.data == {"k": "v"} and got.metadata.uid == cm.metadata.uid
     # the global counter: every write gets a larger resourceVersion
     cm.data = {"k": "w"}
     updated = core.replace_namespaced_config_map("a", namespace, cm)
+    assert updated.metadata is not None and updated.metadata.resource_version is not None
     assert int(updated.metadata.resource_version) > int(cm.metadata.resource_version)
     # stale resourceVersion: 409 Conflict
     with pytest.raises(client.ApiException) as err:
         core.replace_namespaced_config_map("a", namespace, cm)
-    assert err.value.status == 409 and '"reason":"Conflict"' in err.value.body.replace(" ", "")
+    assert err.value.status == 409 and err.value.body is not None
+    assert '"reason":"Conflict"' in err.value.body.replace(" ", "")
     # 409 AlreadyExists
     with pytest.raises(client.ApiException) as err:
         core.create_namespaced_config_map(
             namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a"))
         )
-    assert err.value.status == 409 and "AlreadyExists" in err.value.body
+    assert err.value.status == 409 and err.value.body is not None
+    assert "AlreadyExists" in err.value.body
     # generateName
     gen = core.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="g-"))
     )
+    assert gen.metadata is not None and gen.metadata.name is not None
     assert gen.metadata.name.startswith("g-") and len(gen.metadata.name) == 7
     core.delete_namespaced_config_map("a", namespace)
     with pytest.raises(client.ApiException) as err:
@@ -121,7 +129,7 @@ def test_secret_string_data_and_yaml_body(http: HTTP, namespace: str) -> None:
     assert base64.b64decode(r.body["data"]["pw"]) == b"hunter2"
 
 
-def test_label_and_field_selectors_and_paging(k8s: Any, namespace: str) -> None:
+def test_label_and_field_selectors_and_paging(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     for i, (env, tier) in enumerate([("prod", "web"), ("prod", "db"), ("dev", "web"), ("qa", None)]):
         labels = {"env": env} | ({"tier": tier} if tier else {})
@@ -130,7 +138,7 @@ def test_label_and_field_selectors_and_paging(k8s: Any, namespace: str) -> None:
         )
 
     def names(**kw: Any) -> list[str]:
-        return [c.metadata.name for c in core.list_namespaced_config_map(namespace, **kw).items]
+        return [name_of(c) for c in core.list_namespaced_config_map(namespace, **kw).items]
 
     assert names(label_selector="env=prod") == ["c0", "c1"]
     assert names(label_selector="env==prod,tier!=db") == ["c0"]
@@ -144,16 +152,18 @@ def test_label_and_field_selectors_and_paging(k8s: Any, namespace: str) -> None:
         names(field_selector="data.x=1")
     assert err.value.status == 400
     page = core.list_namespaced_config_map(namespace, limit=3)
-    assert [c.metadata.name for c in page.items][:3] == ["c0", "c1", "c2"]
+    assert [name_of(c) for c in page.items][:3] == ["c0", "c1", "c2"]
+    assert page.metadata is not None and page.metadata.remaining_item_count is not None
     assert page.metadata._continue and page.metadata.remaining_item_count >= 1
     rest = core.list_namespaced_config_map(namespace, limit=10, _continue=page.metadata._continue)
-    assert "c3" in [c.metadata.name for c in rest.items] and not rest.metadata._continue
+    assert rest.metadata is not None
+    assert "c3" in [name_of(c) for c in rest.items] and not rest.metadata._continue
     # cluster-wide list of a namespaced kind
     everywhere = core.list_config_map_for_all_namespaces(label_selector="env=dev")
-    assert [(c.metadata.namespace, c.metadata.name) for c in everywhere.items] == [(namespace, "c2")]
+    assert [(meta_of(c).namespace, name_of(c)) for c in everywhere.items] == [(namespace, "c2")]
 
 
-def test_pod_without_a_node_is_pending_and_unschedulable(k8s: Any, namespace: str) -> None:
+def test_pod_without_a_node_is_pending_and_unschedulable(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     pod = core.create_namespaced_pod(
         namespace,
@@ -165,6 +175,7 @@ def test_pod_without_a_node_is_pending_and_unschedulable(k8s: Any, namespace: st
             ),
         ),
     )
+    assert pod.spec is not None and pod.status is not None and pod.spec.tolerations is not None
     assert pod.spec.node_name is None  # the scheduler binds, not the API server
     assert pod.status.phase == "Pending"
     assert pod.spec.restart_policy == "Always" and pod.spec.termination_grace_period_seconds == 30
@@ -177,15 +188,18 @@ def test_pod_without_a_node_is_pending_and_unschedulable(k8s: Any, namespace: st
     deadline = time.monotonic() + 10
     cond = None
     while time.monotonic() < deadline and cond is None:
-        conds = core.read_namespaced_pod("p", namespace).status.conditions or []
+        status = core.read_namespaced_pod("p", namespace).status
+        assert status is not None
+        conds = status.conditions or []
         cond = next((c for c in conds if c.type == "PodScheduled"), None)
         time.sleep(0.05)
     assert cond is not None and cond.status == "False" and cond.reason == "Unschedulable"
+    assert cond.message is not None
     assert cond.message == "no nodes available to schedule pods" or (
         cond.message.startswith("0/") and "didn't match Pod's node affinity/selector" in cond.message
     )
     pods = core.list_namespaced_pod(namespace, field_selector="spec.nodeName=,status.phase=Pending")
-    assert [p.metadata.name for p in pods.items] == ["p"]
+    assert [name_of(p) for p in pods.items] == ["p"]
     # no Node object is registered here: nothing would stop its containers, so delete is immediate
     core.delete_namespaced_pod("p", namespace)
     assert core.list_namespaced_pod(namespace).items == []
@@ -382,13 +396,13 @@ def test_events_in_both_api_groups(http: HTTP, namespace: str) -> None:
     assert [i["message"] for i in items] == ["from events.k8s.io"]
 
 
-def test_leases_and_rbac_kinds_stored(k8s: Any, namespace: str) -> None:
+def test_leases_and_rbac_kinds_stored(k8s: client.ApiClient, namespace: str) -> None:
     coord = client.CoordinationV1Api(k8s)
     lease = coord.create_namespaced_lease(
         namespace,
         client.V1Lease(metadata=client.V1ObjectMeta(name="l"), spec=client.V1LeaseSpec(holder_identity="me")),
     )
-    assert lease.spec.holder_identity == "me"
+    assert lease.spec is not None and lease.spec.holder_identity == "me"
     rbac = client.RbacAuthorizationV1Api(k8s)
     rbac.create_cluster_role(
         client.V1ClusterRole(
@@ -406,21 +420,22 @@ def test_leases_and_rbac_kinds_stored(k8s: Any, namespace: str) -> None:
             subjects=[client.RbacV1Subject(kind="ServiceAccount", name="default", namespace=namespace)],
         ),
     )
-    assert rbac.read_cluster_role(f"system:{namespace}").rules[0].verbs == ["get"]
+    rules = rbac.read_cluster_role(f"system:{namespace}").rules
+    assert rules is not None and rules[0].verbs == ["get"]
     rbac.delete_cluster_role(f"system:{namespace}")
 
 
-def test_default_service_account_appears(k8s: Any, namespace: str) -> None:
+def test_default_service_account_appears(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     deadline = time.time() + 5
     while time.time() < deadline:
-        if [s.metadata.name for s in core.list_namespaced_service_account(namespace).items] == ["default"]:
+        if [name_of(s) for s in core.list_namespaced_service_account(namespace).items] == ["default"]:
             return
         time.sleep(0.05)
     raise AssertionError("no default ServiceAccount")
 
 
-def test_service_gets_cluster_ip(k8s: Any, namespace: str) -> None:
+def test_service_gets_cluster_ip(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     svc = core.create_namespaced_service(
         namespace,
@@ -429,6 +444,7 @@ def test_service_gets_cluster_ip(k8s: Any, namespace: str) -> None:
             spec=client.V1ServiceSpec(selector={"a": "b"}, ports=[client.V1ServicePort(port=80)]),
         ),
     )
+    assert svc.spec is not None and svc.spec.cluster_ip is not None and svc.spec.ports is not None
     assert svc.spec.cluster_ip.startswith("10.") and svc.spec.ports[0].target_port == 80
     headless = core.create_namespaced_service(
         namespace,
@@ -436,12 +452,15 @@ def test_service_gets_cluster_ip(k8s: Any, namespace: str) -> None:
             metadata=client.V1ObjectMeta(name="h"), spec=client.V1ServiceSpec(cluster_ip="None")
         ),
     )
-    assert headless.spec.cluster_ip == "None"
+    assert headless.spec is not None and headless.spec.cluster_ip == "None"
+    cluster_ip = svc.spec.cluster_ip
     svc.spec.selector = {"a": "c"}
     svc.spec.cluster_ip = None
     svc.spec.cluster_ips = None
     again = core.replace_namespaced_service("s", namespace, svc)
-    assert again.spec.cluster_ip == svc.spec.cluster_ip or again.spec.cluster_ip.startswith("10.")
+    # The IP the service had (svc.spec.cluster_ip is None by now: comparing with it passed on no IP).
+    assert again.spec is not None and again.spec.cluster_ip is not None
+    assert again.spec.cluster_ip == cluster_ip or again.spec.cluster_ip.startswith("10.")
 
 
 def test_apiserver_process_stops_on_sigterm(fresh_apiserver: APIServerProcess) -> None:

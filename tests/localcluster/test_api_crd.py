@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
-from api_harness import HTTP
 from kubernetes import client
+
+from tests.localcluster.api_harness import HTTP
 
 WIDGETS = "/apis/example.dev/v1/namespaces/{ns}/widgets"
 
@@ -170,16 +171,19 @@ def test_printer_columns_as_table(http: HTTP, widget_crd: dict[str, Any], namesp
 
 
 def test_custom_objects_api_and_cluster_wide_list(
-    k8s: Any, widget_crd: dict[str, Any], namespace: str
+    k8s: client.ApiClient, widget_crd: dict[str, Any], namespace: str
 ) -> None:
     api = client.CustomObjectsApi(k8s)
     api.create_namespaced_custom_object("example.dev", "v1", namespace, "widgets", widget("co", size=5))
-    got = api.get_namespaced_custom_object("example.dev", "v1", namespace, "widgets", "co")
+    # The custom objects API returns the JSON as it came (typed `object` by the client).
+    got = cast(
+        dict[str, Any], api.get_namespaced_custom_object("example.dev", "v1", namespace, "widgets", "co")
+    )
     assert got["spec"]["size"] == 5
     api.patch_namespaced_custom_object_status(
         "example.dev", "v1", namespace, "widgets", "co", {"status": {"phase": "Done"}}
     )
-    everywhere = api.list_cluster_custom_object("example.dev", "v1", "widgets")
+    everywhere = cast(dict[str, Any], api.list_cluster_custom_object("example.dev", "v1", "widgets"))
     assert ("co", namespace) in [
         (i["metadata"]["name"], i["metadata"]["namespace"]) for i in everywhere["items"]
     ]

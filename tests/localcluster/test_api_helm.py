@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import HTTP, APIServerProcess
+
+from tests.localcluster.api_harness import HTTP, APIServerProcess
 
 helm = pytest.importorskip("helm_python")
 

@@ -8,8 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from api_harness import HTTP, APIServerProcess
-
+from tests.localcluster.api_harness import HTTP, APIServerProcess
 from tests.support.processes import stop_process
 from tests.support.processes import wait_until as wait_for
 

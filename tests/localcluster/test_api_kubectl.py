@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from api_harness import HTTP, APIServerProcess, kubectl_binaries
 
+from tests.localcluster.api_harness import HTTP, APIServerProcess, kubectl_binaries
 from tests.support.processes import stop_process
 
 BINARIES = kubectl_binaries()

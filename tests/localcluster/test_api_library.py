@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -23,7 +24,10 @@ async def test_in_process_server(tmp_path: Path) -> None:
         assert cfg["current-context"] == cfg["contexts"][0]["name"]
         headers = {"Authorization": f"Bearer {server.admin_token}"}
         async with aiohttp.ClientSession(headers=headers) as s:
-            pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            pod: dict[str, Any] = {
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+            }
             async with s.post(f"{server.url}/api/v1/namespaces/default/pods", json=pod) as r:
                 assert r.status == 201
                 assert "nodeName" not in (await r.json())["spec"]  # no node yet: nothing to bind to

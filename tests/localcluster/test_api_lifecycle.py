@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from api_harness import HTTP, APIServerProcess, start_apiserver
 from kubernetes import client
 
+from tests.localcluster.api_harness import HTTP, APIServerProcess, start_apiserver
 from tests.support.processes import free_port
 from tests.support.processes import wait_until as wait_for
 
@@ -83,7 +83,7 @@ def test_dependents_of_a_custom_resource(http: HTTP, widget_crd: dict[str, Any],
     wait_for("pod collected", lambda: http.get(f"/api/v1/namespaces/{namespace}/pods/p").status == 404)
 
 
-def test_namespace_deletion_removes_its_objects(k8s: Any, http: HTTP) -> None:
+def test_namespace_deletion_removes_its_objects(k8s: client.ApiClient, http: HTTP) -> None:
     core = client.CoreV1Api(k8s)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="doomed")))
     core.create_namespaced_config_map(
@@ -92,6 +92,7 @@ def test_namespace_deletion_removes_its_objects(k8s: Any, http: HTTP) -> None:
     core.create_namespaced_secret("doomed", client.V1Secret(metadata=client.V1ObjectMeta(name="s")))
     core.delete_namespace("doomed")
     ns = core.read_namespace("doomed")
+    assert ns.status is not None and ns.metadata is not None
     assert ns.status.phase == "Terminating" and ns.metadata.deletion_timestamp
     # no new objects in a terminating namespace
     r = http.post("/api/v1/namespaces/doomed/configmaps", {"metadata": {"name": "late"}})
@@ -507,7 +508,7 @@ def test_endpoints_follow_service_pods(http: HTTP, namespace: str) -> None:
             "spec": {"hostname": f"job-{i}", "subdomain": "job", "containers": [{"name": "c", "image": "i"}]},
         }
         http.post(f"{ns}/pods", pod)
-        status = {"phase": "Running", "podIP": f"127.0.10.{i + 1}"}
+        status: dict[str, Any] = {"phase": "Running", "podIP": f"127.0.10.{i + 1}"}
         if i == 0:
             status["conditions"] = [{"type": "Ready", "status": "True"}]
         http.patch(f"{ns}/pods/job-{i}/status", {"status": status})

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import HTTP, APIServerProcess, start_apiserver
+
+from tests.localcluster.api_harness import HTTP, APIServerProcess, start_apiserver
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 NS = "team"

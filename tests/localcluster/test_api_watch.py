@@ -9,8 +9,9 @@ import urllib.request
 from typing import Any
 
 import pytest
-from api_harness import HTTP, APIServerProcess
 from kubernetes import client, watch
+
+from tests.localcluster.api_harness import HTTP, APIServerProcess
 
 
 def stream(
@@ -117,8 +118,8 @@ def test_watch_single_object_by_field_selector(
 
 
 def test_too_old_resource_version_is_410_gone(tmp_path: Any) -> None:
-    from api_harness import HTTP as RawHTTP
-    from api_harness import start_apiserver
+    from tests.localcluster.api_harness import HTTP as RawHTTP
+    from tests.localcluster.api_harness import start_apiserver
 
     state = str(tmp_path / "state.json")
     server = start_apiserver(tmp_path / "s", "--state-file", state, "--log-level", "INFO")
@@ -141,8 +142,8 @@ def test_too_old_resource_version_is_410_gone(tmp_path: Any) -> None:
 
 
 def test_history_limit_gives_410(tmp_path: Any) -> None:
-    from api_harness import HTTP as RawHTTP
-    from api_harness import start_apiserver
+    from tests.localcluster.api_harness import HTTP as RawHTTP
+    from tests.localcluster.api_harness import start_apiserver
 
     server = start_apiserver(tmp_path / "s", "--watch-history", "5")
     try:
@@ -193,9 +194,11 @@ def test_watch_as_table(apiserver: APIServerProcess, http: HTTP, namespace: str)
     assert obj["kind"] == "Table" and obj["rows"][0]["cells"][:2] == ["a", 1]
 
 
-def test_python_client_watch(k8s: Any, namespace: str) -> None:
+def test_python_client_watch(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
-    rv = core.list_namespaced_config_map(namespace).metadata.resource_version
+    listed = core.list_namespaced_config_map(namespace).metadata
+    assert listed is not None
+    rv = listed.resource_version
     in_background(
         lambda: core.create_namespaced_config_map(
             namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"))

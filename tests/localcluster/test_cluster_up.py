@@ -8,19 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from node_fixtures import REPO_ROOT, Kube, container_pid, phase, pid_alive, pod, py
 
 from localcluster import LocalCluster
 from localcluster.cluster import INFO_FILE, terminate_pid
+from tests.localcluster.node_fixtures import REPO_ROOT, Kube, container_pid, phase, pid_alive, pod, py
 
 
-def wait_for(check: object, timeout: float = 60) -> None:
+def wait_for(check: Callable[[], object], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise AssertionError("timed out")

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_harness import kubectl_binaries
-from node_fixtures import Kube, cluster, is_ready, kube, pod, py
 
 from localcluster import LocalCluster
+from tests.localcluster.api_harness import kubectl_binaries
+from tests.localcluster.node_fixtures import Kube, cluster, is_ready, kube, pod, py
 
 __all__ = ["cluster", "kube"]
 
@@ -124,7 +124,7 @@ def test_eviction_honours_the_pod_disruption_budget(kube: Kube, apis: tuple[Any,
     policy.create_namespaced_pod_disruption_budget(kube.ns, pdb("web-pdb-2", "web", maxUnavailable=1))
     with pytest.raises(client.ApiException) as two:
         core.create_namespaced_pod_eviction(names[1], kube.ns, eviction(names[1]))
-    assert two.value.status == 500
+    assert two.value.status == 500 and two.value.body is not None
     assert json.loads(two.value.body)["message"] == (
         "Internal error occurred: This pod has more than one PodDisruptionBudget, "
         "which the eviction subresource does not support."
@@ -136,7 +136,7 @@ def test_eviction_honours_the_pod_disruption_budget(kube: Kube, apis: tuple[Any,
 
     with pytest.raises(client.ApiException) as mismatch:
         core.create_namespaced_pod_eviction(names[1], kube.ns, eviction(names[2]))
-    assert mismatch.value.status == 400
+    assert mismatch.value.status == 400 and mismatch.value.body is not None
     assert json.loads(mismatch.value.body)["message"] == "name in URL does not match name in Eviction object"
 
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_harness import kubectl_binaries
-from node_fixtures import Kube, cluster, cstatus, kube, pod, py
 
 from localcluster import LocalCluster
+from tests.localcluster.api_harness import kubectl_binaries
+from tests.localcluster.node_fixtures import Kube, cluster, cstatus, kube, pod, py
 
 __all__ = ["cluster", "kube"]
 

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 import pytest
-from node_fixtures import Kube, cluster, cstatus, kube, phase, pod, py
 
 from localcluster.node.__main__ import parse_args
 from localcluster.node.images import PullBackOff, PullRules, invalid_name_message, parse_reference
+from tests.localcluster.node_fixtures import Kube, cluster, cstatus, kube, phase, pod, py
 
 __all__ = ["cluster", "kube"]  # fixtures, used by name
 

@@ -6,10 +6,9 @@ import os
 import subprocess
 import urllib.request
 
-from node_fixtures import Kube, cluster, cstatus, kube, pod, py
-
 from localcluster import LocalCluster
 from localcluster.node.agent import DEFAULT_MIN_CPU
+from tests.localcluster.node_fixtures import Kube, cluster, cstatus, kube, pod, py
 
 __all__ = ["cluster", "kube"]
 

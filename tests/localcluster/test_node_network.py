@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from node_fixtures import Kube, cluster, cstatus, kube, phase, pod, py
 
 from localcluster.node.sandbox import Isolation, detect_isolation
+from tests.localcluster.node_fixtures import Kube, cluster, cstatus, kube, phase, pod, py
 
 __all__ = ["cluster", "kube"]
 

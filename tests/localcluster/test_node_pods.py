@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from node_fixtures import (
+from tests.localcluster.node_fixtures import (
     Kube,
     cluster,
     container_pid,
@@ -333,7 +334,7 @@ def test_termination_message_from_file_and_from_logs(kube: Kube, tmp_path: Path)
     """As the kubelet: the terminationMessagePath file is the message; with FallbackToLogsOnError
     a failed container that wrote none gets the end of its log; a success never does."""
     noisy = "import sys; [print(f'line {i}') for i in range(200)]; print('the cause'); sys.exit(2)"
-    containers = {
+    containers: dict[str, dict[str, Any]] = {
         "file": {
             "command": py("open('/out/term', 'w').write('wrote this'); raise SystemExit(1)"),
             "terminationMessagePath": "/out/term",

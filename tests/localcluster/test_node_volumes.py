@@ -10,9 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_fixtures import REPO_ROOT, Kube, cluster, cstatus, kube, out_volume, phase, pod, py
 
 from localcluster import LocalCluster
+from tests.localcluster.node_fixtures import (
+    REPO_ROOT,
+    Kube,
+    cluster,
+    cstatus,
+    kube,
+    out_volume,
+    phase,
+    pod,
+    py,
+)
 
 __all__ = ["cluster", "kube"]
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, config, watch
-from node_fixtures import PY, REPO_ROOT, Kube, container_pid, pid_alive
 
 from localcluster import LocalCluster
+from tests.localcluster.node_fixtures import PY, REPO_ROOT, Kube, container_pid, pid_alive
+from tests.support.kube_objects import meta_of, name_of, present
 
 JSON = dict[str, Any]
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
@@ -156,34 +157,42 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
     k8s.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     kube = Kube(three_nodes, ns)
     nodes = k8s.list_node().items
-    assert sorted(n.metadata.name for n in nodes) == ["gpu-a", "infra-b", "small-c"]
+    assert sorted(name_of(n) for n in nodes) == ["gpu-a", "infra-b", "small-c"]
     gpu_a = k8s.read_node("gpu-a")
+    assert gpu_a.status is not None and gpu_a.metadata is not None and gpu_a.metadata.labels is not None
+    assert gpu_a.status.capacity is not None and gpu_a.status.allocatable is not None
     assert gpu_a.status.capacity["nvidia.com/gpu"] == "1" and gpu_a.status.allocatable["cpu"] == "4"
     assert gpu_a.metadata.labels["zone"] == "a"
-    assert [(t.key, t.value, t.effect) for t in k8s.read_node("infra-b").spec.taints] == [
+    assert [(t.key, t.value, t.effect) for t in present(present(k8s.read_node("infra-b").spec).taints)] == [
         ("dedicated", "infra", "NoSchedule")
     ]
     for name, body, expected in TABLE:
-        k8s.create_namespaced_pod(ns, body)
+        k8s.create_namespaced_pod(ns, body)  # type: ignore[arg-type]  # a dict body goes as it is
         if not expected.startswith("0/"):
             pod = wait_for(
-                f"{name} bound", lambda n=name: (p := k8s.read_namespaced_pod(n, ns)).spec.node_name and p
+                f"{name} bound",
+                # mypy cannot infer a lambda with a default (n=name binds this iteration's name).
+                lambda n=name: present((p := k8s.read_namespaced_pod(n, ns)).spec).node_name and p,  # type: ignore[misc]
             )
             assert pod.spec.node_name == expected, name
             scheduled = wait_for(
-                f"{name} PodScheduled", lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled")
+                f"{name} PodScheduled",
+                # mypy cannot infer a lambda with a default (n=name binds this iteration's name).
+                lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled"),  # type: ignore[misc]
             )
             assert scheduled.status == "True"
             continue
         c = wait_for(
-            f"{name} unschedulable", lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled")
+            f"{name} unschedulable",
+            # mypy cannot infer a lambda with a default (n=name binds this iteration's name).
+            lambda n=name: cond(k8s.read_namespaced_pod(n, ns), "PodScheduled"),  # type: ignore[misc]
         )
         assert (c.status, c.reason, c.message) == ("False", "Unschedulable", expected), name
-        assert k8s.read_namespaced_pod(name, ns).spec.node_name is None
+        assert present(k8s.read_namespaced_pod(name, ns).spec).node_name is None
     events = k8s.list_namespaced_event(ns).items
-    assert {(e.reason, e.message, e.source.component) for e in events if e.involved_object.name == "gpu"} == {
-        ("Scheduled", f"Successfully assigned {ns}/gpu to gpu-a", "default-scheduler")
-    }
+    assert {
+        (e.reason, e.message, present(e.source).component) for e in events if e.involved_object.name == "gpu"
+    } == {("Scheduled", f"Successfully assigned {ns}/gpu to gpu-a", "default-scheduler")}
     failed = [e for e in events if e.involved_object.name == "too-big"]
     assert failed and all(e.type == "Warning" and e.reason == "FailedScheduling" for e in failed)
     # kubectl describe shows it as on a real cluster
@@ -193,7 +202,7 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
 
     # scheduling gates: not tried until the last gate goes
     gated = sleeper("gated", schedulingGates=[{"name": "example.dev/wait"}])
-    k8s.create_namespaced_pod(ns, gated)
+    k8s.create_namespaced_pod(ns, gated)  # type: ignore[arg-type]  # a dict body goes as it is
     c = wait_for("gated condition", lambda: cond(k8s.read_namespaced_pod("gated", ns), "PodScheduled"))
     assert (c.status, c.reason, c.message) == (
         "False",
@@ -202,12 +211,12 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
     )
     assert kube.kubectl("get", "pod", "gated").stdout.split()[7] == "SchedulingGated"
     k8s.patch_namespaced_pod("gated", ns, {"spec": {"schedulingGates": None}})
-    assert wait_for("gated bound", lambda: k8s.read_namespaced_pod("gated", ns).spec.node_name)
+    assert wait_for("gated bound", lambda: present(k8s.read_namespaced_pod("gated", ns).spec).node_name)
 
     # cordon: the node is skipped until uncordoned, and the waiting pod is retried then
     assert "node/small-c cordoned" in kube.kubectl("cordon", "small-c").stdout
     try:
-        k8s.create_namespaced_pod(ns, sleeper("cordoned", affinity=zone("In", "c")))
+        k8s.create_namespaced_pod(ns, sleeper("cordoned", affinity=zone("In", "c")))  # type: ignore[arg-type]  # a dict body goes as it is
         c = wait_for(
             "cordoned unschedulable", lambda: cond(k8s.read_namespaced_pod("cordoned", ns), "PodScheduled")
         )
@@ -219,15 +228,16 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
         assert "node/small-c uncordoned" in kube.kubectl("uncordon", "small-c").stdout
     assert (
         wait_for(
-            "cordoned bound after uncordon", lambda: k8s.read_namespaced_pod("cordoned", ns).spec.node_name
+            "cordoned bound after uncordon",
+            lambda: present(k8s.read_namespaced_pod("cordoned", ns).spec).node_name,
         )
         == "small-c"
     )
 
     # priority: an unknown class is refused; a higher one preempts the gpu pod of gpu-a
     with pytest.raises(client.ApiException) as err:
-        k8s.create_namespaced_pod(ns, sleeper("nope", priorityClassName="nope"))
-    assert err.value.status == 403
+        k8s.create_namespaced_pod(ns, sleeper("nope", priorityClassName="nope"))  # type: ignore[arg-type]  # a dict body goes as it is
+    assert err.value.status == 403 and err.value.body is not None
     assert (
         json.loads(err.value.body)["message"]
         == 'pods "nope" is forbidden: no PriorityClass with name nope was found'
@@ -239,13 +249,14 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
         victim = k8s.read_namespaced_pod("gpu", ns)
         victim_pid = container_pid(kube.wait_ready("gpu"), "main")
         k8s.create_namespaced_pod(
-            ns, sleeper("urgent", requests={"nvidia.com/gpu": "1"}, priorityClassName=pc)
+            ns,
+            sleeper("urgent", requests={"nvidia.com/gpu": "1"}, priorityClassName=pc),  # type: ignore[arg-type]  # a dict
         )
-        assert k8s.read_namespaced_pod("urgent", ns).spec.priority == 1000
+        assert present(k8s.read_namespaced_pod("urgent", ns).spec).priority == 1000
         # Watched from before the preemption, not polled: the victim (a sleeper that ends on
         # SIGTERM) can be gone between two polls, and with it the condition on it.
         disrupted = _first_condition_seen(
-            k8s, ns, "gpu", victim.metadata.resource_version, "DisruptionTarget"
+            k8s, ns, "gpu", present(meta_of(victim).resource_version), "DisruptionTarget"
         )
         assert disrupted is not None, "the victim never had a DisruptionTarget condition"
         assert (disrupted["status"], disrupted["reason"], disrupted["message"]) == (
@@ -255,16 +266,17 @@ def test_scheduling_table(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> N
         )
         preempted = [e for e in k8s.list_namespaced_event(ns).items if e.reason == "Preempted"]
         assert [e.message for e in preempted] == [
-            f"Preempted by pod {k8s.read_namespaced_pod('urgent', ns).metadata.uid} on node gpu-a"
+            f"Preempted by pod {meta_of(k8s.read_namespaced_pod('urgent', ns)).uid} on node gpu-a"
         ]
         assert (
-            wait_for("urgent bound", lambda: k8s.read_namespaced_pod("urgent", ns).spec.node_name) == "gpu-a"
+            wait_for("urgent bound", lambda: present(k8s.read_namespaced_pod("urgent", ns).spec).node_name)
+            == "gpu-a"
         )
         kube.wait_gone("gpu", timeout=30)
         assert not pid_alive(victim_pid)
-        assert victim.metadata.uid  # it was there, and is gone
+        assert meta_of(victim).uid  # it was there, and is gone
         # the lower-priority gpu-more still waits
-        assert k8s.read_namespaced_pod("gpu-more", ns).spec.node_name is None
+        assert present(k8s.read_namespaced_pod("gpu-more", ns).spec).node_name is None
     finally:
         sched.delete_priority_class(pc)
         k8s.delete_namespace(ns)
@@ -301,16 +313,20 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         wait_for(
             "a Lease per node",
             lambda: (
-                {x.metadata.name for x in leases.list_namespaced_lease("kube-node-lease").items}
+                {name_of(x) for x in leases.list_namespaced_lease("kube-node-lease").items}
                 >= set(c.node_names)
             ),
         )
         on = {"p1": "localnode-1", "p2": "localnode-2", "p3": "localnode-2", "p4": "localnode-2"}
         for name, node in on.items():
-            k8s.create_namespaced_pod("default", sleeper(name, nodeSelector={"kubernetes.io/hostname": node}))
+            k8s.create_namespaced_pod(
+                "default",
+                sleeper(name, nodeSelector={"kubernetes.io/hostname": node}),  # type: ignore[arg-type]  # a dict
+            )
         pids = {name: container_pid(kube.wait_ready(name), "main") for name in on}
         assert [
-            (t.key, t.toleration_seconds) for t in k8s.read_namespaced_pod("p1", "default").spec.tolerations
+            (t.key, t.toleration_seconds)
+            for t in present(present(k8s.read_namespaced_pod("p1", "default").spec).tolerations)
         ] == [
             ("node.kubernetes.io/not-ready", toleration),
             ("node.kubernetes.io/unreachable", toleration),
@@ -324,7 +340,7 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
             lambda: (x := cond(k8s.read_node("localnode-1"), "Ready")).status == "Unknown" and x,
         )
         assert (ready.reason, ready.message) == ("NodeStatusUnknown", "Kubelet stopped posting node status.")
-        taints = {(t.key, t.effect): t for t in k8s.read_node("localnode-1").spec.taints}
+        taints = {(t.key, t.effect): t for t in present(present(k8s.read_node("localnode-1").spec).taints)}
         assert set(taints) == {
             ("node.kubernetes.io/unreachable", "NoSchedule"),
             ("node.kubernetes.io/unreachable", "NoExecute"),
@@ -337,7 +353,7 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         # after its tolerationSeconds the taint manager deletes it, gracefully
         p1 = wait_for(
             "p1 deleted",
-            lambda: (p := k8s.read_namespaced_pod("p1", "default")).metadata.deletion_timestamp and p,
+            lambda: meta_of(p := k8s.read_namespaced_pod("p1", "default")).deletion_timestamp and p,
             timeout=toleration + 10,
         )
         target = cond(p1, "DisruptionTarget")
@@ -347,7 +363,7 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
             "Taint manager: deleting due to NoExecute taint",
         )
         time.sleep(2)  # nobody on the node to finish the deletion: it stays Terminating, its process runs
-        assert k8s.read_namespaced_pod("p1", "default").metadata.deletion_timestamp and pid_alive(pids["p1"])
+        assert meta_of(k8s.read_namespaced_pod("p1", "default")).deletion_timestamp and pid_alive(pids["p1"])
         assert "Terminating" in kube.kubectl("get", "pod", "p1").stdout
         # the node returns: it kills what was deleted while it was away, and is Ready again
         r = localcluster_cli("node", "start", "localnode-1", "--dir", str(c.directory))
@@ -359,7 +375,7 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
             lambda: (
                 (n := k8s.read_node("localnode-1"))
                 and cond(n, "Ready").status == "True"
-                and not n.spec.taints
+                and not present(n.spec).taints
             ),
         )
 
@@ -382,12 +398,14 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         )
         time.sleep(2)  # well past its 1 s grace period
         p4 = k8s.read_namespaced_pod("p4", "default")
+        assert p4.metadata is not None
         assert p4.metadata.deletion_timestamp and p4.metadata.deletion_grace_period_seconds == 1
         assert "Terminating" in kube.kubectl("get", "pod", "p4").stdout
         for name in ("p2", "p3"):
             wait_for(
                 f"{name} deleted",
-                lambda n=name: k8s.read_namespaced_pod(n, "default").metadata.deletion_timestamp,
+                # mypy cannot infer a lambda with a default (n=name binds this iteration's name).
+                lambda n=name: meta_of(k8s.read_namespaced_pod(n, "default")).deletion_timestamp,  # type: ignore[misc]
                 timeout=grace + toleration + 15,
             )
         # someone force-deletes one
@@ -395,8 +413,8 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
         assert out.returncode == 0 and 'pod "p2" force deleted' in out.stdout, out.stderr
         kube.wait_gone("p2", timeout=10)
         # the out-of-service taint makes the pod garbage collector force-delete the rest
-        assert k8s.read_namespaced_pod("p3", "default").metadata.deletion_timestamp
-        assert k8s.read_namespaced_pod("p4", "default").metadata.deletion_timestamp
+        assert meta_of(k8s.read_namespaced_pod("p3", "default")).deletion_timestamp
+        assert meta_of(k8s.read_namespaced_pod("p4", "default")).deletion_timestamp
         out = kube.kubectl(
             "taint", "node", "localnode-2", "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
         )
@@ -418,21 +436,22 @@ def test_lost_nodes_partition_crash_force_delete_and_out_of_service(tmp_path: Pa
 
 
 def test_binding_subresource_for_another_scheduler(three_nodes: LocalCluster, k8s: client.CoreV1Api) -> None:
-    k8s.create_namespaced_pod("default", sleeper("custom", schedulerName="my-scheduler"))
+    k8s.create_namespaced_pod("default", sleeper("custom", schedulerName="my-scheduler"))  # type: ignore[arg-type]  # a dict body goes as it is
     time.sleep(0.5)  # the default scheduler leaves it alone
     pod = k8s.read_namespaced_pod("custom", "default")
-    assert pod.spec.node_name is None and cond(pod, "PodScheduled") is None
+    assert present(pod.spec).node_name is None and cond(pod, "PodScheduled") is None
     binding = client.V1Binding(
         metadata=client.V1ObjectMeta(name="custom"),
         target=client.V1ObjectReference(kind="Node", name="small-c"),
     )
     resp = k8s.create_namespaced_pod_binding("custom", "default", binding, _preload_content=False)
-    assert resp.status == 201
+    # With _preload_content=False the client returns the raw HTTP response, not the V1Binding it is typed as.
+    assert resp.status == 201  # type: ignore[attr-defined]
     pod = k8s.read_namespaced_pod("custom", "default")
-    assert pod.spec.node_name == "small-c" and cond(pod, "PodScheduled").status == "True"
+    assert present(pod.spec).node_name == "small-c" and cond(pod, "PodScheduled").status == "True"
     with pytest.raises(client.ApiException) as err:
         k8s.create_namespaced_pod_binding("custom", "default", binding, _preload_content=False)
-    assert err.value.status == 409
+    assert err.value.status == 409 and err.value.body is not None
     assert json.loads(err.value.body)["message"] == (
         'Operation cannot be fulfilled on pods/binding "custom": '
         'pod custom is already assigned to node "small-c"'
@@ -479,7 +498,7 @@ def test_pods_on_different_nodes_resolve_each_other(three_nodes: LocalCluster, k
     try:
         k8s.create_namespaced_service(
             ns,
-            {
+            {  # type: ignore[arg-type]  # a dict body goes as it is
                 "metadata": {"name": "ranks"},
                 "spec": {"clusterIP": "None", "selector": {"app": "r"}, "publishNotReadyAddresses": True},
             },
@@ -487,7 +506,7 @@ def test_pods_on_different_nodes_resolve_each_other(three_nodes: LocalCluster, k
         for name, node_zone in (("r0", "a"), ("r1", "c")):
             body = sleeper(name, nodeSelector={"zone": node_zone}, hostname=name, subdomain="ranks")
             body["metadata"]["labels"] = {"app": "r"}
-            k8s.create_namespaced_pod(ns, body)
+            k8s.create_namespaced_pod(ns, body)  # type: ignore[arg-type]  # a dict body goes as it is
         r0, r1 = kube.wait_ready("r0"), kube.wait_ready("r1")
         assert (r0["spec"]["nodeName"], r1["spec"]["nodeName"]) == ("gpu-a", "small-c")
         hosts = three_nodes.node_state_dir / "pods" / r0["metadata"]["uid"] / "etc-hosts"

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-from node_fixtures import PY, REPO_ROOT
 
 from localcluster import LocalCluster
 from localcluster.cluster import ClusterError
+from tests.localcluster.node_fixtures import PY, REPO_ROOT
+from tests.support.kube_objects import name_of, present
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
@@ -92,24 +93,28 @@ def pod(name: str, duration: str | None) -> dict[str, Any]:
 
 
 def test_simulated_nodes_are_ready_nodes(core: client.CoreV1Api, cluster: LocalCluster) -> None:
-    nodes = {n.metadata.name: n for n in core.list_node().items}
+    nodes = {name_of(n): n for n in core.list_node().items}
     for name in ("sim-node-1", "sim-node-2"):
         node = nodes[name]
+        assert node.metadata is not None and node.metadata.labels is not None
+        assert node.status is not None and node.status.allocatable is not None
+        assert node.status.conditions is not None
         assert node.metadata.labels["type"] == "simulated"
         assert node.status.allocatable["cpu"] == "8" and node.status.allocatable["pods"] == "20"
         ready = next(c for c in node.status.conditions if c.type == "Ready")
         assert (ready.status, ready.reason) == ("True", "KubeletReady")
     time.sleep(3)  # longer than the node monitor grace: the Lease keeps them Ready
     node = core.read_node("sim-node-1")
+    assert node.status is not None and node.status.conditions is not None and node.spec is not None
     assert next(c for c in node.status.conditions if c.type == "Ready").status == "True"
     assert not node.spec.taints
 
 
 def test_pod_runs_and_succeeds_as_a_kubelet_reports(core: client.CoreV1Api) -> None:
-    core.create_namespaced_pod("default", pod("sim-a", "1.5s"))
+    core.create_namespaced_pod("default", pod("sim-a", "1.5s"))  # type: ignore[arg-type]  # a dict body goes as it is
     running = wait_for(
         "Running",
-        lambda: (p := core.read_namespaced_pod("sim-a", "default")).status.phase == "Running" and p,
+        lambda: present((p := core.read_namespaced_pod("sim-a", "default")).status).phase == "Running" and p,
     )
     status = running.status
     assert running.spec.node_name in ("sim-node-1", "sim-node-2")
@@ -132,7 +137,9 @@ def test_pod_runs_and_succeeds_as_a_kubelet_reports(core: client.CoreV1Api) -> N
     assert sidecar.state.running is not None and sidecar.ready
     done = wait_for(
         "Succeeded",
-        lambda: (p := core.read_namespaced_pod("sim-a", "default")).status.phase == "Succeeded" and p,
+        lambda: (
+            present((p := core.read_namespaced_pod("sim-a", "default")).status).phase == "Succeeded" and p
+        ),
         timeout=20,
     )
     (trainer,) = done.status.container_statuses
@@ -147,23 +154,24 @@ def test_pod_runs_and_succeeds_as_a_kubelet_reports(core: client.CoreV1Api) -> N
 
 
 def test_deleted_pod_goes_at_once_and_capacity_holds(core: client.CoreV1Api) -> None:
-    core.create_namespaced_pod("default", pod("sim-b", None))  # the node's 600 s
-    wait_for("Running", lambda: core.read_namespaced_pod("sim-b", "default").status.phase == "Running")
-    core.delete_namespaced_pod("sim-b", "default")  # graceful, 30 s: the simulated kubelet confirms it
+    # The node's 600 s.
+    core.create_namespaced_pod("default", pod("sim-b", None))  # type: ignore[arg-type]  # a dict body
     wait_for(
-        "gone", lambda: "sim-b" not in {p.metadata.name for p in core.list_namespaced_pod("default").items}
+        "Running", lambda: present(core.read_namespaced_pod("sim-b", "default").status).phase == "Running"
     )
+    core.delete_namespaced_pod("sim-b", "default")  # graceful, 30 s: the simulated kubelet confirms it
+    wait_for("gone", lambda: "sim-b" not in {name_of(p) for p in core.list_namespaced_pod("default").items})
     # 2 nodes x 8 cpu: the 17th one-cpu pod fits nowhere, with the scheduler's own message.
     for i in range(17):
-        core.create_namespaced_pod("default", pod(f"fill-{i}", None))
+        core.create_namespaced_pod("default", pod(f"fill-{i}", None))  # type: ignore[arg-type]  # a dict body
     message = wait_for(
         "FailedScheduling",
         lambda: next(
             (
                 c.message
                 for p in core.list_namespaced_pod("default").items
-                if p.status.phase == "Pending"
-                for c in p.status.conditions or []
+                if present(p.status).phase == "Pending"
+                for c in present(p.status).conditions or []
                 if c.type == "PodScheduled" and c.reason == "Unschedulable"
             ),
             None,

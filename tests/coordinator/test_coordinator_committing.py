@@ -15,7 +15,7 @@ from trainjob_operator.coordinator.committing import (
     checkpoint_status,
 )
 from trainjob_operator.coordinator.recovery import recover
-from worker_sdk._layout import CommittedCheckpoint
+from worker_sdk._layout import CommittedCheckpoint, ScoreOrder
 from worker_sdk.protocol import MANIFEST_NAME, CheckpointManifest
 from worker_sdk.storage import Storage, open_storage
 
@@ -121,8 +121,8 @@ class RecordingStorage:
             self.calls.append(("put", [key]))
             original_put(key, data)
 
-        storage.delete = delete  # type: ignore[method-assign]
-        storage.put_bytes = put_bytes  # type: ignore[method-assign]
+        storage.delete = delete  # type: ignore[method-assign]  # the failing storage under test
+        storage.put_bytes = put_bytes  # type: ignore[method-assign]  # as above
 
 
 def test_retention_deletes_the_manifest_first_then_the_files(storage: Storage) -> None:
@@ -163,7 +163,7 @@ def checkpoints_with_losses(storage: Storage, losses: list[float]) -> list[Commi
 )
 def test_retention_by_score(storage: Storage, order: str, kept: list[int]) -> None:
     checkpoints = checkpoints_with_losses(storage, [0.9, 0.2, 0.8, 0.3, 0.7, 0.1])
-    policy = RetentionPolicy(num_to_keep=3, score_attribute="loss", score_order=order)  # type: ignore[arg-type]
+    policy = RetentionPolicy(num_to_keep=3, score_attribute="loss", score_order=order)  # type: ignore[arg-type]  # the CLI's str
     retained = policy.retained(checkpoints)
     assert [c.iteration for c in retained] == kept
     committer = Committer(storage, NS, JOB, 0)
@@ -184,7 +184,7 @@ def test_retention_by_recency_keeps_exactly_num_to_keep(storage: Storage) -> Non
 
 def test_checkpoints_without_the_score_rank_last(storage: Storage) -> None:
     checkpoints = checkpoints_with_losses(storage, [0.5, 0.1, 0.3])
-    policy = RetentionPolicy(num_to_keep=1, score_attribute="accuracy", score_order="max")
+    policy = RetentionPolicy(num_to_keep=1, score_attribute="accuracy", score_order=ScoreOrder.MAX)
     assert [c.iteration for c in policy.retained(checkpoints)] == [3]  # no scores: newest wins
     assert policy.best(checkpoints) is None
 

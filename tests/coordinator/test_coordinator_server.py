@@ -22,12 +22,13 @@ from trainjob_operator.api.types import COORDINATOR_STATUS_FIELDS, TrainJobStatu
 from trainjob_operator.coordinator.committing import RetentionPolicy
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk._contract import CoordinatorState
+from worker_sdk._layout import ScoreOrder
 from worker_sdk.protocol import MANIFEST_NAME
 from worker_sdk.storage import open_storage
 
 
 async def test_two_ranks_commit_retain_and_settle(start_coordinator: StartCoordinator) -> None:
-    retention = RetentionPolicy(num_to_keep=2, score_attribute="loss", score_order="min")
+    retention = RetentionPolicy(num_to_keep=2, score_attribute="loss", score_order=ScoreOrder.MIN)
     harness = await start_coordinator(world_size=2, retention=retention)
     losses = {1: 0.9, 2: 0.5, 3: 0.7, 4: 0.6}
     for iteration, loss in losses.items():
@@ -235,7 +236,9 @@ async def test_storage_outage_keeps_accepting_reports_and_commits_when_back(
     assert "storage unavailable" in state["message"]
     assert state["iteration"] == 3 and state["pendingCommits"] == 1
     await asyncio.sleep(0.5)
-    assert harness.sink.status["storage"]["available"] is False
+    # A name of its own: mypy would carry this narrowing past the awaits to the check below.
+    during_outage = harness.sink.status["storage"]
+    assert during_outage["available"] is False
 
     boto3.client("s3", endpoint_url=seaweedfs.endpoint).create_bucket(Bucket=bucket)
     upload(storage, 3, {"model.pt": 2})

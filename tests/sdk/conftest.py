@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from network_support import StallingProxy
 
+from tests.sdk.network_support import StallingProxy
 from tests.support.processes import CONTRACT_VARIABLES
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk import session

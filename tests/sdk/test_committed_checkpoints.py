@@ -16,6 +16,7 @@ import worker_sdk as train
 from trainjob_operator.coordinator.committing import Committer, RetentionPolicy
 from trainjob_operator.coordinator.recovery import recover
 from trainjob_operator.job_storage import JobStorage
+from worker_sdk._layout import ScoreOrder
 from worker_sdk.protocol import CheckpointFile, CheckpointManifest, manifest_key
 from worker_sdk.storage import Storage, open_storage
 
@@ -74,7 +75,7 @@ def test_coordinator_and_cli_agree_on_the_best(storage: Storage) -> None:
     unranked = RetentionPolicy().best(checkpoints)
     assert unranked is None
     assert cli(storage).best(listed) is None
-    ranked = RetentionPolicy(score_attribute="loss", score_order="min").best(checkpoints)
+    ranked = RetentionPolicy(score_attribute="loss", score_order=ScoreOrder.MIN).best(checkpoints)
     assert ranked is not None and ranked.uri.endswith("/epoch-5")
     by_cli = cli(storage, {"checkpoints": {"scoreAttribute": "loss", "scoreOrder": "min"}}).best(listed)
     assert by_cli is not None and by_cli.uri == ranked.uri

@@ -10,11 +10,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import pytest
-from network_support import StallingProxy
 
 import worker_sdk as train
+from tests.sdk.network_support import StallingProxy
 from worker_sdk import session
 from worker_sdk.storage import Storage
 
@@ -30,7 +31,7 @@ def write_checkpoint(directory: Path, step: int) -> train.Checkpoint:
 
 @pytest.mark.parametrize("upload", ["sync", "async"])
 def test_a_given_up_directory_is_emptied_and_what_it_held_is_stored(
-    sdk_env: SetEnv, storage_uri: str, storage: Storage, tmp_path: Path, upload: str
+    sdk_env: SetEnv, storage_uri: str, storage: Storage, tmp_path: Path, upload: Literal["sync", "async"]
 ) -> None:
     sdk_env(TRAINJOB_STORAGE_URI=storage_uri, TRAINJOB_NAME="givenup")
     for step in (1, 2):
@@ -103,5 +104,5 @@ def test_delete_local_checkpoint_after_upload_must_be_a_bool(sdk_env: SetEnv, tm
     checkpoint = write_checkpoint(tmp_path / "c", 1)
     refused = "delete_local_checkpoint_after_upload must be True, False or None, got 'yes'"
     with pytest.raises(TypeError, match=refused):
-        train.report({"step": 1}, checkpoint=checkpoint, delete_local_checkpoint_after_upload="yes")  # type: ignore[arg-type]
+        train.report({"step": 1}, checkpoint=checkpoint, delete_local_checkpoint_after_upload="yes")  # type: ignore[arg-type]  # bad input on purpose
     assert (tmp_path / "c" / "model.pt").exists()  # refused before anything was touched

@@ -57,8 +57,15 @@ def test_the_lightning_callback_counts_the_epochs_a_fit_runs() -> None:
 
     from worker_sdk.integrations.lightning import total_epochs
 
-    def trainer(**limits: int) -> pl.Trainer:
-        return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, **limits)
+    def trainer(max_epochs: int | None = None, max_steps: int = -1) -> pl.Trainer:
+        """Trainer's own defaults for the limits not given."""
+        return pl.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+        )
 
     assert total_epochs(trainer(max_epochs=4)) == 4
     # Bounded by steps, before fit() knows an epoch's length: not known, nothing told.

@@ -34,7 +34,7 @@ def message_of(call: Callable[[], Any]) -> str:
 
 
 def test_metrics_must_be_a_dict() -> None:
-    assert message_of(lambda: train.report([0.5])) == (  # type: ignore[arg-type]
+    assert message_of(lambda: train.report([0.5])) == (  # type: ignore[arg-type]  # bad input on purpose
         "ProtocolError: metrics must be a dict of name -> number or string, got list"
     )
 
@@ -54,14 +54,14 @@ def test_a_nan_as_string_is_accepted() -> None:
 
 
 def test_metric_values_must_be_scalars() -> None:
-    assert message_of(lambda: train.report({"loss": [0.5]})) == (  # type: ignore[dict-item]
+    assert message_of(lambda: train.report({"loss": [0.5]})) == (  # type: ignore[dict-item]  # bad input on purpose
         "ProtocolError: metrics['loss'] has type list: only numbers, strings, booleans and None are "
         "allowed (convert tensors with .item())"
     )
 
 
 def test_metric_names_must_be_strings() -> None:
-    assert message_of(lambda: train.report({1: 0.5})) == (  # type: ignore[dict-item]
+    assert message_of(lambda: train.report({1: 0.5})) == (  # type: ignore[dict-item]  # bad input on purpose
         "ProtocolError: metrics: metric names must be non-empty strings, got 1"
     )
 
@@ -97,13 +97,13 @@ def test_a_symlink_inside_the_checkpoint_uploads_its_content(checkpoint_dir: Pat
 
 def test_upload_must_be_sync_or_async(checkpoint_dir: Path) -> None:
     checkpoint = train.Checkpoint.from_directory(checkpoint_dir)
-    assert message_of(lambda: train.report({"loss": 1.0}, checkpoint=checkpoint, upload="later")) == (  # type: ignore[arg-type]
+    assert message_of(lambda: train.report({"loss": 1.0}, checkpoint=checkpoint, upload="later")) == (  # type: ignore[arg-type]  # bad input on purpose
         "ValueError: upload must be 'sync' or 'async', got 'later'"
     )
 
 
 def test_checkpoint_must_be_a_checkpoint(checkpoint_dir: Path) -> None:
-    assert message_of(lambda: train.report({"loss": 1.0}, checkpoint=str(checkpoint_dir))) == (  # type: ignore[arg-type]
+    assert message_of(lambda: train.report({"loss": 1.0}, checkpoint=str(checkpoint_dir))) == (  # type: ignore[arg-type]  # bad input on purpose
         "TypeError: checkpoint must be a worker_sdk.Checkpoint (Checkpoint.from_directory(path)), got str"
     )
 

@@ -61,7 +61,7 @@ def test_one_process_on_cpu(sdk_env: Any) -> None:
 
 def test_unknown_parallel_strategy_is_refused(sdk_env: Any) -> None:
     with pytest.raises(ValueError, match="parallel_strategy must be 'ddp', 'fsdp' or None, not 'zero'"):
-        train_torch.prepare_model(nn.Linear(1, 1), parallel_strategy="zero")  # type: ignore[arg-type]
+        train_torch.prepare_model(nn.Linear(1, 1), parallel_strategy="zero")  # type: ignore[arg-type]  # bad input on purpose
 
 
 def test_enable_reproducibility_seeds_and_restricts(monkeypatch: pytest.MonkeyPatch) -> None:

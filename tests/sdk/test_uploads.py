@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from network_support import StallingProxy
 
 import worker_sdk as train
+from tests.sdk.network_support import StallingProxy
 from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk import session
 from worker_sdk.storage import Storage, open_storage

@@ -161,7 +161,7 @@ def main() -> None:
         for features, labels in loader:
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(ddp_model(features), labels)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
             losses.append(loss.item())
             if config["step_sleep"]:

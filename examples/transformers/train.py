@@ -45,7 +45,8 @@ class Sequences(Dataset[dict[str, torch.Tensor]]):
 
 
 def make_model() -> transformers.BertForSequenceClassification:
-    config = transformers.BertConfig(
+    # num_labels is a PreTrainedConfig keyword (through **kwargs) that BertConfig's annotations leave out.
+    config = transformers.BertConfig(  # type: ignore[call-arg]
         vocab_size=VOCABULARY, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=SEQUENCE, num_labels=2,
     )  # fmt: skip

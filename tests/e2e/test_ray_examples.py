@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 import torch
@@ -41,8 +42,28 @@ NOT_QUALIFYING = {
         "times itself with CUDA events: needs a GPU"
     ),
 }
+
+
 # Small enough for 2 cores; the example's own defaults otherwise.
-CONFIG = {"epochs": 2, "data_size": 200, "val_size": 40, "batch_size": 32, "lr": 1e-2, "hidden_size": 1}
+class _Config(TypedDict):
+    """The keys the examples' train_func reads from its config."""
+
+    epochs: int
+    data_size: int
+    val_size: int
+    batch_size: int
+    lr: float
+    hidden_size: int
+
+
+CONFIG: _Config = {
+    "epochs": 2,
+    "data_size": 200,
+    "val_size": 40,
+    "batch_size": 32,
+    "lr": 1e-2,
+    "hidden_size": 1,
+}
 
 
 def ray_examples() -> dict[str, str]:

@@ -36,7 +36,7 @@ def train_func(config: dict[str, Any]) -> None:
     for step in range(config["iterations"]):
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(features), targets)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 import worker_sdk as train
 from examples.digits import train as digits
+from worker_sdk.checkpoint import LocalFile
+from worker_sdk.protocol import ReportedCheckpoint
 from worker_sdk.session import Session
 
 HOOKED_DIGITS = (
@@ -37,8 +38,10 @@ def _kill_after_upload() -> None:
     victim = int(os.environ.get("TRAINJOB_TEST_KILL_RANK", "0"))
     upload = Session._upload
 
-    def upload_then_die(self: Session, files: Any, number: int, dir_name: str | None, mode: str) -> Any:
-        reported = upload(self, files, number, dir_name, mode)
+    def upload_then_die(
+        self: Session, files: list[LocalFile], number: int, custom_dir_name: str | None, mode: str
+    ) -> ReportedCheckpoint:
+        reported = upload(self, files, number, custom_dir_name, mode)
         iteration = self.resume_point().iteration + number
         rank = self.context.get_world_rank()
         if iteration == int(wanted) and rank == victim:
@@ -46,7 +49,7 @@ def _kill_after_upload() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return reported
 
-    Session._upload = upload_then_die  # type: ignore[method-assign]
+    Session._upload = upload_then_die  # type: ignore[method-assign]  # the hook wraps the class's method on purpose
 
 
 def _save_resumed_weights() -> None:

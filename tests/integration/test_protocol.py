@@ -238,10 +238,10 @@ def test_reports_whose_answer_was_lost_are_sent_again_and_recorded_once(job_runn
         coordinator.stop()
         storage = open_storage(runner.storage_uri)
         prefix = f"{runner.namespace}/{runner.job}/metrics/"
+        texts = [storage.get_bytes(stored.key) for stored in storage.list_objects(prefix)]
+        assert all(text is not None for text in texts)  # each listed object reads back
         lines = [
-            json.loads(line)
-            for stored in storage.list_objects(prefix)
-            for line in storage.get_bytes(stored.key).decode().splitlines()
+            json.loads(line) for text in texts if text is not None for line in text.decode().splitlines()
         ]
         assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
     finally:

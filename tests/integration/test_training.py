@@ -72,7 +72,7 @@ def test_ddp_job_commits_reports_and_keeps_num_to_keep(job_runner: Any, storage_
     assert sorted(c["iteration"] for c in status["checkpoints"]) == sorted(retained)
     assert status["latestCheckpoint"]["iteration"] == 4
     assert status["latestCheckpoint"]["uri"] == f"{storage_uri}/ml/{runner.job}/checkpoint_000004"
-    best = min(retained.values(), key=lambda manifest: float(manifest.metrics["val_loss"]))  # type: ignore[arg-type]
+    best = min(retained.values(), key=lambda manifest: float(manifest.metrics["val_loss"]))  # type: ignore[arg-type]  # a number here
     assert status["bestCheckpoint"]["iteration"] == best.iteration
     assert status["bestCheckpoint"]["metrics"] == best.metrics
     # Retention deleted the others' files too, not only their manifests.

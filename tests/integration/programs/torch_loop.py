@@ -34,8 +34,8 @@ def sampler_and_model(config: dict[str, Any]) -> None:
     for epoch in range(2):
         for name, loader in loaders.items():
             if train.get_context().get_world_size() > 1:
-                loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            seen = []
+                loader.sampler.set_epoch(epoch)
+            seen: list[int] = []
             for features, labels in loader:
                 assert features.device == train.torch.get_device()
                 assert torch.equal(labels, features * 10)  # the pairs stay together

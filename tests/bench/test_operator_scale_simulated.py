@@ -6,7 +6,8 @@ no coordinator reporting, the counts are there, and the plain client posted the 
 from __future__ import annotations
 
 import pytest
-from test_bench_smoke import run_scenario
+
+from tests.bench.test_bench_smoke import run_scenario
 
 
 @pytest.mark.slow

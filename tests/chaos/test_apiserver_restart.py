@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_support import BackgroundSampler, StatusSampler, digits_job
 
+from tests.chaos.chaos_support import BackgroundSampler, StatusSampler, digits_job
 from tests.support.kube import Cluster
 from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.api import constants

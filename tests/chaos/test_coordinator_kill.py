@@ -11,8 +11,8 @@ import signal
 import time
 
 import pytest
-from chaos_support import StatusSampler, check_committed_checkpoints, container_pid, digits_job
 
+from tests.chaos.chaos_support import StatusSampler, check_committed_checkpoints, container_pid, digits_job
 from tests.support.kube import Cluster
 from tests.support.processes import wait_for
 from worker_sdk.storage import join_key, open_storage

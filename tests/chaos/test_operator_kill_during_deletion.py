@@ -13,9 +13,9 @@ import urllib.error
 from typing import Any
 
 import pytest
-from chaos_support import container_pid
 
 from localcluster.cluster import pid_alive
+from tests.chaos.chaos_support import container_pid
 from tests.support.kube import KUBECTL, Cluster
 from tests.support.manifests import python, trainjob
 from tests.support.processes import wait_for

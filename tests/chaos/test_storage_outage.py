@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_support import BackgroundSampler, check_committed_checkpoints, digits_job, dump
 
+from tests.chaos.chaos_support import BackgroundSampler, check_committed_checkpoints, digits_job, dump
 from tests.support.kube import Cluster
 from tests.support.processes import REPO_ROOT, wait_for
 from trainjob_operator.local.stack import LocalStack

@@ -10,7 +10,8 @@ import signal
 import time
 
 import pytest
-from chaos_support import (
+
+from tests.chaos.chaos_support import (
     StatusSampler,
     check_committed_checkpoints,
     container_pid,
@@ -19,7 +20,6 @@ from chaos_support import (
     resumed_from,
     resumed_iteration,
 )
-
 from tests.support.kube import Cluster
 from tests.support.processes import wait_for
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob, digits_manifest
 
+from tests.cli.cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob, digits_manifest
 from trainjob_operator.local.stack import LocalStack
 
 

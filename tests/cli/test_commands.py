@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob, digits_manifest
 
+from tests.cli.cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob, digits_manifest
 from trainjob_operator.local.stack import read_stack_info
 from worker_sdk.torch import load_state
 

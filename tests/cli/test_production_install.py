@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.cli.cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob
 
 # A minute of pip on top of the CLI session fixtures; a loaded machine doubles it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

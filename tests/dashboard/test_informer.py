@@ -45,13 +45,16 @@ def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
 def test_the_informer_follows_creates_updates_and_deletes(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     namespace = f"inf-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}, "data": {"k": "0"}})
+    core.create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]  # a dict body goes as it is
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}, "data": {"k": "0"}})  # type: ignore[arg-type]  # as above
     informer = Informer("configmaps", functools.partial(core.list_namespaced_config_map, namespace))
     informer.start()
     try:
         until(informer.synced.is_set, "the first list")
-        names = lambda: sorted(o["metadata"]["name"] for o in informer.objects())  # noqa: E731
+
+        def names() -> list[str]:
+            return sorted(o["metadata"]["name"] for o in informer.objects())
+
         assert "before" in names() and informer.error is None
 
         async def changes() -> int:
@@ -60,7 +63,7 @@ def test_the_informer_follows_creates_updates_and_deletes(api: client.ApiClient)
                 await asyncio.to_thread(
                     core.create_namespaced_config_map,
                     namespace,
-                    {"metadata": {"name": "after"}, "data": {"k": "1"}},
+                    {"metadata": {"name": "after"}, "data": {"k": "1"}},  # type: ignore[arg-type]  # as above
                 )
                 await asyncio.wait_for(woken.wait(), 20)
                 return informer.version

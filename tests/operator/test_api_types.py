@@ -83,7 +83,7 @@ def test_round_trip_uses_camel_case_and_leaves_unset_fields_out() -> None:
 
 
 def test_snake_case_names_work_in_python_too() -> None:
-    spec = TrainJobSpec(template={}, storage={"uri": "s3://b"}, procs_per_worker=4)  # type: ignore[arg-type]
+    spec = TrainJobSpec(template={}, storage={"uri": "s3://b"}, procs_per_worker=4)  # type: ignore[arg-type]  # plain dicts, on purpose
     assert spec.to_wire()["procsPerWorker"] == 4
 
 

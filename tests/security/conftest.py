@@ -1,5 +1,5 @@
 """The security suite's shared stack (see `security_support`)."""
 
-from security_support import secure
+from tests.security.security_support import secure
 
 __all__ = ["secure"]

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from security_support import JOB_NAMESPACE, Secure, chart_values, wait_for
 
+from tests.security.security_support import JOB_NAMESPACE, Secure, chart_values, wait_for
 from tests.support.chart import NAMESPACE, by_kind, component, objects
 from tests.support.dashboard import serving_dashboard
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from security_support import JOB_NAMESPACE, S3_ACCESS_KEY, S3_SECRET_KEY, Secure, wait_for
 
+from tests.security.security_support import JOB_NAMESPACE, S3_ACCESS_KEY, S3_SECRET_KEY, Secure, wait_for
 from tests.support.chart import NAMESPACE, RELEASE, by_kind
 from tests.support.pod_security import assert_restricted
 from trainjob_operator.api import constants

@@ -240,7 +240,7 @@ def connect(args: argparse.Namespace) -> Kube:
         if kubeconfig is None and not os.environ.get("KUBECONFIG"):
             access = in_cluster_access(plain_http=bool(getattr(args, "api_plain_http", False)))
         if access is None:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            k8s_config.load_kube_config(
                 config_file=kubeconfig, client_configuration=configuration, persist_config=False
             )
             context_namespace = kubeconfig_namespace(kubeconfig)
@@ -296,7 +296,7 @@ def stack_info_for(kubeconfig: Path | None) -> dict[str, Any] | None:
 
 def kubeconfig_namespace(kubeconfig: str | None) -> str | None:
     with contextlib.suppress(ConfigException, OSError, KeyError, TypeError):
-        _, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        _, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
         namespace = (active or {}).get("context", {}).get("namespace")
         return str(namespace) if namespace else None
     return None

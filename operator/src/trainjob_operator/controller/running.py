@@ -74,11 +74,11 @@ def _login(settings: kopf.OperatorSettings, options: OperatorOptions) -> kopf.Co
 
 def _api_client(options: OperatorOptions) -> client.ApiClient:
     if options.kubeconfig:
-        return cast(client.ApiClient, config.new_client_from_config(config_file=options.kubeconfig))  # type: ignore[no-untyped-call]
+        return cast(client.ApiClient, config.new_client_from_config(config_file=options.kubeconfig))
     access = _in_cluster(options)
     if access is not None:
         return client.ApiClient(access.kubernetes_configuration())
-    config.load_kube_config()  # type: ignore[no-untyped-call]
+    config.load_kube_config()
     return client.ApiClient()
 
 

@@ -115,7 +115,7 @@ class Informer:
         return str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
     def _watch(self, version: str) -> str:
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        stream = watch.Watch().stream(
             self._lister,
             resource_version=version,
             timeout_seconds=WATCH_SECONDS,

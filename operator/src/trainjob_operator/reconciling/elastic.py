@@ -45,7 +45,7 @@ def pod_requests(template: Mapping[str, Any]) -> dict[str, Decimal]:
 
 def _quantity(text: Any) -> Decimal:
     """A Kubernetes quantity ("500m", "1Gi") as a number; raises ValueError when it is none."""
-    return Decimal(parse_quantity(text))  # type: ignore[no-untyped-call]
+    return Decimal(parse_quantity(text))
 
 
 def _requests_of(container: Any) -> dict[str, Decimal]:

@@ -23,6 +23,7 @@ from trainjob_operator.coordinator.server import create_app
 from trainjob_operator.coordinator.service import Coordinator, CoordinatorConfig
 from trainjob_operator.coordinator.sinks import open_status_sink
 from trainjob_operator.in_cluster import PLAIN_HTTP_FLAG, PLAIN_HTTP_HELP
+from worker_sdk._layout import ScoreOrder
 from worker_sdk.storage import StorageError, open_storage
 
 # Per storage operation; the coordinator retries failed commits itself, and a short budget lets
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         world_size=args.world_size,
         attempt=args.attempt,
-        retention=RetentionPolicy(args.num_to_keep, args.score_attribute, args.score_order),
+        retention=RetentionPolicy(args.num_to_keep, args.score_attribute, ScoreOrder(args.score_order)),
         status_interval=args.status_interval,
     )
     app = create_app(Coordinator(config, storage, sink), token)

@@ -3,17 +3,24 @@
 A committed checkpoint is read through its manifest only: ``as_directory``/``to_directory``
 download exactly the files the manifest lists, so files a dead attempt left in the same
 directory never leak into a resumed run.
+
+A third kind is *staged*: a directory the SDK itself is still writing in the background from
+state copied into memory (``worker_sdk.torch.StateStager``), which ``report`` takes over once
+written (:class:`StagedDirectory`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +45,15 @@ class Checkpoint:
         uri: str,
         manifest: CheckpointManifest | None,
         verified: Path | None = None,
+        staged: StagedDirectory | None = None,
     ) -> None:
         self._path = path
         self._uri = uri
         self._manifest = manifest
         # A stored checkpoint already downloaded and verified (get_checkpoint does that).
         self._verified = verified
+        # A directory the SDK is writing in the background (worker_sdk.torch.StateStager).
+        self._staged = staged
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str]) -> Checkpoint:
@@ -58,8 +68,15 @@ class Checkpoint:
 
     @property
     def path(self) -> Path | None:
-        """The local directory of a checkpoint made with :meth:`from_directory`; None for a stored one."""
+        """The local directory of a checkpoint made with :meth:`from_directory`; None for a stored
+        or a staged one."""
         return self._path
+
+    @property
+    def staged(self) -> StagedDirectory | None:
+        """The directory being written in the background, for a checkpoint made by
+        ``worker_sdk.torch.StateStager``; None for the others."""
+        return self._staged
 
     @property
     def manifest(self) -> CheckpointManifest | None:
@@ -89,6 +106,8 @@ class Checkpoint:
         target.mkdir(parents=True, exist_ok=True)
         if self._path is not None:
             shutil.copytree(self._path, target, dirs_exist_ok=True)
+        elif self._staged is not None:
+            shutil.copytree(self._staged.written_unreported(), target, dirs_exist_ok=True)
         elif self._verified is not None:
             shutil.copytree(self._verified, target, dirs_exist_ok=True)
         else:
@@ -98,6 +117,64 @@ class Checkpoint:
 
     def __repr__(self) -> str:
         return f"Checkpoint(uri={self._uri!r})"
+
+
+class StagedDirectory:
+    """A checkpoint directory the SDK writes in the background, from state already copied into
+    memory, so that the training loop does not wait for the serialisation.
+
+    It is the SDK's: ``report`` claims it (once; a second report of it is refused, as the first
+    one's upload removes it) and removes it once stored; one never reported is removed when it is
+    discarded (the stager stages the next state into the same buffers, or the checkpoint object is
+    garbage collected).
+    """
+
+    def __init__(self, directory: Path, written: Future[Path], what: str) -> None:
+        self.directory = directory
+        self._written = written
+        self._what = what
+        self._lock = threading.Lock()
+        self._state = "staged"  # then "reported" or "discarded", never back
+
+    def claim(self) -> Future[Path]:
+        """Take the directory over for a report: the future of its writing (the directory)."""
+        with self._lock:
+            self._check_usable()
+            self._state = "reported"
+        return self._written
+
+    def written_unreported(self) -> Path:
+        """The directory once written, for a copy of it: only before it is reported (its upload
+        removes it)."""
+        with self._lock:
+            self._check_usable()
+        return self._written.result()
+
+    def wait_written(self) -> None:
+        """Until the writing has ended (done or failed: whoever reports it hears how)."""
+        # A failure is raised to whoever reported it; a discarded directory is gone anyway.
+        with contextlib.suppress(Exception):
+            self._written.result()
+
+    def discard(self) -> None:
+        """Give up a directory never reported: removed once its writing ends."""
+        with self._lock:
+            if self._state != "staged":
+                return
+            self._state = "discarded"
+        self._written.add_done_callback(lambda _: shutil.rmtree(self.directory, ignore_errors=True))
+
+    def _check_usable(self) -> None:
+        if self._state == "reported":
+            raise ValueError(
+                f"{self._what} was already reported: a staged checkpoint is reported once (its upload "
+                "removes it); stage the state again for another report"
+            )
+        if self._state == "discarded":
+            raise ValueError(
+                f"{self._what} was replaced by a later stage() before it was reported: the stager's "
+                "buffers hold the newer state. Report each staged checkpoint before staging the next"
+            )
 
 
 def require_directory(path: Path) -> Path:

@@ -49,6 +49,7 @@ from worker_sdk._outbox import Outbox, OutboxFull
 from worker_sdk.checkpoint import (
     Checkpoint,
     LocalFile,
+    StagedDirectory,
     committed_checkpoint,
     empty_directory,
     list_checkpoint_files,
@@ -191,6 +192,9 @@ class Session:
                 self._reports = number = self._reports + 1
                 self._outbox.put(_Outgoing(number, checked, called_at, None, self._total_iterations))
             return
+        if checkpoint.staged is not None:
+            self._report_staged(checked, checkpoint.staged, checkpoint_dir_name, upload)
+            return
         files: list[LocalFile] | None = None
         if checkpoint is not None:
             if checkpoint.path is None:
@@ -219,6 +223,34 @@ class Session:
             # Under the lock: reports enter the outbox in the order of their numbers.
             self._outbox.put(
                 _Outgoing(number, checked, called_at, ready, self._total_iterations), urgent=ready is not None
+            )
+
+    def _report_staged(
+        self,
+        metrics: dict[str, int | float | str | bool | None],
+        staged: StagedDirectory,
+        custom_dir_name: str | None,
+        upload: str,
+    ) -> None:
+        """A checkpoint the SDK writes itself (``worker_sdk.torch.StateStager``): its directory
+        is claimed, uploaded once written (here, or in the background) and then removed."""
+        called_at = time.time()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("report() called after the trainjob session was closed (process exit)")
+            written = staged.claim()
+            number = self._reports + 1
+            ready: Future[ReportedCheckpoint]
+            if upload == "sync":
+                ready = Future()
+                ready.set_result(
+                    self._upload_staged(written, staged.directory, number, custom_dir_name, "sync")
+                )
+            else:
+                ready = self._upload_staged_in_background(written, staged.directory, number, custom_dir_name)
+            self._reports = number
+            self._outbox.put(
+                _Outgoing(number, metrics, called_at, ready, self._total_iterations), urgent=True
             )
 
     def set_total_iterations(self, total: int) -> None:
@@ -389,11 +421,7 @@ class Session:
             ),
         )
 
-    def _upload_in_background(
-        self, files: list[LocalFile], number: int, custom_dir_name: str | None, given_up: Path | None
-    ) -> Future[ReportedCheckpoint]:
-        """Stage the files (a copy; or, for a directory the caller gave up, the directory itself,
-        moved aside) and upload them in the background."""
+    def _take_upload_slot(self) -> None:
         if not self._upload_slots.acquire(blocking=False):
             log.warning(
                 "%d async checkpoint uploads are pending (TRAINJOB_UPLOAD_QUEUE): report() waits for one "
@@ -401,6 +429,13 @@ class Session:
                 self.env.settings.upload_queue,
             )
             self._upload_slots.acquire()
+
+    def _upload_in_background(
+        self, files: list[LocalFile], number: int, custom_dir_name: str | None, given_up: Path | None
+    ) -> Future[ReportedCheckpoint]:
+        """Stage the files (a copy; or, for a directory the caller gave up, the directory itself,
+        moved aside) and upload them in the background."""
+        self._take_upload_slot()
         try:
             if given_up is None:
                 staging, staged = snapshot_checkpoint(files, self.env.settings.staging_dir)
@@ -426,6 +461,45 @@ class Session:
                         number,
                         staging,
                     )
+                self._upload_slots.release()
+
+        return self._uploader.submit(upload)
+
+    def _upload_staged(
+        self, written: Future[Path], directory: Path, number: int, custom_dir_name: str | None, mode: str
+    ) -> ReportedCheckpoint:
+        """Upload a staged directory once written; removed once stored, kept (and said where)
+        when its upload fails."""
+        try:
+            written.result()
+        except Exception as exc:
+            raise CheckpointUploadError(
+                f"the staged checkpoint of report {number} could not be written to {directory}: {exc}. "
+                "Its report was not sent, so this checkpoint is never committed"
+            ) from exc
+        stored = False
+        try:
+            reported = self._upload(list_checkpoint_files(directory), number, custom_dir_name, mode)
+            stored = True
+            return reported
+        finally:
+            if stored:
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                log.error(
+                    "the checkpoint of report %d was not stored; its files are kept in %s", number, directory
+                )
+
+    def _upload_staged_in_background(
+        self, written: Future[Path], directory: Path, number: int, custom_dir_name: str | None
+    ) -> Future[ReportedCheckpoint]:
+        """Queue a staged directory's upload (the same slots as copied directories: back-pressure)."""
+        self._take_upload_slot()
+
+        def upload() -> ReportedCheckpoint:
+            try:
+                return self._upload_staged(written, directory, number, custom_dir_name, "async")
+            finally:
                 self._upload_slots.release()
 
         return self._uploader.submit(upload)

@@ -14,24 +14,39 @@ Where Ray asks its own runtime, these read the process group and the env contrac
 
 Also here, our own: ``save_state``/``load_state`` write and read model, optimizer and extra
 training state in one file of a checkpoint directory, unwrapping DDP so a checkpoint saved by a
-DDP job loads into a plain model and back.
+DDP job loads into a plain model and back; and :class:`StateStager`, which copies that state into
+reused CPU buffers in the caller and writes the file in the background, so that
+``report(checkpoint=stager.stage_state(...), upload="async")`` blocks the training loop for a
+memory copy instead of a ``torch.save`` (what ``torch.distributed.checkpoint.async_save`` does).
 """
 
 from __future__ import annotations
 
+import collections
 import collections.abc
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from worker_sdk._contract import ENV_STAGING_DIR
+from worker_sdk.checkpoint import Checkpoint, StagedDirectory
+from worker_sdk.protocol import MANIFEST_NAME
+from worker_sdk.storage import check_relative_key
 
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
 __all__ = [
+    "StateStager",
     "enable_reproducibility",
     "get_device",
     "get_devices",
@@ -89,6 +104,232 @@ def load_state(
         optimizer.load_state_dict(state["optimizer"])
     extra: dict[str, Any] = state.get("extra", {})
     return extra
+
+
+# Values a staged state holds as they are: immutable, so a later change to the training state
+# cannot reach them (torch.dtype and torch.device are added on first use; a torch.Size is a tuple).
+_PLAIN: tuple[type, ...] = (bool, int, float, complex, str, bytes, type(None))
+_Path = tuple[object, ...]
+
+
+def _describe(path: _Path) -> str:
+    return "state" + "".join(f"[{key!r}]" for key in path)
+
+
+class StateStager:
+    """Checkpoints of a training state that block the loop only for a memory copy.
+
+    ``stage(state)`` (or ``stage_state(model=..., optimizer=..., **extra)``, the layout of
+    :func:`save_state`) copies every tensor of the state into CPU buffers the stager keeps and
+    reuses, on the caller's thread, and returns a :class:`~worker_sdk.Checkpoint` at once; a
+    background thread of the stager then writes the copy with ``torch.save`` into a directory of
+    its own, which ``report(checkpoint=..., upload="async")`` uploads and removes once stored.
+    The training loop may change the model as soon as ``stage`` returns: what is stored is the
+    state at the call. ``torch.save`` into the page cache costs the loop the pickling and the
+    write; this costs it a ``copy_`` per tensor into memory already allocated (allocating and
+    faulting in fresh memory, as a clone would, costs about as much as the copy), as
+    ``torch.distributed.checkpoint.async_save`` does (measured in ``bench/dcp_peer.py``).
+
+    Buffers: one set, the size of the state (pinned when a tensor is on a GPU, unless
+    ``pin_memory=False``: pinning costs more than the copy, hence once), kept until :meth:`close`
+    and reallocated only for a tensor whose shape or dtype changed. So one staged checkpoint is
+    being written at a time: ``stage`` first waits for the previous one's file (usually long
+    written by the next checkpoint), and a staged checkpoint not reported by then is discarded.
+
+    The state: nested mappings, lists and tuples of dense tensors (any device; ``nn.Parameter``
+    too) and of immutable plain values (numbers, strings, bytes, None, ``torch.dtype``/``device``/
+    ``Size``); anything else (a DTensor, a sparse tensor, an object of your own) is refused with a
+    ``TypeError`` that names where it is, before anything is copied. Tensors that share memory
+    (tied weights) are copied each on their own.
+    """
+
+    def __init__(
+        self, *, pin_memory: bool | None = None, staging_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        if pin_memory not in (None, True, False):
+            raise TypeError(
+                f"pin_memory must be True, False or None (pin for GPU tensors), got {pin_memory!r}"
+            )
+        self._pin_memory = pin_memory
+        # Where the files are written before their upload: TRAINJOB_STAGING_DIR, as for the
+        # copies of async uploads, else the system's temporary directory.
+        self._staging_dir = (
+            os.fspath(staging_dir) if staging_dir is not None else os.environ.get(ENV_STAGING_DIR) or None
+        )
+        self._buffers: dict[_Path, torch.Tensor] = {}
+        self._pinned = False
+        self._previous: StagedDirectory | None = None
+        self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the buffers hold (the size of the state last staged)."""
+        return sum(buffer.numel() * buffer.element_size() for buffer in self._buffers.values())
+
+    def stage_state(
+        self,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        filename: str = STATE_FILE,
+        **extra: Any,
+    ) -> Checkpoint:
+        """What :func:`save_state` would write (``model``, unwrapped from DDP, ``optimizer`` and
+        ``extra`` values), staged; :func:`load_state` reads it back."""
+        state: dict[str, Any] = {"model": unwrap_model(model).state_dict(), "extra": extra}
+        if optimizer is not None:
+            state["optimizer"] = optimizer.state_dict()
+        return self.stage(state, filename=filename)
+
+    def stage(self, state: Mapping[Any, Any], *, filename: str = STATE_FILE) -> Checkpoint:
+        """Copy ``state``'s tensors into the buffers; a checkpoint whose ``filename`` (``torch.load``
+        reads it; ``weights_only=True`` too) is written in the background from the copy."""
+        import torch
+
+        if not isinstance(state, Mapping):
+            raise TypeError(f"stage() takes a state dict (a mapping), got {type(state).__name__}")
+        if not isinstance(filename, str) or "/" in filename or filename == MANIFEST_NAME:
+            raise ValueError(
+                f"filename must be a plain file name other than {MANIFEST_NAME}, got {filename!r}"
+            )
+        check_relative_key(filename)
+        tensors: list[tuple[_Path, torch.Tensor]] = []
+        self._collect(state, (), tensors)  # every refusal before anything is touched
+        pin = self._pin_memory if self._pin_memory is not None else any(t.is_cuda for _, t in tensors)
+        if pin and not torch.cuda.is_available():
+            raise RuntimeError("pin_memory=True needs CUDA, which this process does not have")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("stage() called after the stager was closed")
+            if self._previous is not None:
+                self._previous.wait_written()  # its file is written from the buffers
+                self._previous.discard()  # a no-op once reported
+            buffers = self._copy(tensors, pin)
+            staged_state = self._rebuild(state, (), buffers)
+            directory = Path(tempfile.mkdtemp(prefix="trainjob-staged-", dir=self._staging_dir))
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainjob-stage")
+            written = self._writer.submit(_write_state, staged_state, directory, filename)
+            staged = StagedDirectory(directory, written, f"the checkpoint staged in {directory}")
+            self._previous = staged
+        checkpoint = Checkpoint(path=None, uri=directory.as_uri(), manifest=None, staged=staged)
+        weakref.finalize(checkpoint, staged.discard)  # never reported: its directory goes too
+        return checkpoint
+
+    def close(self) -> None:
+        """Wait for the file being written and free the buffers; a staged checkpoint not reported
+        yet is discarded."""
+        with self._lock:
+            self._closed = True
+            if self._previous is not None:
+                self._previous.wait_written()
+                self._previous.discard()
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+            self._buffers = {}
+
+    def _collect(self, value: Any, path: _Path, tensors: list[tuple[_Path, torch.Tensor]]) -> None:
+        """Check ``value`` and list its tensors (with where they are)."""
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            if type(value) not in (torch.Tensor, torch.nn.Parameter):
+                raise TypeError(
+                    f"{_describe(path)} is a {type(value).__name__}: stage() copies plain dense tensors; "
+                    'save a sharded state with torch.distributed.checkpoint (README.md, "The worker SDK")'
+                )
+            if value.layout != torch.strided or value.device.type == "meta":
+                raise TypeError(
+                    f"{_describe(path)} is a {value.layout} tensor on {value.device}: stage() copies dense "
+                    "tensors that hold their values (torch.strided, not on the meta device)"
+                )
+            tensors.append((path, value))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                self._collect(item, (*path, key), tensors)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                self._collect(item, (*path, index), tensors)
+        elif not isinstance(value, _plain_types()):
+            raise TypeError(
+                f"{_describe(path)} is a {type(value).__name__}: stage() holds tensors and plain "
+                "values (numbers, strings, bytes, None, torch.dtype/device) in dicts, lists and tuples; "
+                "convert it to one of those (or save it with torch.save yourself)"
+            )
+
+    def _copy(self, tensors: list[tuple[_Path, torch.Tensor]], pin: bool) -> dict[_Path, torch.Tensor]:
+        """Each tensor copied into its buffer (reused when the shape and dtype are the same)."""
+        import torch
+
+        if pin != self._pinned:
+            self._buffers, self._pinned = {}, pin
+        kept, used = self._buffers, {}
+        devices = set()
+        with torch.no_grad():
+            for path, tensor in tensors:
+                buffer = kept.get(path)
+                if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+                    buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin)
+                from_gpu = pin and tensor.is_cuda
+                buffer.copy_(tensor, non_blocking=from_gpu)
+                if from_gpu:
+                    devices.add(tensor.device)
+                used[path] = buffer
+        for device in devices:  # the asynchronous copies are done before the file is written
+            torch.cuda.synchronize(device)
+        self._buffers = used  # buffers of tensors no longer in the state are freed
+        return used
+
+    def _rebuild(self, value: Any, path: _Path, buffers: dict[_Path, torch.Tensor]) -> Any:
+        """``value`` with its containers copied (the caller may change them) and tensors replaced
+        by their buffers."""
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return buffers[path]
+        if isinstance(value, Mapping):
+            rebuilt: Any = collections.OrderedDict() if isinstance(value, collections.OrderedDict) else {}
+            for key, item in value.items():
+                rebuilt[key] = self._rebuild(item, (*path, key), buffers)
+            metadata = getattr(value, "_metadata", None)  # a module state dict's versions
+            if metadata is not None:
+                rebuilt._metadata = _plain_copy(metadata)
+            return rebuilt
+        if isinstance(value, list | tuple):
+            items = [self._rebuild(item, (*path, index), buffers) for index, item in enumerate(value)]
+            if isinstance(value, list):
+                return items
+            if hasattr(value, "_fields"):  # a namedtuple keeps its type
+                return type(value)(*items)
+            return tuple(items) if type(value) is tuple else type(value)(items)
+        return value
+
+
+def _plain_types() -> tuple[type, ...]:
+    import torch
+
+    return (*_PLAIN, torch.dtype, torch.device)
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of nested dicts of plain values (a state dict's ``_metadata``)."""
+    if isinstance(value, dict):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    return value
+
+
+def _write_state(state: dict[str, Any], directory: Path, filename: str) -> Path:
+    """The stager's background work: the staged state into ``directory/filename``."""
+    import torch
+
+    try:
+        torch.save(state, directory / filename)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
 
 
 def _world() -> tuple[int, int]:

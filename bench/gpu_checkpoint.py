@@ -6,9 +6,10 @@ group over every GPU is not needed to time one rank's blocking).
 
 - sync: ``torch.save`` of the GPU state dict into a directory, then ``report(upload="sync")``;
   the loop is blocked for all of it.
-- async: the state dict is copied into pinned host memory (one device-to-host copy per tensor,
-  then one synchronize); a background thread saves that copy and reports it. The loop is blocked
-  only for the copy (and, if the previous checkpoint is still being written, for that).
+- async: ``worker_sdk.torch.StateStager.stage`` copies the state dict into reused pinned host
+  buffers (one device-to-host copy per tensor, then one synchronize) and writes it in the
+  background; ``report(upload="async")`` uploads it. The loop is blocked only for the copy (and,
+  if the previous checkpoint is still being written, for that).
 
     PYTHONPATH=worker_sdk/src python bench/gpu_checkpoint.py            # on a CUDA machine
     PYTHONPATH=worker_sdk/src python bench/gpu_checkpoint.py --device cpu --size-mib 16
@@ -28,23 +29,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-
-def pinned_snapshot(state: dict[str, Any], device: str, buffers: dict[str, Any]) -> dict[str, Any]:
-    """A host copy of ``state``'s tensors into ``buffers`` (allocated on first use and reused:
-    pinning a GiB of host memory costs far more than copying into it)."""
-    import torch
-
-    for key, tensor in state.items():
-        host = buffers.get(key)
-        if host is None:
-            host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=device == "cuda")
-            buffers[key] = host
-        host.copy_(tensor, non_blocking=device == "cuda")
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return buffers
 
 
 def main() -> None:
@@ -94,13 +78,21 @@ def main() -> None:
     step()
     sync_now()
     results: dict[str, list[float]] = {"sync": [], "async": []}
-    waited_for_previous: list[float] = []
-    buffers: dict[str, Any] = {}
-    pinned_snapshot(model.state_dict(), args.device, buffers)  # allocate the pinned buffers once
+    stager = train.torch.StateStager()
+    # Allocate (and pin) the buffers once, before the clock: a job stages many checkpoints.
+    train.report({"warm_up": 1}, checkpoint=stager.stage(model.state_dict()), upload="sync")
     to_stored: dict[str, list[float]] = {"sync": [], "async": []}
+    job = Path(storage) / train.get_context().get_namespace() / train.get_context().get_job_name()
+    watchers: list[threading.Thread] = []
+
+    def watch_stored(iteration: int, t0: float) -> None:
+        manifest = job / f"checkpoint_{iteration:06d}" / ".trainjob-checkpoint.json"
+        while not manifest.exists():
+            time.sleep(0.005)
+        to_stored["async"].append(time.perf_counter() - t0)
+
     started = time.perf_counter()
     for mode in ("sync", "async"):
-        background: threading.Thread | None = None
         for index in range(args.checkpoints):
             train_until = time.perf_counter() + args.seconds_between
             while time.perf_counter() < train_until:
@@ -114,22 +106,18 @@ def main() -> None:
                 results[mode].append(time.perf_counter() - t0)
                 to_stored[mode].append(time.perf_counter() - t0)
             else:
-                if background is not None:
-                    background.join()  # at most one checkpoint in flight: the buffers are reused
-                waited_for_previous.append(time.perf_counter() - t0)
-                snapshot = pinned_snapshot(model.state_dict(), args.device, buffers)
+                checkpoint = stager.stage(model.state_dict())
                 results[mode].append(time.perf_counter() - t0)
-
-                def write(snapshot: dict[str, Any] = snapshot, index: int = index, t0: float = t0) -> None:
-                    with tempfile.TemporaryDirectory(prefix="gpu-ckpt-") as tmp:
-                        torch.save(snapshot, Path(tmp) / "model.pt")
-                        train.report({"mode_async": index}, checkpoint=train.Checkpoint.from_directory(tmp))
-                    to_stored["async"].append(time.perf_counter() - t0)
-
-                background = threading.Thread(target=write)
-                background.start()
-        if background is not None:
-            background.join()
+                train.report({"mode_async": index}, checkpoint=checkpoint, upload="async")
+                # The warm-up and the sync checkpoints came first; standalone, a checkpoint is
+                # stored once its manifest is written.
+                iteration = 1 + args.checkpoints + index + 1
+                watcher = threading.Thread(target=watch_stored, args=(iteration, t0), daemon=True)
+                watcher.start()
+                watchers.append(watcher)
+    stager.close()
+    for watcher in watchers:
+        watcher.join()
     total_s = time.perf_counter() - started
 
     def ms(values: list[float]) -> dict[str, float]:
@@ -158,7 +146,6 @@ def main() -> None:
                     "async_blocked": ms(results["async"]),
                     "sync_to_stored": ms(to_stored["sync"]),
                     "async_to_stored": ms(to_stored["async"]),
-                    "async_waited_for_previous": ms(waited_for_previous),
                 },
                 "ratio": {"async_over_sync_blocked_p50": round(async_p50 / sync_p50, 4)},
                 "card": torch.cuda.get_device_name()

@@ -10,6 +10,9 @@ state dict (``shard_mib`` of float32 tensors under rank-specific keys), checkpoi
 - ``ours_async``: ``torch.save`` of the shard into a fresh directory, then
   ``report(upload="async", delete_local_checkpoint_after_upload=True)``; durable when the
   coordinator has committed it (the driver watches);
+- ``ours_staged``: ``worker_sdk.torch.StateStager.stage`` of the shard (a copy into reused CPU
+  buffers; ``torch.save`` runs in the background), then ``report(upload="async")``; durable when
+  committed;
 - ``dcp_then_report``: ``async_save`` into a directory of the rank's own, and ``report`` of that
   directory ``report_after`` steps later, on every rank at the same step (``future.result()`` first:
   usually done by then). The ranks' directories merge in storage into one DCP checkpoint (each
@@ -64,6 +67,7 @@ def main() -> None:
     state = make_state(rank, int(params["shard_mib"]))
     if mode != "dcp_async":
         train.get_checkpoint()  # the SDK's session, before the clock starts
+    stager = train.torch.StateStager() if mode == "ours_staged" else None
     root = Path(params["workroot"])
     began: list[float] = []
     blocked: list[float] = []
@@ -106,6 +110,12 @@ def main() -> None:
                 upload="async",
                 delete_local_checkpoint_after_upload=True,
             )
+        elif stager is not None:
+            train.report(
+                {"checkpoint": index},
+                checkpoint=stager.stage(state, filename=f"shard-{rank}.pt"),
+                upload="async",
+            )
         else:
             directory = (
                 root / f"dcp-{index}"
@@ -129,6 +139,8 @@ def main() -> None:
                 pending = (index, future, directory)
         blocked.append(time.perf_counter() - t)
     loop_s = time.perf_counter() - loop_started
+    if stager is not None:
+        stager.close()
     for future in futures:
         future.result()
     dist.barrier()

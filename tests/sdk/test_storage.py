@@ -109,7 +109,8 @@ def test_small_files_go_as_one_put_each_and_large_ones_in_parts(
     def record_call(params: dict[str, Any], model: Any, **_: Any) -> None:
         calls.append((model.name, params["Key"].rsplit("/", 1)[-1]))
 
-    storage.client.meta.events.register("before-parameter-build.s3", record_call)
+    for client in {storage.client, storage._data_client}:  # the data requests have a client of their own
+        client.meta.events.register("before-parameter-build.s3", record_call)
     storage.upload_files([(tmp_path / name, f"d/{name}") for name in sizes])
 
     assert sorted(c for c in calls if c[1] != "large.bin") == [
@@ -151,7 +152,7 @@ def test_a_large_file_in_more_parts_than_buffers_is_stored_whole_with_the_sha256
     def record_part(params: dict[str, Any], **_: Any) -> None:
         parts.append(len(params["Body"]))
 
-    storage.client.meta.events.register("before-parameter-build.s3.UploadPart", record_part)
+    storage._data_client.meta.events.register("before-parameter-build.s3.UploadPart", record_part)
     digest = storage.upload_files([(tmp_path / "shard.bin", "d/shard.bin")])
 
     assert digest == {"d/shard.bin": hashlib.sha256(data).hexdigest()}
@@ -172,10 +173,76 @@ def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
         if params["PartNumber"] == 2:
             raise StorageError("part 2 refused (injected)")
 
-    storage.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
+    storage._data_client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
     with pytest.raises(StorageError, match=r"part 2 refused \(injected\)"):
         storage.upload_file(tmp_path / "shard.bin", "d/shard.bin")
 
     assert storage.list_objects("d") == []
     pending = storage.client.list_multipart_uploads(Bucket=seaweedfs.bucket, Prefix="abort/")
     assert pending.get("Uploads", []) == []
+
+
+def test_data_bodies_go_unsigned_with_a_crc32_the_store_checks_and_the_rest_signed(
+    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    import base64
+    import hashlib
+    import os
+    import zlib
+
+    from botocore.exceptions import ClientError
+
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    storage = S3Storage(f"s3://{seaweedfs.bucket}/signing", multipart_threshold=5 * 1024 * 1024)
+    small, large = os.urandom(1000), os.urandom(6 * 1024 * 1024)
+    (tmp_path / "small.bin").write_bytes(small)
+    (tmp_path / "large.bin").write_bytes(large)
+    sent: list[tuple[str, str, bool]] = []  # operation, the body's hash as signed, CRC32 header sent
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        headers = {
+            name.lower(): value.decode() if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+        sent.append(
+            (
+                event_name.rsplit(".", 1)[-1],
+                headers["x-amz-content-sha256"],
+                "x-amz-checksum-crc32" in headers,
+            )
+        )
+
+    for client in {storage.client, storage._data_client}:
+        client.meta.events.register("before-send.s3", record)
+    digests = storage.upload_files(
+        [(tmp_path / "small.bin", "d/small.bin"), (tmp_path / "large.bin", "d/large.bin")]
+    )
+    storage.put_bytes("d/manifest.json", b"{}")
+
+    assert digests == {
+        "d/small.bin": hashlib.sha256(small).hexdigest(),
+        "d/large.bin": hashlib.sha256(large).hexdigest(),
+    }
+    assert storage.get_bytes("d/small.bin") == small and storage.get_bytes("d/large.bin") == large
+    manifest_hash = hashlib.sha256(b"{}").hexdigest()
+    data = [(op, signed, crc) for op, signed, crc in sent if op in ("PutObject", "UploadPart")]
+    assert sorted(data) == sorted(
+        [
+            ("PutObject", "UNSIGNED-PAYLOAD", True),  # the small file: not hashed once more to sign,
+            ("UploadPart", "UNSIGNED-PAYLOAD", True),  # each carrying a CRC32 the store verifies
+            ("UploadPart", "UNSIGNED-PAYLOAD", True),
+            ("PutObject", manifest_hash, True),  # the manifest: signed
+        ]
+    ), sent
+    starts_and_ends = [signed for op, signed, _ in sent if op.endswith("MultipartUpload")]
+    assert len(starts_and_ends) == 2 and "UNSIGNED-PAYLOAD" not in starts_and_ends
+
+    # What stands in for the signature in transit: a body that does not match its CRC32 is refused.
+    body = b"checkpoint bytes"
+    wrong = base64.b64encode((zlib.crc32(body) ^ 1).to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError, match="BadDigest"):
+        storage._data_client.put_object(
+            Bucket=seaweedfs.bucket, Key="signing/x", Body=body, ChecksumCRC32=wrong
+        )

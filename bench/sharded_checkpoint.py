@@ -163,6 +163,43 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return round(float(statistics.median(run[key] for run in runs)), 3)
 
 
+def emit_subset(
+    runs: dict[str, list[dict[str, Any]]], boto: dict[str, list[dict[str, Any]]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Some candidates only (``--only``): each SDK candidate's throughput against the best plain
+    boto3 on medians and round by round (each round's best boto3), and CPU per GiB."""
+    ours = {name: r for name, r in runs.items() if not name.startswith("boto3") and r}
+    best_name = max(boto, key=lambda name: median_of(boto[name], "mib_per_s"))
+    rounds = min(len(r) for r in runs.values())
+    best_per_round = [max(r[i]["mib_per_s"] for r in boto.values()) for i in range(rounds)]
+    ratios = {
+        name: {
+            "over_best_boto3_medians": round(
+                median_of(r, "mib_per_s") / median_of(boto[best_name], "mib_per_s"), 3
+            ),
+            "over_best_boto3_per_round": [
+                round(r[i]["mib_per_s"] / best_per_round[i], 3) for i in range(rounds)
+            ],
+            "cpu_s_per_gib": median_of(r, "cpu_s_per_gib"),
+        }
+        for name, r in ours.items()
+    }
+    return emit(
+        "sharded_checkpoint",
+        {
+            "ranks": args.ranks,
+            "shard_mib": args.shard_mib,
+            "rounds": args.rounds,
+            "only": args.only,
+            "storage": "seaweedfs (s3), fresh per candidate",
+        },
+        {"runs": ours},
+        {"best_boto3": best_name, "runs": boto},
+        ratios,
+        {"target": "aggregate >= 90% of the best plain boto3 (same parallelism)", "met": None},
+    )
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ranks", type=int, default=4)
@@ -172,6 +209,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--boto3",
         default="4x64,10x16",
         help="plain boto3 configs: max_concurrency x chunk MiB, per process",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated candidates to run (default: all); sdk_sync_signed, the SDK with its "
+        "data bodies signed too (before the last change), runs only when named",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds one candidate may take")
     parser.add_argument("--no-ray", action="store_true", help="accepted for `python -m bench --no-ray`")
@@ -190,6 +233,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "concurrency": concurrency,
             "chunk_mib": chunk,
         }
+    candidates["sdk_sync_signed"] = {"mode": "sdk_sync_signed"}
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(candidates))
+    if unknown:
+        parser.error(f"--only: no candidate(s) {', '.join(unknown)}; there are {', '.join(candidates)}")
+    candidates = {
+        name: params
+        for name, params in candidates.items()
+        if name in only or (not only and name != "sdk_sync_signed")
+    }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in candidates}
     failures: dict[str, list[dict[str, Any]]] = {}
     with workdir("sharded") as tmp:
@@ -211,6 +264,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 runs[name].append({**figures(result, total), "load_average": at_load})
                 log(f"sharded_checkpoint: {name}: {json.dumps(runs[name][-1])}")
     boto = {name: r for name, r in runs.items() if name.startswith("boto3") and r}
+    if only:
+        return [emit_subset(runs, boto, args)]
     best_name = max(boto, key=lambda name: median_of(boto[name], "mib_per_s"))
     best = median_of(boto[best_name], "mib_per_s")
     sync = runs["sdk_sync"]

@@ -1,6 +1,7 @@
 """One rank of the sharded-checkpoint scenario: ``python -m bench.workers.shard_rank PARAMS``.
 
-PARAMS (JSON): mode (``sdk_sync``, ``sdk_async_given_up``, ``sdk_async_copy`` or ``boto3``),
+PARAMS (JSON): mode (``sdk_sync``, ``sdk_sync_signed``, ``sdk_async_given_up``, ``sdk_async_copy``
+or ``boto3``),
 shards (one prewritten file per rank), start_at (wall time every rank starts at, so that the ranks
 upload together), workroot, and for ``boto3`` concurrency and chunk_mib.
 
@@ -104,18 +105,23 @@ def run_sdk(params: dict[str, Any], shard: Path, rank: int) -> dict[str, Any]:
     train.get_checkpoint()  # the session and its resume point, before the clock starts
     # The S3 client too (made on first use; importing boto3 takes seconds on a loaded machine):
     # a job pays that once, at its first checkpoint, and boto3's processes have it made already.
-    _ = session.current()._storage.client  # type: ignore[attr-defined]
+    storage = session.current()._storage
+    if mode == "sdk_sync_signed":
+        # The before of issue 16 goal 3's last change, in the same run: data bodies SHA-256-signed
+        # too (botocore's default over plain HTTP), a second pass over every byte.
+        storage.sign_data_payloads = True  # type: ignore[attr-defined]
+    _ = storage._data_client  # type: ignore[attr-defined]
     before = rss_mib("VmRSS")
     wait_until(float(params["start_at"]))
     began, cpu = time.time(), cpu_s()
     train.report(
         {"rank": rank},
         checkpoint=train.Checkpoint.from_directory(directory),
-        upload="sync" if mode == "sdk_sync" else "async",
+        upload="sync" if mode in ("sdk_sync", "sdk_sync_signed") else "async",
         delete_local_checkpoint_after_upload=mode == "sdk_async_given_up",
     )
     returned = time.time()
-    if mode != "sdk_sync":
+    if mode not in ("sdk_sync", "sdk_sync_signed"):
         wait_committed()  # the background upload is over: its memory is in VmHWM now
     return {
         "began": began,

@@ -246,3 +246,42 @@ def test_data_bodies_go_unsigned_with_a_crc32_the_store_checks_and_the_rest_sign
         storage._data_client.put_object(
             Bucket=seaweedfs.bucket, Key="signing/x", Body=body, ChecksumCRC32=wrong
         )
+
+
+def test_a_failed_upload_frees_its_part_buffers_before_anything_else_runs(
+    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The part buffers are the upload's memory bound: a failed attempt's must be gone when the
+    retry allocates its own, not left to the cyclic garbage collector (the failure's traceback
+    holds the frame that holds them)."""
+    import gc
+    import inspect
+
+    from trainjob_operator.local.seaweedfs import SeaweedFS
+
+    assert isinstance(seaweedfs, SeaweedFS)
+    storage = S3Storage(f"s3://{seaweedfs.bucket}/freed", multipart_threshold=5 * 1024 * 1024)
+    (tmp_path / "shard.bin").write_bytes(b"\x05" * (16 * 1024 * 1024))
+
+    def fail_part_two(params: dict[str, Any], **_: Any) -> None:
+        if params["PartNumber"] == 2:
+            raise StorageError("part 2 refused (injected)")
+
+    storage._data_client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
+    gc.collect()
+    gc.disable()
+    try:
+        try:
+            storage.upload_file(tmp_path / "shard.bin", "d/shard.bin")
+        except StorageError:
+            pass
+        else:
+            pytest.fail("the injected failure was not raised")
+        holding = [
+            frame
+            for frame in gc.get_objects()
+            if inspect.isframe(frame) and frame.f_code is S3Storage._send_parts.__code__
+        ]
+    finally:
+        gc.enable()
+    assert holding == []

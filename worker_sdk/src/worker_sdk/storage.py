@@ -523,7 +523,23 @@ class S3Storage(Storage):
                 _read_exactly(source, body, local_path)
                 digest.update(body)  # releases the GIL: the parts in flight go on meanwhile
                 futures.append(pool.submit(send, number, body))
-            parts = [future.result() for future in futures]
+            failure: BaseException | None = None
+            for future in futures:
+                failure = future.exception()  # waits; None when the part is stored
+                if failure is not None:
+                    break
+            parts = [future.result() for future in futures] if failure is None else []
+        if failure is not None:
+            # Raised so that no frame it passes through holds it: this frame's traceback entry
+            # would otherwise hold, through the failure (or a future holding it), the frame
+            # itself, a cycle that kept the part buffers (the memory bound) alive until the
+            # cyclic garbage collector ran, past a retry that allocates its own (bench/RESULTS.md,
+            # "Issue 16 goal 3").
+            futures.clear()
+            try:
+                raise failure
+            finally:
+                failure = future = None  # type: ignore[assignment]
         return digest.hexdigest(), parts
 
     def _put_bytes(self, key: str, data: bytes) -> None:

@@ -109,7 +109,7 @@ def test_dcp_peer() -> None:
         "-m", "bench.dcp_peer", "--ranks", "2", "--shard-mib", "2", "--rounds", "1", "--checkpoints", "2",
         "--steps-between", "4", "--report-after", "2", "--compute-ms", "5", timeout=400,
     )  # fmt: skip
-    for mode in ("ours_async", "dcp_then_report"):
+    for mode in ("ours_async", "ours_staged", "dcp_then_report"):
         assert line["ours"][mode]["blocked"]["n"] == 4 and line["ours"][mode]["durable"]["n"] == 2
     assert line["peer"]["dcp_async"]["durable"]["p50_ms"] > 0
     # The DCP checkpoint reported through report() is a whole one: dcp.load read every rank's tensor.

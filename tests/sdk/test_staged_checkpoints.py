@@ -10,7 +10,7 @@ import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ from worker_sdk.storage import Storage
 SetEnv = Callable[..., None]
 
 
-def trained_model() -> tuple[nn.Module, torch.optim.Optimizer]:
+def trained_model() -> tuple[nn.Sequential, torch.optim.Optimizer]:
     """A model with parameters, buffers (an int64 counter among them) and a version-carrying
     state dict (BatchNorm's), and an Adam optimizer with state, after one step."""
     torch.manual_seed(0)
@@ -66,7 +66,11 @@ def storage_env(sdk_env: SetEnv, s3_env: dict[str, str], seaweedfs: Any, tmp_pat
 
 @pytest.mark.parametrize("upload", ["sync", "async"])
 def test_a_staged_state_round_trips_exactly_and_later_changes_are_not_stored(
-    sdk_env: SetEnv, s3_env: dict[str, str], seaweedfs: Any, tmp_path: Path, upload: str
+    sdk_env: SetEnv,
+    s3_env: dict[str, str],
+    seaweedfs: Any,
+    tmp_path: Path,
+    upload: Literal["sync", "async"],
 ) -> None:
     staging = storage_env(sdk_env, s3_env, seaweedfs, tmp_path, "staged")
     model, optimizer = trained_model()
@@ -85,7 +89,9 @@ def test_a_staged_state_round_trips_exactly_and_later_changes_are_not_stored(
     with torch.no_grad():  # the loop goes on at once, in place
         for parameter in [*model.parameters(), big.weight]:
             parameter.add_(1.0)
-    model[1].running_mean.fill_(7.0)  # type: ignore[operator]
+    norm = model[1]
+    assert isinstance(norm, nn.BatchNorm1d) and norm.running_mean is not None
+    norm.running_mean.fill_(7.0)
     model(torch.randn(4, 8)).square().mean().backward()
     optimizer.step()
     history.append(99.0)
@@ -107,7 +113,8 @@ def test_a_staged_state_round_trips_exactly_and_later_changes_are_not_stored(
                 parameter.zero_()
         extra = train_torch.load_state(directory, model=restored, optimizer=restored_optimizer)
     assert_same_state(expected_model, saved["model"], "model")
-    assert saved["model"]._metadata == expected_model._metadata  # BatchNorm's version: kept
+    # BatchNorm's version, which load_state_dict reads: kept.
+    assert saved["model"]._metadata == expected_model._metadata  # type: ignore[attr-defined]
     assert_same_state(expected_model, restored.state_dict(), "loaded model")
     assert_same_state(expected_optimizer, saved["optimizer"], "optimizer")
     assert_same_state(expected_optimizer, restored_optimizer.state_dict(), "loaded optimizer")

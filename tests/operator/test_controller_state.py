@@ -1,6 +1,7 @@
 """The controller's in-memory bookkeeping: pods the operator created count as observed (Pending)
 until the watch shows them, until the operator deletes them, or until the expectation expires; the
-jobs-by-phase gauge follows each job's phase."""
+jobs-by-phase gauge follows each job's phase; a Node's event wakes exactly the jobs with a pod
+bound to it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from trainjob_operator.controller.expecting import PodExpectations
 from trainjob_operator.controller.metrics import PhaseGauge
+from trainjob_operator.controller.waking import JobsOnNodes
 
 
 def pod(name: str, phase: str = "Running") -> dict[str, Any]:
@@ -143,3 +145,32 @@ def test_a_written_annotation_expires() -> None:
     expectations.annotated("uid", "job-0-0", "trainjob.dev/last-commit-time", "2026-01-01T12:00:05.000Z")
     (watched,) = expectations.observed("uid", [annotated("job-0-0", None)])
     assert commit_time(watched) is None
+
+
+def test_jobs_on_a_node_follow_their_pods_binding_moves_and_deletions() -> None:
+    """What a scan of every job's pods for `spec.nodeName == node` would answer, after each
+    kind of pod event (the map replaced that scan; a wrong answer misses a lost node's jobs)."""
+    jobs = JobsOnNodes()
+    a, b = ("ns-a", "job-a"), ("ns-b", "job-b")
+    jobs.pod_event("ns-a", "job-a-0", a, None, gone=False)  # created, not bound yet
+    assert jobs.jobs_on("n1") == []
+    jobs.pod_event("ns-a", "job-a-0", a, "n1", gone=False)
+    jobs.pod_event("ns-a", "job-a-1", a, "n1", gone=False)
+    jobs.pod_event("ns-b", "job-b-0", b, "n1", gone=False)
+    jobs.pod_event("ns-b", "job-b-1", b, "n2", gone=False)
+    jobs.pod_event("ns-b", "job-b-1", b, "n2", gone=False)  # the same state again counts once
+    assert jobs.jobs_on("n1") == [a, b] and jobs.jobs_on("n2") == [b]
+    # One of job a's two pods on n1 goes: a still has one there.
+    jobs.pod_event("ns-a", "job-a-0", a, "n1", gone=True)
+    assert jobs.jobs_on("n1") == [a, b]
+    jobs.pod_event("ns-a", "job-a-1", a, "n1", gone=True)
+    assert jobs.jobs_on("n1") == [b]
+    # A pod of the same name in another namespace is another pod.
+    jobs.pod_event("ns-a", "job-b-0", a, "n2", gone=False)
+    assert jobs.jobs_on("n2") == [a, b] and jobs.jobs_on("n1") == [b]
+    # A recreated pod bound elsewhere moves its job.
+    jobs.pod_event("ns-b", "job-b-0", b, "n2", gone=False)
+    assert jobs.jobs_on("n1") == [] and jobs.jobs_on("n2") == [a, b]
+    for ns, name, job in (("ns-a", "job-b-0", a), ("ns-b", "job-b-0", b), ("ns-b", "job-b-1", b)):
+        jobs.pod_event(ns, name, job, "n2", gone=True)
+    assert jobs.jobs_on("n2") == [] and jobs.jobs_on("unknown") == []

@@ -44,10 +44,13 @@ def patch(
         patch = json.loads(raw or b"null")
     except ValueError as exc:
         raise bad_request(f"error decoding patch: {exc}") from exc
-    old = api.store.get(info.storage, ns, name)
+    # The stored object itself and a shallow view of it, not copies: every patch function copies
+    # what it is given before changing it, and `commit` only reads `old` (two deep copies of the
+    # object per patch were a fifth of the API server's time at 1000 jobs x 8 pods).
+    old = api.store.peek(info.storage, ns, name)
     if old is None:
         raise not_found(info.resource, info.group, name)
-    current = api.output(info, old)
+    current = api.view(info, old)
     if ctype == "application/json-patch+json":
         new = patching.json_patch(current, patch)
     elif ctype == "application/merge-patch+json":
@@ -100,7 +103,7 @@ def apply(
     config = api.to_storage(info, config)
     api.check_type(info, config)
     strategy = api.list_strategy(info)
-    old = api.store.get(info.storage, namespace, name)
+    old = api.store.peek(info.storage, namespace, name)  # read only, as in `patch`
     skip_status = info.has_status and subresource != "status"
     if old is None:
         if subresource:
@@ -116,8 +119,7 @@ def apply(
         )
         new["metadata"]["name"] = name
         return api.create(info, namespace, new, opts, managed=managed)
-    live = api.output(info, old)
-    live = api.to_storage(info, live)
+    live = api.to_storage(info, api.view(info, old))  # server_side_apply copies it to change it
     new, managed, conflicts = patching.server_side_apply(
         live,
         config,

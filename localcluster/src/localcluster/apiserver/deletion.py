@@ -50,7 +50,7 @@ class DeleteOptions:
 def delete(api: ObjectAPI, info: ResourceInfo, namespace: str, name: str, d: DeleteOptions) -> Obj:
     """Returns the object (still there, or as last seen) or a success Status."""
     ns = namespace if info.namespaced else ""
-    obj = api.store.get(info.storage, ns, name)
+    obj = api.store.peek(info.storage, ns, name)  # read only: the write below copies it
     if obj is None:
         raise not_found(info.resource, info.group, name)
     meta = obj["metadata"]

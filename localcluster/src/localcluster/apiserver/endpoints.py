@@ -18,6 +18,9 @@ Obj = dict[str, Any]
 MANAGER = "endpoint-controller"
 SLICE_MANAGER = "endpointslice-controller"
 SLICE_LABEL = "kubernetes.io/service-name"
+PODS = ("", "pods")
+SERVICES = ("", "services")
+ENDPOINTS = ("", "endpoints")
 
 
 def _ready(pod: Obj) -> bool:
@@ -70,25 +73,28 @@ class EndpointsController:
         slice_info = self.api.registry.get("discovery.k8s.io", "v1", "endpointslices")
         if ep_info is None or slice_info is None:
             return
-        pods_by_ns: dict[str, list[Obj]] = {}
-        for pod in self.store.objects.get(("", "pods"), {}).values():
-            ns = pod["metadata"].get("namespace", "")
-            if namespaces is None or ns in namespaces:
-                pods_by_ns.setdefault(ns, []).append(pod)
-        wanted: set[tuple[str, str]] = set()
-        for svc in list(self.store.objects.get(("", "services"), {}).values()):
-            if namespaces is not None and svc["metadata"]["namespace"] not in namespaces:
-                continue
+        if namespaces is None:
+            namespaces = {ns for ns, _ in self.store.objects.get(SERVICES, {})}
+            namespaces |= {ns for ns, _ in self.store.objects.get(ENDPOINTS, {})}
+        # One namespace's objects at a time, from the store's namespace index: a pass over a few
+        # changed namespaces does not walk every pod and Service of the cluster.
+        for ns in sorted(namespaces):
+            self._namespace(ep_info, slice_info, ns)
+
+    def _namespace(self, ep_info: Any, slice_info: Any, ns: str) -> None:
+        wanted: set[str] = set()
+        pods_here = self.store.namespace_objects(PODS, ns)
+        for _, svc in sorted(self.store.namespace_objects(SERVICES, ns).items()):
             spec = svc.get("spec") or {}
             selector = spec.get("selector")
             if not selector:
                 continue
-            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            wanted.add((ns, name))
+            name = svc["metadata"]["name"]
+            wanted.add(name)
             reqs = selector_from_label_selector({"matchLabels": selector}) or []
             pods = [
                 p
-                for p in pods_by_ns.get(ns, [])
+                for p in pods_here.values()
                 if labels_match(reqs, p["metadata"].get("labels"))
                 and (p.get("status") or {}).get("podIP")
                 and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
@@ -97,17 +103,14 @@ class EndpointsController:
             self._endpoints(ep_info, svc, pods)
             self._slice(slice_info, svc, pods)
         # Endpoints this controller made for Services that are gone (slices go by owner reference)
-        for ep in list(self.store.objects.get(("", "endpoints"), {}).values()):
-            key = (ep["metadata"].get("namespace", ""), ep["metadata"]["name"])
-            if namespaces is not None and key[0] not in namespaces:
-                continue
+        for name, ep in sorted(self.store.namespace_objects(ENDPOINTS, ns).items()):
             managers = {m.get("manager") for m in ep["metadata"].get("managedFields") or []}
-            if key not in wanted and managers == {MANAGER}:
+            if name not in wanted and managers == {MANAGER}:
                 with contextlib.suppress(APIError):
-                    delete(self.api, ep_info, key[0], key[1], DeleteOptions())
+                    delete(self.api, ep_info, ns, name, DeleteOptions())
 
     def _write(self, info: Any, ns: str, desired: Obj, manager: str) -> None:
-        current = self.store.get(info.storage, ns, desired["metadata"]["name"])
+        current = self.store.peek(info.storage, ns, desired["metadata"]["name"])  # copied to change
         opts = WriteOptions(field_manager=manager)
         with contextlib.suppress(APIError):
             if current is None:

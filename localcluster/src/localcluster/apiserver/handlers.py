@@ -252,7 +252,7 @@ class Handlers:
         if verb == "watch":
             return await watch_response(self.api, request, info, t.namespace, t.name, self.bookmark_interval)
         if verb == "get":
-            obj = self.api.output(info, self.api.get(info, ns, t.name or ""))
+            obj = self.api.view(info, self.api.peek(info, ns, t.name or ""))  # only serialized
             return render(request, info, obj)
         if verb == "list":
             return list_response(self.api, request, info, t.namespace)

@@ -127,7 +127,8 @@ def json_patch(original: Obj, patch: Any) -> Obj:
             400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
         )
     try:
-        result = jsonpatch.JsonPatch(patch).apply(copy.deepcopy(original))
+        # `apply` copies the document itself (in_place=False): one deep copy, not two.
+        result = jsonpatch.JsonPatch(patch).apply(original)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise APIError(
             422, "Invalid", f"the server rejected our request due to an error in our request: {exc}"

@@ -34,7 +34,7 @@ class Recorder:
         ).hexdigest()[:10]
         name = f"{meta['name']}.{digest}"
         now = now_rfc3339()
-        current = self.api.store.get(("", "events"), namespace, name)
+        current = self.api.store.peek(("", "events"), namespace, name)  # read; the write copies it
         with contextlib.suppress(APIError):
             if current is not None:
                 new = copy.deepcopy(current)
@@ -75,7 +75,7 @@ class Recorder:
         """Apply `change` to the current stored object and commit it; None when it is gone."""
         info = self.api.registry.for_storage(storage)
         meta = obj["metadata"]
-        current = self.api.store.get(storage, meta.get("namespace", ""), meta["name"])
+        current = self.api.store.peek(storage, meta.get("namespace", ""), meta["name"])  # copied below
         if info is None or current is None or current["metadata"].get("uid") != meta.get("uid"):
             return None
         new = copy.deepcopy(current)

@@ -568,18 +568,18 @@ class Scheduler:
 def bind_pod(api: ObjectAPI, namespace: str, name: str, node: str, *, uid: str | None = None) -> Obj:
     """What the `pods/binding` subresource does: set spec.nodeName and PodScheduled=True in one
     write (the only way nodeName may change; a pod's spec is otherwise immutable)."""
-    current = api.store.get(POD_STORAGE, namespace, name)
-    if current is None or (uid and current["metadata"].get("uid") != uid):
+    stored = api.store.peek(POD_STORAGE, namespace, name)
+    if stored is None or (uid and stored["metadata"].get("uid") != uid):
         raise APIError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
-    if (current.get("spec") or {}).get("nodeName"):
+    if (stored.get("spec") or {}).get("nodeName"):
         raise APIError(
             409,
             "Conflict",
             f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned '
-            f'to node "{current["spec"]["nodeName"]}"',
+            f'to node "{stored["spec"]["nodeName"]}"',
             {"name": name, "kind": "pods/binding"},
         )
-    if current["metadata"].get("deletionTimestamp"):
+    if stored["metadata"].get("deletionTimestamp"):
         raise APIError(
             409,
             "Conflict",
@@ -587,7 +587,17 @@ def bind_pod(api: ObjectAPI, namespace: str, name: str, node: str, *, uid: str |
             "cannot be assigned to a host",
             {"name": name, "kind": "pods/binding"},
         )
-    current.setdefault("spec", {})["nodeName"] = node
+    # New dicts where the binding changes the pod, its metadata included (`put` sets the
+    # resourceVersion there): the stored pod is never changed in place, and `put` stores a copy,
+    # so a deep copy of the whole pod before it was a second one per binding.
+    status = dict(stored.get("status") or {})
+    status["conditions"] = [dict(c) for c in status.get("conditions") or []]
+    current = {
+        **stored,
+        "metadata": dict(stored["metadata"]),
+        "spec": {**(stored.get("spec") or {}), "nodeName": node},
+        "status": status,
+    }
     set_condition(
         current,
         {

@@ -164,7 +164,7 @@ class SimulatedNodes:
     def _register(self, name: str) -> None:
         info = self.api.registry.for_storage(NODE_STORAGE)
         assert info is not None
-        current = self.store.get(NODE_STORAGE, "", name)
+        current = self.store.peek(NODE_STORAGE, "", name)  # copied to change
         if current is None:
             body = {
                 "apiVersion": "v1",
@@ -196,7 +196,7 @@ class SimulatedNodes:
         if info is None:
             return
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro()}
-        current = self.store.get(LEASE_STORAGE, NODE_LEASE_NAMESPACE, name)
+        current = self.store.peek(LEASE_STORAGE, NODE_LEASE_NAMESPACE, name)  # copied to change
         opts = WriteOptions(field_manager=COMPONENT)
         with contextlib.suppress(APIError):
             if current is None:
@@ -359,8 +359,9 @@ class SimulatedNodes:
     def _write_status(self, pod: Obj, status: Obj) -> Obj | None:
         info = self.api.registry.for_storage(POD_STORAGE)
         assert info is not None
-        new = copy.deepcopy(pod)
-        new["status"] = status
+        # A status write takes only the new status (and keeps the stored rest): no copy of the
+        # stored pod, whose metadata `commit` must not change, so it gets a dict of its own.
+        new = {**pod, "metadata": dict(pod["metadata"]), "status": status}
         try:
             return self.api.commit(info, pod, new, WriteOptions(field_manager=COMPONENT), COMPONENT, "status")
         except APIError as e:

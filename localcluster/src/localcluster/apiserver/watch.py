@@ -60,7 +60,7 @@ def list_response(
         ).decode()
         meta["remainingItemCount"] = len(items) - limit
         items = items[:limit]
-    out = [api.output(info, i) for i in items]
+    out = [api.view(info, i) for i in items]
     if wants_table(request):
         return json_response(to_table(info, out, q.get("includeObject", "Metadata"), meta))
     if wants_metadata(request):
@@ -119,7 +119,7 @@ async def watch_response(
         initial: list[tuple[str, Obj]] = []
         expired = False
         if rv_param in ("", "0") or send_initial:
-            for obj in api.store.select(info.storage, ns_filter):
+            for obj in api.store.scan(info.storage, ns_filter):
                 if matches(obj):
                     initial.append(("ADDED", obj))
         else:
@@ -185,7 +185,8 @@ async def watch_response(
             await send("ERROR", err.status())
             return resp
         for start in range(0, len(initial), _BURST):
-            # The initial objects are this watch's own copies: nothing to share.
+            # The initial objects are the stored ones (read, not copied), encoded for this watch
+            # alone: a replay's encodings would only push the live events' out of the cache.
             await send_all([line(kind, obj, shared=False) for kind, obj in initial[start : start + _BURST]])
         if send_initial and bookmarks:
             await send("BOOKMARK", _bookmark(info, initial_rv, initial_end=True))

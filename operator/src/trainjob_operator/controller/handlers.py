@@ -20,7 +20,7 @@ from trainjob_operator.api import constants
 from trainjob_operator.controller import metrics
 from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
 from trainjob_operator.controller.expecting import PodExpectations, StatusExpectation
-from trainjob_operator.controller.waking import JobKey, Wakers
+from trainjob_operator.controller.waking import JobKey, JobsOnNodes, Wakers
 from trainjob_operator.reconciling import (
     AnnotatePod,
     ChildKind,
@@ -59,6 +59,7 @@ class Controller:
     actions: KubernetesActions
     settings: OperatorSettings = field(default_factory=OperatorSettings)
     wakers: Wakers = field(default_factory=Wakers)
+    jobs_on_nodes: JobsOnNodes = field(default_factory=JobsOnNodes)
     # Job uid -> the children known to exist.
     known_children: dict[str, set[ChildKind]] = field(default_factory=dict)
     phases: metrics.PhaseGauge[JobKey] = field(default_factory=metrics.PhaseGauge)
@@ -83,12 +84,11 @@ async def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[
     return {name: dict(body)}
 
 
-async def wake_jobs_on_node_event(name: str, memo: Any, **kwargs: Any) -> None:
+async def wake_jobs_on_node_event(name: str, memo: Any, **_: Any) -> None:
     """A node changed (Ready, Unknown...): wake the jobs with a pod on it."""
-    pods: kopf.Index[JobKey, dict[str, Any]] = kwargs["pods_by_job"]
-    for key in list(pods):
-        if any((pod.get("spec") or {}).get("nodeName") == name for pod in pods.get(key, [])):
-            memo.controller.wakers.wake(key)
+    controller: Controller = memo.controller
+    for key in controller.jobs_on_nodes.jobs_on(name):
+        controller.wakers.wake(key)
 
 
 async def node_leases_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
@@ -117,8 +117,21 @@ def watch_nodes() -> None:
 
 
 @kopf.on.event("pods", labels=_WORKER_PODS, registry=registry)
-async def wake_on_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    memo.controller.wakers.wake((namespace or "", labels[constants.LABEL_NAME]))
+async def wake_on_pod_event(
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    spec: kopf.Spec,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """A pod changed: wake its job, and note the node it is bound to (`wake_jobs_on_node_event`)."""
+    controller: Controller = memo.controller
+    key = (namespace or "", labels[constants.LABEL_NAME])
+    node = spec.get("nodeName")
+    gone = kwargs.get("type") == "DELETED"  # kopf's event type (None while listing)
+    controller.jobs_on_nodes.pod_event(key[0], name or "", key, str(node) if node else None, gone)
+    controller.wakers.wake(key)
 
 
 @kopf.on.event(*_JOB_RESOURCE, registry=registry)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from trainjob_operator.local.seaweedfs import SeaweedFS
 from worker_sdk.storage import S3Storage, Storage, StorageError, StorageUnavailableError, open_storage
 
 
@@ -80,11 +81,8 @@ def test_unreachable_s3_ends_in_storage_unavailable_within_budget(monkeypatch: p
 
 
 def test_wrong_credentials_fail_at_once_with_the_reason(
-    seaweedfs: object, monkeypatch: pytest.MonkeyPatch
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     storage = open_storage(f"s3://{seaweedfs.bucket}/p", endpoint_url=seaweedfs.endpoint)
@@ -94,11 +92,8 @@ def test_wrong_credentials_fail_at_once_with_the_reason(
 
 
 def test_small_files_go_as_one_put_each_and_large_ones_in_parts(
-    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
     # 5 MiB is the smallest part S3 allows: a 6 MiB file is multipart, a 2 MiB one is not.
     storage = S3Storage(f"s3://{seaweedfs.bucket}/parts", multipart_threshold=5 * 1024 * 1024)
     sizes = {"tiny.json": 100, "medium.bin": 2 * 1024 * 1024, "large.bin": 6 * 1024 * 1024}
@@ -133,14 +128,11 @@ def test_a_missing_file_fails_the_upload_and_says_which(storage: Storage, tmp_pa
 
 
 def test_a_large_file_in_more_parts_than_buffers_is_stored_whole_with_the_sha256_of_its_bytes(
-    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
     import hashlib
     import os
 
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
     # 5 MiB parts, 2 in flight (3 buffers, reused): 5 parts, the last one shorter.
     storage = S3Storage(
         f"s3://{seaweedfs.bucket}/reuse", multipart_threshold=5 * 1024 * 1024, max_concurrency=2
@@ -160,13 +152,10 @@ def test_a_large_file_in_more_parts_than_buffers_is_stored_whole_with_the_sha256
     assert storage.get_bytes("d/shard.bin") == data
 
 
-def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
-    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
-) -> None:
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
-    storage = S3Storage(f"s3://{seaweedfs.bucket}/abort", multipart_threshold=5 * 1024 * 1024)
+def failing_at_part_two(seaweedfs: SeaweedFS, prefix: str, tmp_path: Path) -> S3Storage:
+    """A storage under `prefix` whose multipart upload fails at part 2 (injected before the
+    request is built), and a 16 MiB `shard.bin` in `tmp_path` to upload (in 5 MiB parts)."""
+    storage = S3Storage(f"s3://{seaweedfs.bucket}/{prefix}", multipart_threshold=5 * 1024 * 1024)
     (tmp_path / "shard.bin").write_bytes(b"\x07" * (16 * 1024 * 1024))
 
     def fail_part_two(params: dict[str, Any], **_: Any) -> None:
@@ -174,6 +163,13 @@ def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
             raise StorageError("part 2 refused (injected)")
 
     storage._data_client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
+    return storage
+
+
+def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    storage = failing_at_part_two(seaweedfs, "abort", tmp_path)
     with pytest.raises(StorageError, match=r"part 2 refused \(injected\)"):
         storage.upload_file(tmp_path / "shard.bin", "d/shard.bin")
 
@@ -183,7 +179,7 @@ def test_a_failed_part_aborts_the_upload_and_leaves_no_object(
 
 
 def test_data_bodies_go_unsigned_with_a_crc32_the_store_checks_and_the_rest_signed(
-    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
     import base64
     import hashlib
@@ -192,9 +188,6 @@ def test_data_bodies_go_unsigned_with_a_crc32_the_store_checks_and_the_rest_sign
 
     from botocore.exceptions import ClientError
 
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
     storage = S3Storage(f"s3://{seaweedfs.bucket}/signing", multipart_threshold=5 * 1024 * 1024)
     small, large = os.urandom(1000), os.urandom(6 * 1024 * 1024)
     (tmp_path / "small.bin").write_bytes(small)
@@ -249,7 +242,7 @@ def test_data_bodies_go_unsigned_with_a_crc32_the_store_checks_and_the_rest_sign
 
 
 def test_a_failed_upload_frees_its_part_buffers_before_anything_else_runs(
-    seaweedfs: object, s3_env: dict[str, str], tmp_path: Path
+    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The part buffers are the upload's memory bound: a failed attempt's must be gone when the
     retry allocates its own, not left to the cyclic garbage collector (the failure's traceback
@@ -257,17 +250,7 @@ def test_a_failed_upload_frees_its_part_buffers_before_anything_else_runs(
     import gc
     import types
 
-    from trainjob_operator.local.seaweedfs import SeaweedFS
-
-    assert isinstance(seaweedfs, SeaweedFS)
-    storage = S3Storage(f"s3://{seaweedfs.bucket}/freed", multipart_threshold=5 * 1024 * 1024)
-    (tmp_path / "shard.bin").write_bytes(b"\x05" * (16 * 1024 * 1024))
-
-    def fail_part_two(params: dict[str, Any], **_: Any) -> None:
-        if params["PartNumber"] == 2:
-            raise StorageError("part 2 refused (injected)")
-
-    storage._data_client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_two)
+    storage = failing_at_part_two(seaweedfs, "freed", tmp_path)
     gc.collect()
     gc.disable()
     try:

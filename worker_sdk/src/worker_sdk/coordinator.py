@@ -192,8 +192,12 @@ class CoordinatorLink:
     # -- coordinator restarts -----------------------------------------------------------------
     def _observe(self, body: dict[str, Any]) -> None:
         coordinator_id = body.get("coordinatorId")
-        if not isinstance(coordinator_id, str):
-            return
+        if isinstance(coordinator_id, str):
+            self._heard_from(coordinator_id)
+
+    def _heard_from(self, coordinator_id: str) -> None:
+        """The coordinator answering is `coordinator_id`; a new one gets what the last did not
+        commit."""
         previous, self._coordinator_id = self._coordinator_id, coordinator_id
         if previous is None or previous == coordinator_id:
             return
@@ -325,7 +329,7 @@ class CoordinatorLink:
             try:
                 return send()
             except _CoordinatorChanged as changed:
-                self._observe({"coordinatorId": changed.refusal.coordinator_id})
+                self._heard_from(changed.refusal.coordinator_id)
         raise CoordinatorError(
             f"the coordinator at {self.url} changed {_MAX_COORDINATOR_CHANGES} times during one request"
         )

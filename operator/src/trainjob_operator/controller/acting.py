@@ -34,8 +34,10 @@ WRITE_THREADS = 16
 READ_THREADS = 2
 
 _T = TypeVar("_T")
-# What `_patch_gates` answers when the gates were not the ones observed (a failed JSON patch test).
-_GATES_CHANGED = object()
+
+
+class _GatesChanged(Exception):
+    """A gate removal's JSON patch test failed: the pod's gates were not the ones observed."""
 
 
 class KubernetesActions:
@@ -63,15 +65,21 @@ class KubernetesActions:
 
     async def _write_unread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         """A write whose answer is not turned into the client's model (V1Pod, V1Secret...):
-        nothing reads it, and that deserialization costs more CPU than the request. The body is
-        read in the worker thread, which returns the connection to the pool."""
+        nothing reads it, and that deserialization costs more CPU than the request."""
+        return await self._raw(self._writes, call, *args, **kwargs)
+
+    async def _raw(
+        self, pool: ThreadPoolExecutor, call: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> bytes:
+        """The answer's body as bytes, read in the worker thread (which returns the connection
+        to the pool), without the client's deserialization."""
 
         def call_and_read() -> bytes:
             response = call(*args, _preload_content=False, **kwargs)
             return bytes(response.data)
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writes, call_and_read)
+        return await loop.run_in_executor(pool, call_and_read)
 
     async def _read(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -139,24 +147,28 @@ class KubernetesActions:
         Without the read, a pod watch lagging behind (1000 jobs x 8 pods on 2 cores: past the
         5 minutes the operator's expectations last) made every pass send the same removal again:
         123.7 gate removals per job instead of 8, which kept the watch behind."""
-        data = await self._patch_gates(namespace, name, gates)
-        if data is _GATES_CHANGED:
+        try:
+            data = await self._patch_gates(namespace, name, gates)
+        except _GatesChanged:
             current = await self._read_pod_gates(namespace, name)
             if current is None:
                 return None
             resource_version, gates_now = current
             if constants.GANG_SCHEDULING_GATE not in gates_now:
                 return resource_version
-            data = await self._patch_gates(namespace, name, gates_now)
-        if not isinstance(data, bytes):
+            try:
+                data = await self._patch_gates(namespace, name, gates_now)
+            except _GatesChanged:
+                return None
+        if data is None:
             return None
         try:
             return str(json.loads(data)["metadata"]["resourceVersion"])
         except (ValueError, KeyError, TypeError):
             return None
 
-    async def _patch_gates(self, namespace: str, name: str, gates: tuple[str, ...]) -> bytes | object | None:
-        """The patched pod as bytes; None when it is gone; `_GATES_CHANGED` on a failed test."""
+    async def _patch_gates(self, namespace: str, name: str, gates: tuple[str, ...]) -> bytes | None:
+        """The patched pod as bytes; None when it is gone; `_GatesChanged` on a failed test."""
         remaining = [{"name": gate} for gate in gates if gate != constants.GANG_SCHEDULING_GATE]
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/spec/schedulingGates", "value": [{"name": gate} for gate in gates]},
@@ -172,20 +184,14 @@ class KubernetesActions:
                 return None
             if error.status == 422:
                 logger.info("scheduling gates of pod %s/%s changed meanwhile; reading it", namespace, name)
-                return _GATES_CHANGED
+                raise _GatesChanged from None
             raise
 
     async def _read_pod_gates(self, namespace: str, name: str) -> tuple[str, tuple[str, ...]] | None:
         """The pod's resourceVersion and scheduling gates, or None when it is gone."""
 
-        read_pod: Callable[..., Any] = self.core.read_namespaced_pod  # raw: not turned into a V1Pod
-
-        def read() -> bytes:
-            return bytes(read_pod(name, namespace, _preload_content=False).data)
-
-        loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(self._reads, read)
+            data = await self._raw(self._reads, self.core.read_namespaced_pod, name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None

@@ -236,11 +236,10 @@ async def _apply(
         if isinstance(action, CreateObject):
             if action.kind == "Pod":
                 refusal = await controller.actions.create_pod(namespace, action.manifest)
-                refused = controller.refused_pods.setdefault(uid, {})
                 if refusal is not None:
-                    refused[action.name] = refusal
+                    controller.refused_pods.setdefault(uid, {})[action.name] = refusal
                     continue
-                refused.pop(action.name, None)
+                controller.refused_pods.get(uid, {}).pop(action.name, None)
             else:
                 await controller.actions.create(namespace, action.manifest)
             child = CHILD_KINDS.get(action.kind)

@@ -56,7 +56,7 @@ from .decision import (
     EventType,
     RemoveSchedulingGate,
 )
-from .observation import ChildKind, NodeReadiness, Observation, PodObservation, PodOutcome
+from .observation import ChildKind, CreateRefusal, NodeReadiness, Observation, PodObservation, PodOutcome
 from .policies import (
     Disruption,
     ExponentialBackoff,
@@ -453,11 +453,15 @@ class _Reconciliation:
                 self._update(message=f"waiting for {len(older)} pods of earlier attempts to terminate")
                 self._requeue_in(POLL_SECONDS)
                 return
-            if self._creation_refused(attempt, missing):
+            pod_names = {rank: names.pod_name(self.metadata.name, attempt, rank) for rank in missing}
+            refused = [
+                (r, self.observed.refused[n]) for r, n in pod_names.items() if n in self.observed.refused
+            ]
+            if refused and self._creation_refused(*refused[0]):
                 return
             for rank in missing:
                 self.actions.append(CreateObject(children.worker_pod(self.job, attempt, rank, self.settings)))
-            self._requeue_in(POLL_SECONDS)
+            self._requeue_in(REFUSED_CREATE_RETRY_SECONDS if refused else POLL_SECONDS)
             return
 
         # Every pod of the attempt exists: let the scheduler place the gang.
@@ -856,21 +860,27 @@ class _Reconciliation:
             # An elastic gang already at its smallest waits, as a fixed gang does.
             if remaining > 0:
                 self._requeue_in(remaining)
-        timeout = policy.pods_ready_timeout_seconds
+        self._pods_ready_deadline(pod.rank, pod.name, message)
+
+    def _pods_ready_deadline(self, rank: int, pod: str, message: str) -> bool:
+        """End the attempt as startupPolicy says once podsReadyTimeoutSeconds has passed since
+        it started (True), else look again then."""
+        timeout = self.spec_or_fail.startup_policy.pods_ready_timeout_seconds
         started = self.status.attempt_start_time
-        if timeout is not None and started is not None:
-            remaining = self._seconds_until(started + timedelta(seconds=timeout))
-            if remaining <= 0:
-                self._startup_timeout(
-                    pod.rank,
-                    pod.name,
-                    "PodsReadyTimeout",
-                    f"{message}; the gang was not running "
-                    f"{timeout}s after attempt {self.status.attempt or 0} started "
-                    "(startupPolicy.podsReadyTimeoutSeconds)",
-                )
-                return
+        if timeout is None or started is None:
+            return False
+        remaining = self._seconds_until(started + timedelta(seconds=timeout))
+        if remaining > 0:
             self._requeue_in(remaining)
+            return False
+        self._startup_timeout(
+            rank,
+            pod,
+            "PodsReadyTimeout",
+            f"{message}; the gang was not running {timeout}s after attempt {self.status.attempt or 0} "
+            "started (startupPolicy.podsReadyTimeoutSeconds)",
+        )
+        return True
 
     def _say_not_ready(self, reason: str, message: str, since: datetime) -> None:
         """Condition PodsReady False with why, status.reason and message, and an event when the
@@ -906,19 +916,11 @@ class _Reconciliation:
             message=message,
         )
 
-    def _creation_refused(self, attempt: int, missing: list[int]) -> bool:
-        """When the API server refused to create a missing pod of the attempt, say so (reason
-        FailedCreate with its answer, as the Job controller's event does) and try again less
-        often; fail the job when the refusal is permanent (422: the template is invalid), or when
-        podsReadyTimeoutSeconds runs out meanwhile. True when it decided this pass."""
-        refusals = [
-            (rank, refusal)
-            for rank in missing
-            if (refusal := self.observed.refused.get(names.pod_name(self.metadata.name, attempt, rank)))
-        ]
-        if not refusals:
-            return False
-        rank, refusal = refusals[0]
+    def _creation_refused(self, rank: int, refusal: CreateRefusal) -> bool:
+        """The API server refused to create a pod of the attempt: say so (reason FailedCreate
+        with its answer, as the Job controller's event does); fail the job when the refusal is
+        permanent (422: the template is invalid), or end the attempt when podsReadyTimeoutSeconds
+        runs out meanwhile. True when it ended either."""
         message = (
             f"pod {refusal.pod}: the API server refused to create it "
             f"({refusal.code} {refusal.reason}): {refusal.message}"
@@ -933,26 +935,7 @@ class _Reconciliation:
                 "job started, so the job fails without retrying (fix the template and create the job again)",
             )
             return True
-        timeout = self.spec_or_fail.startup_policy.pods_ready_timeout_seconds
-        started = self.status.attempt_start_time
-        if timeout is not None and started is not None:
-            remaining = self._seconds_until(started + timedelta(seconds=timeout))
-            if remaining <= 0:
-                self._startup_timeout(
-                    rank,
-                    refusal.pod,
-                    "PodsReadyTimeout",
-                    f"{message}; the gang was not running {timeout}s after attempt {attempt} started "
-                    "(startupPolicy.podsReadyTimeoutSeconds)",
-                )
-                return True
-            self._requeue_in(remaining)
-        for missing_rank in missing:
-            self.actions.append(
-                CreateObject(children.worker_pod(self.job, attempt, missing_rank, self.settings))
-            )
-        self._requeue_in(REFUSED_CREATE_RETRY_SECONDS)
-        return True
+        return self._pods_ready_deadline(rank, refusal.pod, message)
 
     def _startup_timeout(self, rank: int, pod: str, reason: str, message: str) -> None:
         if self.spec_or_fail.startup_policy.on_timeout is StartupTimeoutAction.FAIL:

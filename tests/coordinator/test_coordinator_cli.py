@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.coordinator import JOB, NS, PREFIX, TOKEN, history_lines, keys, report_body, upload
-from trainjob_operator.local.seaweedfs import free_port
+from trainjob_operator.local.ports import free_port
 from worker_sdk.protocol import MANIFEST_NAME
 from worker_sdk.storage import Storage, open_storage
 

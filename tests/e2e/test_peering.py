@@ -25,7 +25,7 @@ import yaml
 from tests.support.kube import KUBECTL, Cluster
 from tests.support.manifests import python, trainjob
 from tests.support.processes import REPO_ROOT, wait_for
-from trainjob_operator.local.seaweedfs import free_port
+from trainjob_operator.local.ports import free_port
 from trainjob_operator.local.stack import LocalStack
 
 PEERING = "trainjob-operator"

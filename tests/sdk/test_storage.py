@@ -67,7 +67,7 @@ def test_unsupported_scheme_is_refused() -> None:
 
 
 def test_unreachable_s3_ends_in_storage_unavailable_within_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainjob_operator.local.seaweedfs import free_port
+    from trainjob_operator.local.ports import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")

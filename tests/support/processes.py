@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trainjob_operator.local.seaweedfs import free_port
+from trainjob_operator.local.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # torchrun's variables: a child must not inherit them from whoever started the tests.

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from trainjob_operator.api import constants
 from trainjob_operator.api.crd import trainjob_crd
-from trainjob_operator.local.seaweedfs import SeaweedFS, free_port
+from trainjob_operator.local.ports import free_port
+from trainjob_operator.local.seaweedfs import SeaweedFS
 
 if TYPE_CHECKING:
     from localcluster import LocalCluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -163,3 +164,44 @@ def test_standalone_a_total_is_accepted_and_changes_nothing(tmp_path: Path) -> N
     from worker_sdk import session
 
     assert session.shutdown() == []
+
+
+def test_once_the_session_is_made_every_mistake_gets_the_same_message() -> None:
+    """The first report() makes the process's session; later calls without a checkpoint take a
+    shorter way (``Session.report_metrics``), with the same checks and messages."""
+    train.report({"loss": 1.0})
+    assert message_of(lambda: train.report([0.5])) == (  # type: ignore[arg-type]  # bad input on purpose
+        "ProtocolError: metrics must be a dict of name -> number or string, got list"
+    )
+    assert message_of(lambda: train.report({"loss": math.nan})) == (
+        "ProtocolError: metrics['loss'] is nan: NaN and infinities are not JSON; report a finite number, "
+        "or str(value) if you want to record it"
+    )
+    assert message_of(lambda: train.report({"loss": [0.5]})) == (  # type: ignore[dict-item]  # bad input on purpose
+        "ProtocolError: metrics['loss'] has type list: only numbers, strings, booleans and None are "
+        "allowed (convert tensors with .item())"
+    )
+    assert message_of(lambda: train.report({1: 0.5})) == (  # type: ignore[dict-item]  # bad input on purpose
+        "ProtocolError: metrics: metric names must be non-empty strings, got 1"
+    )
+    assert message_of(lambda: train.report({"": 0.5})) == (
+        "ProtocolError: metrics: metric names must be non-empty strings, got ''"
+    )
+    assert message_of(lambda: train.report({"loss": 1.0}, upload="later")) == (  # type: ignore[arg-type]  # bad input on purpose
+        "ValueError: upload must be 'sync' or 'async', got 'later'"
+    )
+
+
+class _Loss(float):
+    """A float subclass, as numpy's float64 is."""
+
+
+def test_any_mapping_and_float_subclasses_are_accepted_and_a_subclass_nan_is_not() -> None:
+    import numpy
+
+    train.report({"loss": 1.0})
+    train.report(MappingProxyType({"loss": _Loss(0.5), "lr": numpy.float64(0.1)}))
+    assert message_of(lambda: train.report({"loss": _Loss(math.inf)})) == (
+        "ProtocolError: metrics['loss'] is inf: NaN and infinities are not JSON; report a finite number, "
+        "or str(value) if you want to record it"
+    )

@@ -76,6 +76,17 @@ def report(
     directory aside instead of copying it, so ``report`` returns at once whatever its size. The
     default keeps the caller's files (Ray's default for async uploads is to delete them).
     """
+    session = _session.live
+    if (
+        session is not None
+        and checkpoint is None
+        and checkpoint_dir_name is None
+        and delete_local_checkpoint_after_upload is None
+        and (upload == "sync" or upload == "async")
+    ):
+        # The training loop's every-step call: one positional call, no lock (see report_metrics).
+        session.report_metrics(metrics)
+        return
     _session.current().report(
         metrics,
         checkpoint=checkpoint,

@@ -35,7 +35,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 MetricValue = int | float | str | bool | None
-_PLAIN = frozenset({int, str, bool, type(None)})
+# Metric value types that are valid whatever their value (a float also needs to be finite).
+PLAIN_METRIC_TYPES = frozenset({int, str, bool, type(None)})
 
 
 class ProtocolError(ValueError):
@@ -81,7 +82,11 @@ def check_metrics(metrics: object, *, where: str = "metrics") -> dict[str, Metri
     for name, value in metrics.items():
         # The usual case first, cheaply: report() runs this in the training loop.
         kind = type(value)
-        if type(name) is str and name and (kind in _PLAIN or (kind is float and math.isfinite(value))):
+        if (
+            type(name) is str
+            and name
+            and (kind in PLAIN_METRIC_TYPES or (kind is float and math.isfinite(value)))
+        ):
             continue
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"{where}: metric names must be non-empty strings, got {name!r}")

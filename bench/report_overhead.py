@@ -2,6 +2,11 @@
 against Ray Train v1 (``RAY_TRAIN_V2_ENABLED=0``) and v2 in the same run. The load average at the
 start and the end is in the line: on a shared machine it decides the tail more than the code.
 
+``floor`` is the machine's share, measured in the same rank processes right after our loop: the
+same compute, then a bare copy-and-append in report's place (``bench.workers.report_loop``). Code
+run after 5 ms of compute finds its caches cold (other processes ran on the core meanwhile), so
+our p50 moves from run to run with the floor; ``ours_p50_over_floor`` is the part that is ours.
+
     python -m bench.report_overhead [--steps N] [--ray-steps N] [--ray-v2-steps N] [--no-ray]
 """
 
@@ -22,14 +27,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ray-steps", type=int, default=300, help="reports per worker (Ray v1)")
     parser.add_argument("--ray-v2-steps", type=int, default=10, help="reports per worker (Ray v2: ~2 s each)")
     parser.add_argument("--compute-ms", type=float, default=5.0, help="CPU work between reports")
+    parser.add_argument(
+        "--floor-steps", type=int, default=250, help="per worker, after the report loop: the machine's floor"
+    )
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
     base = {"compute_ms": args.compute_ms, "workers": args.workers}
     load_at_start = os.getloadavg()[0]
     log(f"report_overhead: ours, {args.workers} ranks x {args.steps} reports")
-    ours = summary_ms(all_of(run_ours({**base, "steps": args.steps}, world_size=args.workers), "plain_s"))
+    params = {**base, "steps": args.steps, "floor_steps": args.floor_steps}
+    ours_run = run_ours(params, world_size=args.workers)
+    ours = summary_ms(all_of(ours_run, "plain_s"))
+    floor = summary_ms(all_of(ours_run, "floor_s")) if args.floor_steps else None
     peer: dict[str, Any] | None = None
     ratios: dict[str, Any] = {}
+    if floor is not None:
+        ratios["ours_p50_over_floor"] = ratio(ours["p50_ms"], floor["p50_ms"])
     if not args.no_ray and with_ray():
         log(f"report_overhead: Ray Train v1, {args.ray_steps} reports")
         v1 = run_ray({**base, "steps": args.ray_steps}, v2=False)
@@ -51,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {**base, "steps": args.steps, "ray_v1_steps": args.ray_steps, "ray_v2_steps": args.ray_v2_steps},
         {
             **ours,
+            "floor": floor,
             "load_average_at_start": round(load_at_start, 2),
             "load_average_at_end": round(os.getloadavg()[0], 2),
         },

@@ -1,10 +1,12 @@
 """A rank's training loop that times ``worker_sdk.report``: ``python -m bench.workers.report_loop PARAMS``.
 
 PARAMS (JSON): steps, compute_ms (work between reports), checkpoint_every (0: never),
-checkpoint_mib (the whole checkpoint; each rank writes its shard), upload ("sync"/"async").
+checkpoint_mib (the whole checkpoint; each rank writes its shard), upload ("sync"/"async"),
+floor_steps (0: none).
 Prints one JSON line: the blocking time of every
 report without a checkpoint, of every report with one, and the wall time of each checkpoint
-report (to match against commit times).
+report (to match against commit times); with floor_steps, also the machine's floor: after the
+report loop, the same loop times ``floor_call`` in report's place.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +28,20 @@ def busy(ms: float) -> None:
     x = 0
     while time.perf_counter() < end:
         x += 1
+
+
+_floor_lock = threading.Lock()
+_floor_sink: list[tuple[int, dict[str, float | int], float]] = []
+
+
+def floor_call(metrics: dict[str, float | int]) -> None:
+    """The least any report() must do in the loop's thread: copy the metrics and append them,
+    with a timestamp, under a lock. Timed after the same compute as report(), it is what the
+    machine charges for touching that little code and data after a training step (cold caches,
+    other processes on the core): the floor under our p50 in the same run."""
+    copied = metrics.copy()
+    with _floor_lock:
+        _floor_sink.append((len(_floor_sink), copied, time.time()))
 
 
 def main() -> None:
@@ -78,11 +95,19 @@ def main() -> None:
             train.report(metrics)
             plain.append(time.perf_counter() - t0)
     loop_seconds = time.perf_counter() - started
+    floor: list[float] = []
+    for step in range(1, int(params.get("floor_steps", 0)) + 1):
+        busy(compute_ms)
+        metrics = {"loss": 1.0 / step, "step": step, "rank": rank}
+        t0 = time.perf_counter()
+        floor_call(metrics)
+        floor.append(time.perf_counter() - t0)
     print(
         json.dumps(
             {
                 "rank": rank,
                 "plain_s": plain,
+                "floor_s": floor,
                 "checkpoint_s": with_checkpoint,
                 "checkpoint_wall": checkpoint_times,
                 "loop_s": loop_seconds,

@@ -65,8 +65,13 @@ def numbers(value: object) -> list[float]:
 
 
 def test_report_overhead() -> None:
-    (line,) = run_scenario("-m", "bench.report_overhead", "--steps", "20", "--compute-ms", "1", "--no-ray")
+    (line,) = run_scenario(
+        "-m", "bench.report_overhead", "--steps", "20", "--floor-steps", "10", "--compute-ms", "1", "--no-ray"
+    )  # fmt: skip
     assert line["ours"]["n"] == 40 and line["ours"]["p50_ms"] > 0 and line["ours"]["p99_ms"] > 0
+    floor = line["ours"]["floor"]
+    assert floor["n"] == 20 and floor["p50_ms"] > 0
+    assert line["ratio"]["ours_p50_over_floor"] == round(line["ours"]["p50_ms"] / floor["p50_ms"], 2)
 
 
 def test_checkpoint_report() -> None:

@@ -11,8 +11,10 @@ report loop, the same loop times ``floor_call`` in report's place.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -56,13 +58,16 @@ def main() -> None:
     upload = params.get("upload", "sync")
     # As Ray Train's async mode does by default: the directory is handed over, not copied.
     give_up = bool(params.get("give_up", False))
+    root = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
+    # Removed at exit after the SDK's own exit hook (registered later, run first) has uploaded
+    # what is pending: a directory given up is moved aside within it and uploaded from there.
+    atexit.register(shutil.rmtree, root, True)
     context = train.get_context()
     rank = context.get_world_rank()
     payload = os.urandom(min(size, 16 * 1024 * 1024)) if every else b""
     plain: list[float] = []
     with_checkpoint: list[float] = []
     checkpoint_times: list[tuple[int, float]] = []
-    root = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
     started = time.perf_counter()
     for step in range(1, steps + 1):
         busy(compute_ms)
@@ -87,8 +92,6 @@ def main() -> None:
             with_checkpoint.append(time.perf_counter() - t0)
             checkpoint_times.append((step, wall))
             if upload == "async":
-                import shutil
-
                 shutil.rmtree(directory)  # async: the directory may go as soon as report returns
         else:
             t0 = time.perf_counter()

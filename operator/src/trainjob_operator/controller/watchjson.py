@@ -1,8 +1,9 @@
 """Watch events decoded by orjson instead of the standard library's json.
 
 kopf parses every line of its watch streams with `json.loads`. At 1000 TrainJobs x 8 pods that
-is ~50 000 pod events of ~13 KiB each (a pod with its managedFields), and decoding them was the
-largest single cost of the operator's event loop (28% of its busy samples at 300 x 8, py-spy):
+is ~50 000 pod events of ~13 KiB each (a pod with its managedFields); py-spy put 28% of the event
+loop's busy samples there at 300 x 8 (wall-clock samples on a loaded machine: in CPU seconds the
+gain was a few percent of the operator's cost per job, bench/RESULTS.md "Round four"):
 orjson decodes the same lines in about half the time. kopf has no setting for its decoder, so
 `install` swaps the `json` name its API module uses for a stand-in whose `loads` is orjson's and
 whose other attributes are the standard module's. A line orjson refuses (it accepts only 64-bit

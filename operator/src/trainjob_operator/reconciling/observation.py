@@ -296,9 +296,9 @@ class PodObservation:
     def fields_read(pod: Mapping[str, Any]) -> dict[str, Any]:
         """The parts of a pod that `from_pod` reads, and the resourceVersion the operator's
         expectations compare: what the operator keeps of each watched pod. Without the rest (the
-        managedFields, about half of a pod's JSON; env, volumes, mounts) the 8000 pods of 1000
-        jobs x 8 workers held about a tenth of the objects, so the garbage collector's full passes
-        over them, which ran during the decoding of every watch event, cost that much less.
+        managedFields, about half of a pod's JSON; env, volumes, mounts) each indexed pod holds a
+        fraction of the objects: the operator's peak RSS at 300 jobs x 8 pods fell from 265 to
+        186 MiB, and the garbage collector has that much less to walk.
         `from_pod(fields_read(p)) == from_pod(p)` for every pod (tests/operator)."""
         metadata = pod.get("metadata") or {}
         spec = pod.get("spec") or {}

@@ -32,6 +32,7 @@ from trainjob_operator.reconciling import (
     EmitEvent,
     Observation,
     OperatorSettings,
+    PodObservation,
     RemoveSchedulingGate,
     reconcile,
 )
@@ -75,7 +76,8 @@ class Controller:
 async def pods_by_job(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[JobKey, dict[str, Any]]:
-    return {(namespace or "", labels[constants.LABEL_NAME]): dict(body)}
+    """Each job's pods, as much of each as a pass reads (`PodObservation.fields_read`)."""
+    return {(namespace or "", labels[constants.LABEL_NAME]): PodObservation.fields_read(body)}
 
 
 async def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:

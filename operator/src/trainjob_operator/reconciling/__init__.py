@@ -27,11 +27,10 @@ from .observation import (
     PodObservation,
     PodOutcome,
 )
-from .reconcile import PODS_STARTING_POLL_SECONDS, POLL_SECONDS, reconcile
+from .reconcile import POLL_SECONDS, reconcile
 from .settings import OperatorSettings
 
 __all__ = [
-    "PODS_STARTING_POLL_SECONDS",
     "POLL_SECONDS",
     "Action",
     "AnnotatePod",

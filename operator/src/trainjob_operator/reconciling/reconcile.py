@@ -71,11 +71,6 @@ from .validation import DNS_LABEL_MAX, accepted_fields, changed_fields, effectiv
 # While waiting on something a pod event will also report (pods starting or terminating), look
 # again after this long anyway, in case an event was missed.
 POLL_SECONDS = 5.0
-# While an attempt's pods are being created and started, the pod watch reports each of their
-# changes (and the startup deadlines requeue for themselves), so the look-again-anyway is a safety
-# net only, as slow as a missed event can afford: at 1000 jobs x 8 pods on 2 cores the 5 s poll
-# was most of the operator's passes (each job waited about 100 s for its pods, 20 polls).
-PODS_STARTING_POLL_SECONDS = 30.0
 # A failed gang cannot make progress (a rank is gone and collectives hang), so its survivors get
 # time to flush a report, not the pod's full grace period (30 s by default): restarts come sooner.
 FAILED_GANG_GRACE_SECONDS = 5
@@ -466,7 +461,7 @@ class _Reconciliation:
                 return
             for rank in missing:
                 self.actions.append(CreateObject(children.worker_pod(self.job, attempt, rank, self.settings)))
-            self._requeue_in(REFUSED_CREATE_RETRY_SECONDS if refused else PODS_STARTING_POLL_SECONDS)
+            self._requeue_in(REFUSED_CREATE_RETRY_SECONDS if refused else POLL_SECONDS)
             return
 
         # Every pod of the attempt exists: let the scheduler place the gang.
@@ -477,7 +472,7 @@ class _Reconciliation:
         if self.phase is Phase.PENDING:
             if not started:
                 self._check_startup(pods)
-                self._requeue_in(PODS_STARTING_POLL_SECONDS)
+                self._requeue_in(POLL_SECONDS)
                 return
             message = f"attempt {attempt}: all {size} workers running"
             self._set_condition(ConditionType.PODS_READY, ConditionStatus.TRUE, "AllPodsRunning", message)

@@ -13,7 +13,6 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from trainjob_operator.controller import watchjson
 from trainjob_operator.controller.acting import KubernetesActions
 from trainjob_operator.controller.handlers import Controller, registry, watch_nodes
 from trainjob_operator.in_cluster import InClusterAccess, in_cluster_access
@@ -110,7 +109,6 @@ def run(options: OperatorOptions) -> None:
         os.environ["KUBECONFIG"] = options.kubeconfig
     if options.metrics_port is not None:
         start_http_server(options.metrics_port)
-    watchjson.install()
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:

@@ -1,4 +1,5 @@
-"""Fixtures every suite shares: a real SeaweedFS (S3) server and storage roots on it."""
+"""Fixtures every suite shares: a real SeaweedFS (S3) server and storage roots on it, and the
+whole product on the local cluster for the suites that drive it end to end."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import REPO_ROOT
 from trainjob_operator.local.seaweedfs import SeaweedFS
+from trainjob_operator.local.stack import LocalStack
 from worker_sdk.storage import Storage, open_storage
 
 
@@ -21,6 +24,17 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """One `LocalStack` (API server, node agent, SeaweedFS, the operator as a subprocess) per test
+    session and xdist worker, which the e2e, chaos and CLI suites share: each test works in a
+    namespace of its own, so they do not see each other, and one stack started and stopped per
+    worker instead of one per suite saves seconds of each. Modules that need other nodes override
+    it; scenarios that break a shared part start a stack of their own. Stopped by pid at the end."""
+    with LocalStack(tmp_path_factory.mktemp("stack"), root=REPO_ROOT, namespaces=()) as running:
+        yield running
 
 
 @pytest.fixture

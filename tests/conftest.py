@@ -60,26 +60,54 @@ def storage(storage_uri: str) -> Storage:
     return open_storage(storage_uri)
 
 
-# Seconds each of the slowest modules takes on one worker (setup, calls and teardown), from a
-# fresh `pytest -n 2 --durations=0` on a loaded 2-core machine. Only the order they give matters.
+# Seconds each module of 30 s or more took on one worker (setup, calls and teardown) in a full
+# `pytest -n 2 --durations=0` on a loaded 2-core machine (everything about 2x slower than
+# unloaded): only the order they give matters. A new long module belongs here.
 _MODULE_SECONDS = {
-    "tests/e2e/test_bad_days.py": 280,
-    "tests/bench/test_bench_smoke.py": 220,
-    "tests/e2e/test_elastic.py": 120,
-    "tests/e2e/test_lifecycle.py": 130,
-    "tests/cli/test_commands.py": 130,
-    "tests/e2e/test_digits_job.py": 125,
-    "tests/e2e/test_disruptions.py": 104,
-    "tests/cli/test_production_install.py": 98,
-    "tests/chaos/test_storage_outage.py": 95,
-    "tests/e2e/test_framework_callbacks.py": 93,
-    "tests/chaos/test_worker_kills.py": 85,
-    "tests/chaos/test_apiserver_restart.py": 45,
-    "tests/docs/test_readme.py": 43,
-    "tests/chaos/test_coordinator_kill.py": 38,
+    "tests/bench/test_bench_smoke.py": 474,
+    "tests/integration/test_training.py": 428,
+    "tests/e2e/test_digits_job.py": 352,
+    "tests/e2e/test_bad_days.py": 344,
+    "tests/cli/test_commands.py": 327,
+    "tests/chaos/test_worker_kills.py": 289,
+    "tests/e2e/test_framework_callbacks.py": 270,
+    "tests/e2e/test_disruptions.py": 266,
+    "tests/cli/test_production_install.py": 214,
+    "tests/e2e/test_elastic.py": 183,
+    "tests/chaos/test_storage_outage.py": 133,
+    "tests/docs/test_readme.py": 131,
+    "tests/e2e/test_lifecycle.py": 122,
+    "tests/chaos/test_apiserver_restart.py": 117,
+    "tests/e2e/test_dashboard.py": 111,
+    "tests/cli/test_local_up.py": 88,
+    "tests/chaos/test_coordinator_kill.py": 86,
+    "tests/coordinator/test_coordinator_cli.py": 84,
+    "tests/e2e/test_trainer_client.py": 79,
+    "tests/e2e/test_operator_process.py": 78,
+    "tests/badinput/test_coordinator_http.py": 78,
+    "tests/localcluster/test_api_kubectl.py": 72,
+    "tests/chaos/test_operator_kill_during_deletion.py": 71,
+    "tests/integration/test_protocol.py": 71,
+    "tests/coordinator/test_coordinator_server.py": 68,
+    "tests/security/test_least_privilege.py": 68,
+    "tests/integration/test_notices.py": 61,
+    "tests/deploy/test_install.py": 60,
+    "tests/integration/test_function_entrypoint.py": 56,
+    "tests/bench/test_operator_scale_simulated.py": 44,
+    "tests/security/test_dashboard_rbac.py": 40,
+    "tests/sdk/test_uploads.py": 40,
+    "tests/deploy/test_chart.py": 38,
+    "tests/localcluster/test_nodes.py": 38,
+    "tests/coordinator/test_coordinator_committing.py": 37,
+    "tests/localcluster/test_api_kopf.py": 36,
+    "tests/e2e/test_peering.py": 35,
+    "tests/badinput/test_bad_input.py": 32,
+    "tests/localcluster/test_cluster_up.py": 32,
+    "tests/sdk/test_integrations.py": 31,
+    "tests/sdk/test_storage.py": 30,
 }
 # A module not in the table with a `slow` test: a guess that keeps it ahead of the quick ones.
-_SLOW_MODULE_SECONDS = 30
+_SLOW_MODULE_SECONDS = 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,11 +115,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     `pytest -n 2` runs with `--dist loadscope` (pyproject.toml): a worker takes a whole module
     at a time (so a module's fixtures, a stack of its own among them, start once) and the next
-    module in this order when it is nearly done. In file order the long end-to-end modules
-    were spread over the run and one could be left running alone at its end; longest first,
-    what is left at the end is the short modules, which fill both workers to about the same
-    time (longest-processing-time-first scheduling). The order is deterministic, as xdist
-    requires every worker to collect the same list."""
+    module in this order when it is nearly done. Before, `--dist load` in file order sent
+    tests in chunks of consecutive ones: one worker got the bench and chaos modules, the other
+    most of e2e and integration, and the two ended minutes apart (a replay of xdist's scheduling
+    with one run's durations: 20% longer than now). Longest first, what is left at the end is
+    the short modules, which fill both workers to about the same time
+    (longest-processing-time-first scheduling). The order is deterministic, as xdist requires
+    every worker to collect the same list."""
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)

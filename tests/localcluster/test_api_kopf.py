@@ -45,8 +45,10 @@ CRD = {
     },
 }
 
-OPERATOR = """
+# What both example operators start with: each handler call is noted as a line in KOPF_TEST_LOG.
+_NOTING = """
 import os
+import time
 import kopf
 import kubernetes
 
@@ -56,7 +58,11 @@ LOG = os.environ["KOPF_TEST_LOG"]
 def note(line):
     with open(LOG, "a") as f:
         f.write(line + "\\n")
+"""
 
+OPERATOR = (
+    _NOTING
+    + """
 
 @kopf.on.startup()
 def configure(settings, **_):
@@ -97,6 +103,7 @@ def tick(status, patch, **_):
 def deleted(name, **_):
     note(f"delete {name}")
 """
+)
 
 
 # kopf's message for a deletion cycle that found a timer/daemon still running: it keeps the
@@ -190,18 +197,10 @@ def test_kopf_operator_lifecycle(
     assert len(repeats) <= output.count(STILL_EXITING), output[-5000:]
 
 
-GATED_TIMER_OPERATOR = """
-import os
-import time
-import kopf
-
-LOG = os.environ["KOPF_TEST_LOG"]
+GATED_TIMER_OPERATOR = (
+    _NOTING
+    + """
 GATE = os.environ["KOPF_TEST_GATE"]
-
-
-def note(line):
-    with open(LOG, "a") as f:
-        f.write(line + "\\n")
 
 
 @kopf.on.startup()
@@ -222,6 +221,7 @@ def tick(status, patch, **_):
 def deleted(status, **_):
     note(f"delete ticks={status.get('ticks')}")
 """
+)
 
 
 def test_kopf_deletion_during_a_timer_tick(

@@ -1,21 +1,21 @@
-"""CLI fixtures: the session's local stack (tests/conftest.py) with the CLI's namespace on it, and
-one digits TrainJob run to success through `trainjob submit --follow`, which the read-only
-command tests share."""
+"""CLI fixtures: one local stack per session, and one digits TrainJob run to success through
+`trainjob submit --follow`, which the read-only command tests share."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from tests.cli.cli_support import NAMESPACE, Cli, FinishedJob, digits_manifest
+from tests.cli.cli_support import NAMESPACE, REPO_ROOT, Cli, FinishedJob, digits_manifest
 from trainjob_operator.local.stack import LocalStack
 
 
 @pytest.fixture(scope="session")
-def cli_stack(stack: LocalStack) -> LocalStack:
-    """The shared stack, with the namespace (and its S3 credentials Secret) the CLI tests use."""
-    stack.prepare_namespace(NAMESPACE)
-    return stack
+def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("cli-stack"), root=REPO_ROOT, namespaces=(NAMESPACE,)) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

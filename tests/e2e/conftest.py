@@ -1,8 +1,8 @@
 """End-to-end fixtures: the whole product on the local cluster, driven through kubectl.
 
-The session's `LocalStack` (tests/conftest.py: API server, node agent, SeaweedFS, the operator as
-a subprocess, one per xdist worker); every test gets a namespace of its own, so tests share the
-stack without seeing each other. Everything is stopped by pid when the session ends, even on failure.
+One `LocalStack` (API server, node agent, SeaweedFS, the operator as a subprocess) per test
+session and xdist worker; every test gets a namespace of its own, so tests share the stack
+without seeing each other. Everything is stopped by pid when the session ends, even on failure.
 """
 
 from __future__ import annotations
@@ -15,6 +15,12 @@ import pytest
 from tests.support.kube import Cluster, namespace_in
 from tests.support.processes import REPO_ROOT
 from trainjob_operator.local.stack import LocalStack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("stack"), root=REPO_ROOT, namespaces=()) as running:
+        yield running
 
 
 @pytest.fixture

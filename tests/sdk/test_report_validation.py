@@ -167,8 +167,9 @@ def test_standalone_a_total_is_accepted_and_changes_nothing(tmp_path: Path) -> N
 
 
 def test_once_the_session_is_made_every_mistake_gets_the_same_message() -> None:
-    """The first report() makes the process's session; later calls without a checkpoint take a
-    shorter way (``Session.report_metrics``), with the same checks and messages."""
+    """A report of metrics alone takes a shorter way (``Session.report_metrics``) than one with
+    other arguments (``Session.report``): the same checks and messages, also once the session
+    exists."""
     train.report({"loss": 1.0})
     assert message_of(lambda: train.report([0.5])) == (  # type: ignore[arg-type]  # bad input on purpose
         "ProtocolError: metrics must be a dict of name -> number or string, got list"

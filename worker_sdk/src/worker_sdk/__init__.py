@@ -76,18 +76,18 @@ def report(
     directory aside instead of copying it, so ``report`` returns at once whatever its size. The
     default keeps the caller's files (Ray's default for async uploads is to delete them).
     """
-    session = _session.live
+    # Made once per process; after that, no lock (see Session.report_metrics).
+    session = _session.live or _session.current()
     if (
-        session is not None
-        and checkpoint is None
+        checkpoint is None
         and checkpoint_dir_name is None
         and delete_local_checkpoint_after_upload is None
         and (upload == "sync" or upload == "async")
     ):
-        # The training loop's every-step call: one positional call, no lock (see report_metrics).
+        # The training loop's every-step call: one positional call (see report_metrics).
         session.report_metrics(metrics)
         return
-    _session.current().report(
+    session.report(
         metrics,
         checkpoint=checkpoint,
         checkpoint_dir_name=checkpoint_dir_name,

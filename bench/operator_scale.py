@@ -283,6 +283,18 @@ def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
     }
 
 
+def _gc_collections(metrics_port: int) -> dict[str, float]:
+    """The operator's garbage collections so far, by generation, from its own metrics endpoint
+    (prometheus_client exports `python_gc_collections_total`)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.findall(r'^python_gc_collections_total\{generation="(\d)"\} (\S+)$', text, re.MULTILINE)
+    return {generation: float(count) for generation, count in found}
+
+
 def _warm_up(stack: BenchStack, timeout: float) -> None:
     """Wait until the operator acts on a job (its start, imports and watches done): the scenario
     measures an operator that is running when the jobs arrive, not its start. The warm-up job's
@@ -399,6 +411,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             ).start()
         offset = stack.log_offset()
         cpu_before = cpu_seconds(operator_pid)
+        gc_before = _gc_collections(stack.metrics_port)
         apiserver_pid = stack.cluster.pids["apiserver"]
         apiserver_cpu_before = cpu_seconds(apiserver_pid)
         profilers = _start_profilers({"apiserver": apiserver_pid, "operator": operator_pid})
@@ -408,6 +421,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             stack.submit(f"{prefix}{i}", trainjob(name, ["python", "-c", "pass"], workers=workers))
         submit_s = time.monotonic() - submitted
         all_pods_s: float | None = None
+        cpu_at_all_pods: tuple[float, float] | None = None  # (API server, operator)
         all_running_s: float | None = None
         phases: dict[str, int] = {}
         deadline = time.monotonic() + args.timeout
@@ -419,6 +433,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
                     phases[phase] = phases.get(phase, 0) + 1
             if all_pods_s is None and len(pods_now) >= pods_total:
                 all_pods_s = time.monotonic() - submitted
+                cpu_at_all_pods = (cpu_seconds(apiserver_pid), cpu_seconds(operator_pid))
                 log(f"every pod exists after {all_pods_s:.1f}s")
             if all_running_s is None and sum(p in ("Running", "Succeeded") for p in pods_now) >= pods_total:
                 all_running_s = time.monotonic() - submitted
@@ -428,6 +443,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         all_done_s = time.monotonic() - submitted
         log(f"jobs {phases} after {all_done_s:.1f}s")
         operator_cpu = cpu_seconds(operator_pid) - cpu_before
+        gc_after = _gc_collections(stack.metrics_port)
         apiserver_cpu = cpu_seconds(apiserver_pid) - apiserver_cpu_before
         _stop_profilers(profilers)
         stop.set()
@@ -444,9 +460,11 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         sample_pods = pods or []
         plain_pods = [_as_submitted(sample_pods[i % len(sample_pods)], i) for i in range(pods_total)]
         log(f"plain client: POSTing {len(plain_pods)} pods")
+        plain_cpu_before = cpu_seconds(apiserver_pid)
         plain_s = _plain_post(
             stack.cluster.url, stack.cluster.token, "bench-plain", plain_pods, args.plain_concurrency
         )
+        plain_apiserver_cpu = cpu_seconds(apiserver_pid) - plain_cpu_before
         log(f"plain client: {plain_s:.1f}s")
         operator_rss = rss_mib(operator_pid)
         keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the logs, to look into afterwards
@@ -483,13 +501,35 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             "cluster_scoped_requests": len(cluster_wide),
             "operator_cpu_s": round(operator_cpu, 2),
             "apiserver_cpu_s": round(apiserver_cpu, 2),
+            # What the API server and the operator spent until every pod existed: set beside the
+            # API server's CPU for the plain client's POSTs, what the operator's way costs it.
+            "apiserver_cpu_s_until_all_pods_exist": None
+            if cpu_at_all_pods is None
+            else round(cpu_at_all_pods[0] - apiserver_cpu_before, 2),
+            "operator_cpu_s_until_all_pods_exist": None
+            if cpu_at_all_pods is None
+            else round(cpu_at_all_pods[1] - cpu_before, 2),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "operator_cpu_s_per_job": round(operator_cpu / jobs, 4),
+            # Young, middle and full collections during the scenario (`tune_garbage_collector`).
+            "operator_gc_collections": [
+                int(gc_after.get(g, 0) - gc_before.get(g, 0)) for g in ("0", "1", "2")
+            ],
             "operator_rss_mib": round(operator_rss, 1),
             "operator_peak_rss_mib": round(max(peak_rss), 1),
         },
-        {"plain_client_post_s": round(plain_s, 2), "concurrency": args.plain_concurrency, "pods": pods_total},
-        {"operator_all_pods_s_over_plain_post_s": ratio},
+        {
+            "plain_client_post_s": round(plain_s, 2),
+            "concurrency": args.plain_concurrency,
+            "pods": pods_total,
+            "apiserver_cpu_s_during_plain_post": round(plain_apiserver_cpu, 2),
+        },
+        {
+            "operator_all_pods_s_over_plain_post_s": ratio,
+            "apiserver_cpu_until_all_pods_over_plain_post": None
+            if cpu_at_all_pods is None or not plain_apiserver_cpu
+            else round((cpu_at_all_pods[0] - apiserver_cpu_before) / plain_apiserver_cpu, 2),
+        },
         {
             "target": "<= 12 writes per job besides status patches and gate removals; "
             "every pod existing <= 1.5x a plain client's POST of the same pods",

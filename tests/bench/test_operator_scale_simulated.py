@@ -28,4 +28,10 @@ def test_operator_scale_simulated() -> None:
         assert writes[f"POST {kind}"] == 1, writes
     assert ours["writes_per_job_besides_status_median"] > 0
     assert ours["operator_cpu_s"] > 0 and ours["operator_peak_rss_mib"] > 0
+    # Read from the operator's metrics endpoint: young, middle, full collections in the scenario.
+    young, middle, full = ours["operator_gc_collections"]
+    assert young > 0 and 0 <= middle <= young and 0 <= full <= middle
     assert line["peer"]["pods"] == 6 and line["peer"]["plain_client_post_s"] > 0
+    # The API server's CPU until every pod existed, and during the plain client's POSTs.
+    assert ours["apiserver_cpu_s_until_all_pods_exist"] > 0
+    assert line["peer"]["apiserver_cpu_s_during_plain_post"] >= 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -116,8 +117,19 @@ async def _run(args: argparse.Namespace) -> None:
         log.error("shutdown took longer than 10s; exiting anyway")
 
 
+def tune_garbage_collector() -> None:
+    """A full garbage collection at most every 1000 middle ones instead of every 10 (Python's
+    default). The store is a heap of nested dicts that grows with every object created, and
+    what a request allocates is mostly freed by refcounting at once; the full collections that
+    walked the whole store were most of the server's collector time (at 1000 TrainJobs x 8 pods,
+    32 of them over 1.9 million objects took 29 s of its 191 CPU seconds; `bench/RESULTS.md`,
+    "Round five"). Young and middle collections are as by default."""
+    gc.set_threshold(700, 10, 1000)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    tune_garbage_collector()
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

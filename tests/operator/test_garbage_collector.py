@@ -1,8 +1,9 @@
 """The operator and the local API server make full garbage collections rare.
 
 Both hold a heap that grows with what they watch or store while most of what they allocate dies
-young; with Python's default thresholds a full collection walked that whole heap every 100 young
-collections (a third of the operator's CPU at 1000 TrainJobs x 8 pods, `bench/RESULTS.md`). The
+young; with Python's default thresholds, full collections of that whole heap kept coming (with
+the young and middle ones, a third of the operator's CPU at 1000 TrainJobs x 8 pods,
+`bench/RESULTS.md`, "Round five"). The
 test drives this interpreter's collector with that pattern, once with the defaults (full
 collections happen: the control) and once as each process tunes it (none happen), so it fails if
 the tuning stops taking effect, say under a Python whose collector reads the thresholds otherwise.

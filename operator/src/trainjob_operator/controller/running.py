@@ -23,11 +23,6 @@ logger = logging.getLogger(__name__)
 
 FINALIZER = "trainjob.dev/operator"
 
-# Python's cyclic garbage collector: young collections as by default (every 700 net allocations,
-# the middle generation every 10 of them), but a full collection only after 1000 middle ones
-# instead of 10. See `tune_garbage_collector`.
-GC_THRESHOLDS = (700, 10, 1000)
-
 
 @dataclass(frozen=True)
 class OperatorOptions:
@@ -55,17 +50,18 @@ class _DiffBaseOfJobs(kopf.AnnotationsDiffBaseStorage):
 
 
 def tune_garbage_collector() -> None:
-    """Make full collections rare: they were a third of the operator's CPU at scale.
+    """A full garbage collection at most every 1000 middle ones instead of every 10 (Python's
+    default); young and middle collections as by default.
 
     The operator's heap grows with what it watches (the pod index, kopf's state per object), and
     each watch event's decoded JSON outlives a young collection or two while kopf batches it
-    (0.1 s), so it is promoted and soon dies there. Every 100 young collections a full one walks
-    the whole heap: at 1000 TrainJobs x 8 pods, 72 of them took 51 s of the operator's 197 CPU
-    seconds, and the young and middle ones 22 s more (`bench/RESULTS.md`, "Round five"). After
-    1000 middle collections instead of 10, the same run made 2. Garbage in cycles that reached
-    the oldest generation waits longer to be freed, at most 7 million allocations (a few
+    (0.1 s), so it is promoted and soon dies there. Those promotions kept triggering full
+    collections of the whole heap: at 1000 TrainJobs x 8 pods, 72 of them took 51 s of the
+    operator's 197 CPU seconds, and the young and middle ones 22 s more (`bench/RESULTS.md`,
+    "Round five"). With this setting the same scenario made 2 or 3. Garbage in cycles that
+    reached the oldest generation waits longer to be freed, at most 7 million allocations (a few
     minutes of a busy operator); what refcounting frees, nearly all of it, is freed at once."""
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(700, 10, 1000)
 
 
 def _in_cluster(options: OperatorOptions) -> InClusterAccess | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.support.coordinator import StartCoordinator, report_body, upload
 from worker_sdk.coordinator import CoordinatorLink
 from worker_sdk.protocol import CheckpointFile, Finalize, Report, ReportedCheckpoint
@@ -92,3 +94,29 @@ async def test_the_report_in_flight_at_a_restart_commits_before_a_newer_one(
         assert settled["finalized"] == [0, 1]
     finally:
         link.close()
+
+
+@pytest.mark.parametrize(("attempt_now", "published"), [(1, False), (0, True)], ids=["restarted", "same"])
+async def test_a_coordinator_stopped_for_a_restart_leaves_the_new_attempt_s_status_alone(
+    start_coordinator: StartCoordinator, attempt_now: int, published: bool
+) -> None:
+    """A gang restart: the operator sets status.attempt to the next attempt, then stops this
+    attempt's pods. This coordinator's last publish at its SIGTERM would put its reported but
+    uncommitted iteration under the new attempt, which then goes back to the iteration it
+    resumed from (seen once in tests/chaos/test_worker_kills.py). It stays silent instead; at
+    the same attempt it publishes what it has, as before."""
+    harness = await start_coordinator(world_size=2)
+    await harness.coordinator.start()
+    try:
+        for rank in (0, 1):
+            await harness.report(rank, 1)
+        await harness.wait_for(lambda _: harness.sink.status.get("iteration") == 1)
+        harness.coordinator.publisher.interval = 30.0  # the next change is not out before stop()
+        for rank in (0, 1):
+            await harness.report(rank, 2)
+        await harness.wait_for(lambda state: state["iteration"] == 2)
+        assert harness.sink.status["iteration"] == 1
+        harness.sink.status["attempt"] = attempt_now  # the operator's field, playing it
+    finally:
+        await harness.coordinator.stop()
+    assert harness.sink.status["iteration"] == (2 if published else 1), harness.sink.status

@@ -36,6 +36,11 @@ class RecordingSink(StatusSink):
         self.patches.append(patch)
         self.status = apply_merge_patch(self.status, patch)
 
+    async def read(self) -> dict[str, Any] | None:
+        """The status as it is now: what the coordinator published, and what a test playing the
+        operator put there."""
+        return dict(self.status)
+
 
 def report_body(
     rank: int,

@@ -129,7 +129,8 @@ class Coordinator:
         ]
 
     async def stop(self) -> None:
-        """Stop the loops (a commit in flight finishes first), flush history and status."""
+        """Stop the loops (a commit in flight finishes first), flush history and status (not the
+        status once the job is at a later attempt: `_superseded`)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -143,8 +144,29 @@ class Coordinator:
                 log.warning("metric history not flushed: storage unavailable: %s", exc)
         if self.recovered:
             await self._flush_history()
-        await self.publisher.publish_now()
+        if await self._superseded():
+            log.info(
+                "the job is at a later attempt than %d: this attempt's last status is not published",
+                self.config.attempt,
+            )
+        else:
+            await self.publisher.publish_now()
         await self.publisher.sink.close()
+
+    async def _superseded(self) -> bool:
+        """Whether the job has moved on to a later attempt. The operator sets `status.attempt`
+        before it stops this attempt's pods, so at our SIGTERM a restart is already there to
+        read; a last publish would then put this attempt's iteration and metrics (reported but
+        never committed) under the new attempt, until its coordinator publishes the iteration it
+        resumed from: an iteration that went back within an attempt. Storage, not this status,
+        is what the next attempt recovers from, so nothing is lost by staying silent."""
+        try:
+            status = await self.publisher.sink.read()
+        except Exception as exc:  # any sink, any failure: publish as before rather than lose it
+            log.warning("could not read the job's status before the last publish: %s", exc)
+            return False
+        attempt = (status or {}).get("attempt")
+        return isinstance(attempt, int) and attempt > self.config.attempt
 
     # -- input ------------------------------------------------------------------------------
     def accept_report(self, report: Report) -> Verdict:

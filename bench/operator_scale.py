@@ -286,13 +286,18 @@ def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
 def _gc_collections(metrics_port: int) -> dict[str, float]:
     """The operator's garbage collections so far, by generation, from its own metrics endpoint
     (prometheus_client exports `python_gc_collections_total`)."""
-    import re
     import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = re.findall(r'^python_gc_collections_total\{generation="(\d)"\} (\S+)$', text, re.MULTILINE)
-    return {generation: float(count) for generation, count in found}
+    return {
+        sample.labels["generation"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "python_gc_collections_total"
+    }
 
 
 def _warm_up(stack: BenchStack, timeout: float) -> None:
@@ -421,7 +426,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             stack.submit(f"{prefix}{i}", trainjob(name, ["python", "-c", "pass"], workers=workers))
         submit_s = time.monotonic() - submitted
         all_pods_s: float | None = None
-        cpu_at_all_pods: tuple[float, float] | None = None  # (API server, operator)
+        # CPU seconds spent until every pod existed: {"apiserver": s, "operator": s}.
+        until_all_pods: dict[str, float] | None = None
         all_running_s: float | None = None
         phases: dict[str, int] = {}
         deadline = time.monotonic() + args.timeout
@@ -433,7 +439,10 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
                     phases[phase] = phases.get(phase, 0) + 1
             if all_pods_s is None and len(pods_now) >= pods_total:
                 all_pods_s = time.monotonic() - submitted
-                cpu_at_all_pods = (cpu_seconds(apiserver_pid), cpu_seconds(operator_pid))
+                until_all_pods = {
+                    "apiserver": cpu_seconds(apiserver_pid) - apiserver_cpu_before,
+                    "operator": cpu_seconds(operator_pid) - cpu_before,
+                }
                 log(f"every pod exists after {all_pods_s:.1f}s")
             if all_running_s is None and sum(p in ("Running", "Succeeded") for p in pods_now) >= pods_total:
                 all_running_s = time.monotonic() - submitted
@@ -503,12 +512,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             "apiserver_cpu_s": round(apiserver_cpu, 2),
             # What the API server and the operator spent until every pod existed: set beside the
             # API server's CPU for the plain client's POSTs, what the operator's way costs it.
-            "apiserver_cpu_s_until_all_pods_exist": None
-            if cpu_at_all_pods is None
-            else round(cpu_at_all_pods[0] - apiserver_cpu_before, 2),
-            "operator_cpu_s_until_all_pods_exist": None
-            if cpu_at_all_pods is None
-            else round(cpu_at_all_pods[1] - cpu_before, 2),
+            "apiserver_cpu_s_until_all_pods_exist": until_all_pods and round(until_all_pods["apiserver"], 2),
+            "operator_cpu_s_until_all_pods_exist": until_all_pods and round(until_all_pods["operator"], 2),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "operator_cpu_s_per_job": round(operator_cpu / jobs, 4),
             # Young, middle and full collections during the scenario (`tune_garbage_collector`).
@@ -527,8 +532,8 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         {
             "operator_all_pods_s_over_plain_post_s": ratio,
             "apiserver_cpu_until_all_pods_over_plain_post": None
-            if cpu_at_all_pods is None or not plain_apiserver_cpu
-            else round((cpu_at_all_pods[0] - apiserver_cpu_before) / plain_apiserver_cpu, 2),
+            if until_all_pods is None or not plain_apiserver_cpu
+            else round(until_all_pods["apiserver"] / plain_apiserver_cpu, 2),
         },
         {
             "target": "<= 12 writes per job besides status patches and gate removals; "

@@ -34,9 +34,11 @@ def core(apiserver: APIServerProcess) -> Iterator[tuple[client.CoreV1Api, Kubern
     core = client.CoreV1Api(api_client)
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    actions = KubernetesActions(api_client)
     try:
-        yield core, KubernetesActions(api_client), namespace
+        yield core, actions, namespace
     finally:
+        actions.close()
         api_client.close()
 
 

@@ -4,7 +4,8 @@ The kubernetes client is synchronous; its calls run in worker threads so the ope
 loop keeps serving watches: threads of the operator's own, writes apart from reads, not the
 event loop's default executor (6 threads on 2 cores, shared with kopf's own work), so that one
 job's writes do not queue behind every other job's and a read is never stuck behind a burst of
-writes. Every write is idempotent as the reconcile decision expects:
+writes. Queued writes go out by lane (`writing.Lane`): what creates a gang before what moves
+the gangs that exist along. Every write is idempotent as the reconcile decision expects:
 creating what exists (409) and deleting what is gone (404) count as done.
 """
 
@@ -23,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from trainjob_operator.api import constants
 from trainjob_operator.controller import metrics
+from trainjob_operator.controller.writing import Lane, LanedWriter
 from trainjob_operator.reconciling import ChildKind, CreateRefusal
 
 logger = logging.getLogger(__name__)
@@ -56,30 +58,24 @@ class KubernetesActions:
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
-        self._writes = ThreadPoolExecutor(write_threads, thread_name_prefix="api-write")
+        self._writes = LanedWriter(write_threads, "api-write")
         self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="api-read")
 
-    async def _write(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writes, functools.partial(call, *args, **kwargs))
+    def close(self) -> None:
+        """End the write threads once the writes queued are done (the read threads end at exit)."""
+        self._writes.shutdown()
 
-    async def _write_unread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    async def _write(self, lane: Lane, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        return await asyncio.wrap_future(self._writes.submit(lane, functools.partial(call, *args, **kwargs)))
+
+    async def _write_unread(self, lane: Lane, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         """A write whose answer is not turned into the client's model (V1Pod, V1Secret...):
         nothing reads it, and that deserialization costs more CPU than the request."""
-        return await self._raw(self._writes, call, *args, **kwargs)
+        return await asyncio.wrap_future(self._writes.submit(lane, _reading_raw(call, *args, **kwargs)))
 
-    async def _raw(
-        self, pool: ThreadPoolExecutor, call: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> bytes:
-        """The answer's body as bytes, read in the worker thread (which returns the connection
-        to the pool), without the client's deserialization."""
-
-        def call_and_read() -> bytes:
-            response = call(*args, _preload_content=False, **kwargs)
-            return bytes(response.data)
-
+    async def _read_raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, call_and_read)
+        return await loop.run_in_executor(self._reads, _reading_raw(call, *args, **kwargs))
 
     async def _read(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -101,7 +97,7 @@ class KubernetesActions:
         create = self._creator(str(manifest["kind"]))
         metrics.API_WRITES.labels("create").inc()
         try:
-            await self._write_unread(create, namespace, manifest)
+            await self._write_unread(Lane.CREATE, create, namespace, manifest)
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -128,7 +124,11 @@ class KubernetesActions:
         metrics.API_WRITES.labels("delete").inc()
         try:
             await self._write_unread(
-                self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=grace_period_seconds
+                Lane.PROGRESS,
+                self.core.delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=grace_period_seconds,
             )
         except ApiException as error:
             if error.status != 404:
@@ -178,7 +178,9 @@ class KubernetesActions:
         ]
         metrics.API_WRITES.labels("patch").inc()
         try:
-            return await self._write_unread(self.core.patch_namespaced_pod, name, namespace, patch)
+            return await self._write_unread(
+                Lane.PROGRESS, self.core.patch_namespaced_pod, name, namespace, patch
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -191,7 +193,7 @@ class KubernetesActions:
         """The pod's resourceVersion and scheduling gates, or None when it is gone."""
 
         try:
-            data = await self._raw(self._reads, self.core.read_namespaced_pod, name, namespace)
+            data = await self._read_raw(self.core.read_namespaced_pod, name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -207,6 +209,7 @@ class KubernetesActions:
         metrics.API_WRITES.labels("patch").inc()
         try:
             await self._write_unread(
+                Lane.PROGRESS,
                 self.core.patch_namespaced_pod,
                 name,
                 namespace,
@@ -223,6 +226,7 @@ class KubernetesActions:
         metrics.API_WRITES.labels("delete").inc()
         try:
             await self._write(
+                Lane.PROGRESS,
                 self.custom.delete_namespaced_custom_object,
                 constants.GROUP,
                 constants.VERSION,
@@ -252,11 +256,15 @@ class KubernetesActions:
             raise
         return cast(dict[str, Any], result)
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch `.status`; the job as it is afterwards, or None when it is gone."""
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], lane: Lane = Lane.PROGRESS
+    ) -> dict[str, Any] | None:
+        """Merge-patch `.status`; the job as it is afterwards, or None when it is gone. `lane`:
+        `Lane.CREATE` for the patch of a pass that creates (it goes ahead of those creations)."""
         metrics.API_WRITES.labels("patch").inc()
         try:
             result = await self._write(
+                lane,
                 self.custom.patch_namespaced_custom_object_status,
                 constants.GROUP,
                 constants.VERSION,
@@ -270,6 +278,17 @@ class KubernetesActions:
                 return None
             raise
         return cast(dict[str, Any], result)
+
+
+def _reading_raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], bytes]:
+    """The call, made to return the answer's body as bytes, read in the worker thread (which
+    returns the connection to the pool), without the client's deserialization."""
+
+    def call_and_read() -> bytes:
+        response = call(*args, _preload_content=False, **kwargs)
+        return bytes(response.data)
+
+    return call_and_read
 
 
 def _refusal(pod: str, status: int, error: ApiException) -> CreateRefusal:

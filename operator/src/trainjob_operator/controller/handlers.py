@@ -21,6 +21,7 @@ from trainjob_operator.controller import metrics
 from trainjob_operator.controller.acting import CHILD_KINDS, KubernetesActions
 from trainjob_operator.controller.expecting import PodExpectations, StatusExpectation
 from trainjob_operator.controller.waking import JobKey, JobsOnNodes, Wakers
+from trainjob_operator.controller.writing import Lane
 from trainjob_operator.reconciling import (
     AnnotatePod,
     ChildKind,
@@ -233,7 +234,9 @@ async def _apply(
     actions in order. Returns the job as patched, or None if nothing was patched."""
     patched = None
     if decision.status_patch:
-        patched = await controller.actions.patch_status(namespace, name, decision.status_patch)
+        # A pass that creates records first what it creates: that patch goes out with creations.
+        lane = Lane.CREATE if decision.of_type(CreateObject) else Lane.PROGRESS
+        patched = await controller.actions.patch_status(namespace, name, decision.status_patch, lane)
     for action in decision.actions:
         if isinstance(action, CreateObject):
             if action.kind == "Pod":

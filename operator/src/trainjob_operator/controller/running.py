@@ -138,6 +138,12 @@ def run(options: OperatorOptions) -> None:
             actions=KubernetesActions(_api_client(options)), settings=options.settings
         )
 
+    @kopf.on.cleanup(registry=registry)
+    def close(memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller | None = getattr(memo, "controller", None)
+        if controller is not None:  # None: the operator stopped before its startup handler ran
+            controller.actions.close()
+
     if not options.namespaces:
         # Reading Nodes needs a cluster-scoped grant, which a namespaced install does not have;
         # there a lost node is noticed by its pods' DisruptionTarget (the taint manager) instead.

@@ -378,6 +378,15 @@ class Scheduler:
     # ---- one pass -------------------------------------------------------------------------------
 
     def run_once(self) -> None:
+        gated, self._gated = self._gated, {}
+        for pod in gated.values():
+            self._mark_gated(pod)
+        self._waiting = False
+        if not self._pending:
+            # Nothing to place: the nodes' states are not needed. A burst of gated pods (a gang
+            # being created) wakes a pass per pod, and building every node's state each time
+            # was a tenth of the API server's CPU in 8000 gated POSTs on 81 nodes.
+            return
         states = {}
         for name, node in sorted(self.store.objects.get(NODE_STORAGE, {}).items()):
             states[name[1]] = _NodeState(
@@ -386,14 +395,10 @@ class Scheduler:
                 dict(self._requested.get(name[1], {})),
                 list(self._bound.get(name[1], {}).values()),
             )
-        gated, self._gated = self._gated, {}
-        for pod in gated.values():
-            self._mark_gated(pod)
         pending = sorted(
             self._pending.values(),
             key=lambda p: (-priority(p), p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]),
         )
-        self._waiting = False
         for pod in pending:
             self._schedule(pod, states)
 

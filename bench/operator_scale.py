@@ -495,7 +495,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         # time to the last pod: the operator created it 1.3 s after the last job arrived).
         submissions = [
             (
-                f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{prefix}{i}/{constants.PLURAL}",
+                stack.jobs_path(f"{prefix}{i}"),
                 trainjob(name, ["python", "-c", "pass"], workers=workers),
             )
             for i, name in enumerate(names)

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from tests.support import manifests
 from tests.support.processes import REPO_ROOT
+from trainjob_operator.api import constants
 from trainjob_operator.local.stack import LocalStack
 
 _REQUEST = re.compile(r"localcluster\.apiserver\.handlers: (GET|POST|PUT|PATCH|DELETE) (\S+)")
@@ -37,10 +38,13 @@ class BenchStack(LocalStack):
     def log_offset(self) -> int:
         return self.apiserver_log.stat().st_size
 
+    @staticmethod
+    def jobs_path(namespace: str) -> str:
+        """The API path of the TrainJobs of `namespace` (POST a job there)."""
+        return f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{constants.PLURAL}"
+
     def job(self, namespace: str, name: str) -> dict[str, Any]:
-        job: dict[str, Any] = self.api(
-            "GET", f"/apis/trainjob.dev/v1alpha1/namespaces/{namespace}/trainjobs/{name}"
-        )
+        job: dict[str, Any] = self.api("GET", f"{self.jobs_path(namespace)}/{name}")
         return job
 
     def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
@@ -60,7 +64,7 @@ class BenchStack(LocalStack):
             return str(response.read().decode(errors="replace"))
 
     def submit(self, namespace: str, manifest: dict[str, Any]) -> None:
-        self.api("POST", f"/apis/trainjob.dev/v1alpha1/namespaces/{namespace}/trainjobs", manifest)
+        self.api("POST", self.jobs_path(namespace), manifest)
 
 
 def count_requests(log_path: Path, offset: int) -> list[tuple[str, str, str, str]]:

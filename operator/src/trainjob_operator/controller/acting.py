@@ -71,7 +71,7 @@ class KubernetesActions:
     async def _write_unread(self, lane: Lane, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         """A write whose answer is not turned into the client's model (V1Pod, V1Secret...):
         nothing reads it, and that deserialization costs more CPU than the request."""
-        return await asyncio.wrap_future(self._writes.submit(lane, _reading_raw(call, *args, **kwargs)))
+        return await self._write(lane, _reading_raw(call, *args, **kwargs))
 
     async def _read_raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         loop = asyncio.get_running_loop()

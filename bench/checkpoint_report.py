@@ -12,21 +12,19 @@ Each size with 2 checkpoints took 4 minutes here, so the defaults take about 8 t
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-from bench.common import emit, log, ratio, seaweedfs, summary_ms, with_ray, workdir
+from bench.common import emit, log, ratio, scenario_parser, seaweedfs, summary_ms, with_ray, workdir
 from bench.loops import all_of, run_ours, run_ray
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", default="16,256", help="checkpoint sizes in MiB (whole checkpoint)")
     parser.add_argument("--checkpoints", type=int, default=3, help="checkpoints per run")
     parser.add_argument("--every", type=int, default=3, help="a checkpoint every N reports")
     parser.add_argument("--compute-ms", type=float, default=20.0)
-    parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
     lines = []
     with workdir("checkpoint") as tmp, seaweedfs(tmp) as s3:

@@ -7,6 +7,7 @@ Every process a scenario starts is stopped by the scenario itself, by pid, also 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -275,6 +276,14 @@ def run_peer(
     if result.returncode != 0:
         raise RuntimeError(f"peer {script} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return last_json_line(result.stdout)
+
+
+def scenario_parser(description: str | None) -> argparse.ArgumentParser:
+    """The argument parser every scenario starts from. It knows ``--no-ray``, which ``python -m
+    bench`` passes to every scenario: one that did not know it refused the whole run."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray peer (BENCH_NO_RAY=1 too)")
+    return parser
 
 
 def with_ray() -> bool:

@@ -14,7 +14,6 @@ report (the single-report form). Latency is per request: from sending it to its 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Job, emit, log, summary_ms, workdir
+from bench.common import Job, emit, log, scenario_parser, summary_ms, workdir
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -144,7 +143,7 @@ def sdk_batch(rate: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--ranks", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=10.0, help="reports per second per rank")
     parser.add_argument("--seconds", type=float, default=20.0)

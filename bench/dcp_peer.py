@@ -24,7 +24,6 @@ checkpoint's start on the first rank to its last rank's future (DCP) or its comm
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench.common import Job, collect_json, emit, log, summary_ms, workdir
+from bench.common import Job, collect_json, emit, log, scenario_parser, summary_ms, workdir
 
 MODES = ("dcp_async", "ours_async", "ours_staged", "dcp_then_report")
 
@@ -133,7 +132,7 @@ def run_mode(tmp: Path, mode: str, params: dict[str, Any], ranks: int, timeout: 
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--shard-mib", type=int, default=256, help="state per rank (float32 tensors)")
     parser.add_argument("--checkpoints", type=int, default=3, help="checkpoints per run")
@@ -144,7 +143,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--compute-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--no-ray", action="store_true", help="accepted for `python -m bench --no-ray`")
     args = parser.parse_args(argv)
     params = {
         "shard_mib": args.shard_mib,

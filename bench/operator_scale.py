@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, emit, log, workdir
+from bench.common import REPO_ROOT, emit, log, scenario_parser, workdir
 from bench.stack import BenchStack, breakdown, count_requests, trainjob
 from trainjob_operator.api import constants
 
@@ -60,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=None, help="default: 100 (1000 with --simulated)")
     parser.add_argument("--workers", type=int, default=None, help="default: 4 (8 with --simulated)")
     parser.add_argument("--reports", type=int, default=10)

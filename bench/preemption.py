@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, emit, log, workdir
+from bench.common import REPO_ROOT, emit, log, scenario_parser, workdir
 from bench.stack import BenchStack, trainjob
 from tests.support.processes import wait_until
 
@@ -168,7 +168,7 @@ class PreemptedJob:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--preemptions", type=int, default=5, help="per mode")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="K: a periodic checkpoint every K")
@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--modes", default=",".join(MODES), help="of " + ",".join(MODES) + "; notice is always run"
     )
-    parser.add_argument("--no-ray", action="store_true", help="accepted for `python -m bench --no-ray`")
     args = parser.parse_args(argv)
     modes = ["notice", *(m for m in MODES[1:] if m in args.modes.split(","))]
     if not set(args.modes.split(",")) <= set(MODES):

@@ -7,14 +7,13 @@ report of the new attempt.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, emit, log, workdir
+from bench.common import REPO_ROOT, emit, log, scenario_parser, workdir
 from bench.stack import BenchStack, json_lines, trainjob
 from tests.support.processes import wait_until
 
@@ -38,7 +37,7 @@ def find_rank_pid(job: str, rank: int, attempt: int) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args(argv)

@@ -12,16 +12,15 @@ our p50 moves from run to run with the floor; ``ours_p50_over_floor`` is the par
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
-from bench.common import emit, log, ratio, summary_ms, with_ray
+from bench.common import emit, log, ratio, scenario_parser, summary_ms, with_ray
 from bench.loops import all_of, run_ours, run_ray
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=500, help="reports per worker (ours)")
     parser.add_argument("--ray-steps", type=int, default=300, help="reports per worker (Ray v1)")
@@ -30,7 +29,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--floor-steps", type=int, default=250, help="per worker, after the report loop: the machine's floor"
     )
-    parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
     base = {"compute_ms": args.compute_ms, "workers": args.workers}
     load_at_start = os.getloadavg()[0]

@@ -45,6 +45,7 @@ from bench.common import (
     collect_json,
     emit,
     log,
+    scenario_parser,
     seaweedfs,
     stop_process,
     workdir,
@@ -201,7 +202,7 @@ def emit_subset(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--shard-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
@@ -217,7 +218,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "data bodies signed too (before the last change), runs only when named",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds one candidate may take")
-    parser.add_argument("--no-ray", action="store_true", help="accepted for `python -m bench --no-ray`")
     args = parser.parse_args(argv)
     size = args.shard_mib * MiB
     total = size * args.ranks

@@ -6,18 +6,17 @@ TrainJob through the API (p50, p99), with status patches still coalesced (counte
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from typing import Any
 
-from bench.common import REPO_ROOT, emit, log, summary_ms, workdir
+from bench.common import REPO_ROOT, emit, log, scenario_parser, summary_ms, workdir
 from bench.stack import BenchStack, count_requests, json_lines, trainjob
 from tests.support.processes import wait_until
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--reports", type=int, default=30)
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between reports")
     parser.add_argument("--workers", type=int, default=2)

@@ -7,7 +7,6 @@ same SeaweedFS. Two shapes: one large file, and many small files.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import MiB, emit, log, seaweedfs, workdir
+from bench.common import MiB, emit, log, scenario_parser, seaweedfs, workdir
 
 
 def make_files(directory: Path, count: int, size: int) -> int:
@@ -110,7 +109,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = scenario_parser(__doc__)
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--small-count", type=int, default=256)
     parser.add_argument("--small-kib", type=int, default=256)

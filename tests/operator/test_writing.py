@@ -6,7 +6,9 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
+from trainjob_operator.controller import metrics
 from trainjob_operator.controller.writing import Lane, LanedWriter
 
 
@@ -134,3 +136,17 @@ def test_no_threads_and_no_share_are_refused() -> None:
         LanedWriter(0, "none")
     with pytest.raises(ValueError, match="progress_share must be >= 1"):
         LanedWriter(1, "none", progress_share=0)
+
+
+def test_the_queues_are_a_gauge_read_when_scraped(writer: LanedWriter) -> None:
+    def gauge(lane: str) -> float | None:
+        return REGISTRY.get_sample_value("trainjob_operator_writes_queued", {"lane": lane})
+
+    metrics.watch_write_queues(writer.queued)
+    release = _blocking(writer)
+    futures = [writer.submit(lane, lambda: None) for lane in (Lane.CREATE, Lane.CREATE, Lane.PROGRESS)]
+    assert (gauge("create"), gauge("progress")) == (2.0, 1.0)
+    release.set()
+    for future in futures:
+        future.result(10)
+    assert (gauge("create"), gauge("progress")) == (0.0, 0.0)

@@ -59,6 +59,7 @@ class KubernetesActions:
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self._writes = LanedWriter(write_threads, "api-write")
+        metrics.watch_write_queues(self._writes.queued)
         self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="api-read")
 
     def close(self) -> None:

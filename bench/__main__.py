@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import REPO_ROOT, last_json_line, log
+from bench.common import REPO_ROOT, last_json_line, log, stop_process
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,20 @@ def write_table(lines: list[dict[str, Any]], command: str, minutes: float) -> No
     RESULTS.write_text(before + "\n".join(table) + after)
 
 
+def run_scenario(command: list[str]) -> tuple[int, str]:
+    """Run one scenario's process to its end: its exit status and stdout (its stderr is the run's).
+
+    A run stopped with SIGTERM (``bench.common`` makes that a ``SystemExit``) hands the SIGTERM on
+    and waits up to a minute for the scenario, which then stops the cluster, servers and ranks it
+    started; ``subprocess.run`` would SIGKILL it and leave them running."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        stdout, _ = process.communicate()
+    finally:
+        stop_process(process, timeout=60)
+    return process.returncode, stdout
+
+
 def main() -> int:
     extra = sys.argv[1:]
     started = time.monotonic()
@@ -86,18 +100,15 @@ def main() -> int:
     for scenario in SCENARIOS:
         for run in range(1, scenario.runs + 1):
             log(f"=== {scenario.title}" + (f" (run {run} of {scenario.runs})" if scenario.runs > 1 else ""))
-            result = subprocess.run(
-                [sys.executable, "-m", f"bench.{scenario.module}", *scenario.args, *extra],
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                text=True,
+            returncode, stdout = run_scenario(
+                [sys.executable, "-m", f"bench.{scenario.module}", *scenario.args, *extra]
             )
-            sys.stdout.write(result.stdout)
-            if result.returncode != 0:
+            sys.stdout.write(stdout)
+            if returncode != 0:
                 failed.append(scenario.title)
                 continue
-            lines.extend(json.loads(x) for x in result.stdout.splitlines() if x.startswith("{"))
-            last_json_line(result.stdout)
+            lines.extend(json.loads(x) for x in stdout.splitlines() if x.startswith("{"))
+            last_json_line(stdout)
     out = REPO_ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))

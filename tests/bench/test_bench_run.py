@@ -5,12 +5,17 @@ it. The scenarios' own smoke tests are in ``test_bench_smoke.py``."""
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import bench.__main__ as run
+from tests.support.processes import REPO_ROOT, stop_process, wait_until
 
 BENCH = Path(run.__file__).resolve().parent
 # Needs the GPU machine, which only some sessions are lent; it runs there as a prepared script.
@@ -72,3 +77,43 @@ def test_write_table_replaces_only_the_table(tmp_path: Path, monkeypatch: pytest
     assert 'at 2026-12-02T12:00:00Z on {"cores": 2}, 42 min in all.' in text
     rows = [x for x in text.splitlines() if x.startswith("| report_overhead")]
     assert [r.rsplit("|", 2)[1].strip() for r in rows] == ["met", "NOT met"]
+
+
+_SCENARIO = """
+import pathlib, signal, sys, time
+here = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    (here / "stopped").write_text("cleaned up")  # what a scenario's `with` blocks do
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+(here / "started").write_text("")
+time.sleep(120)
+"""
+
+_RUN = """
+import sys
+import bench.__main__ as run
+from tests.support.processes import REPO_ROOT, stop_process, wait_until
+print(run.run_scenario([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
+"""
+
+
+def test_a_run_stopped_with_sigterm_lets_its_scenario_clean_up(tmp_path: Path) -> None:
+    """Before, ``python -m bench`` stopped with SIGTERM SIGKILLed the scenario it was running (what
+    ``subprocess.run`` does on an exception), and that scenario's API server stayed up."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _RUN, _SCENARIO, str(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until("the scenario to start", (tmp_path / "started").exists, timeout=60)
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=60)
+    finally:
+        stop_process(parent, signal.SIGKILL)
+    assert parent.returncode == 128 + signal.SIGTERM, stderr
+    assert (tmp_path / "stopped").read_text() == "cleaned up"

@@ -24,13 +24,26 @@ so nothing reports: jobs succeed by their pods' exit codes.
 from __future__ import annotations
 
 import argparse
+import copy
+import http.client
+import json
+import math
 import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import REPO_ROOT, emit, log, scenario_parser, workdir
 from bench.stack import BenchStack, breakdown, count_requests, trainjob
@@ -45,16 +58,12 @@ GATE_REMOVALS = ("PATCH pods",)
 
 
 def rss_mib(pid: int) -> float:
-    import os
-
     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process (all its threads) so far."""
-    import os
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -208,11 +217,6 @@ def _per_job(requests: list[tuple[str, str, str, str]], jobs: int, prefix: str) 
 def _post_all(url: str, token: str, posts: list[tuple[str, dict[str, Any]]], concurrency: int) -> float:
     """Seconds for a plain client to make `posts` ((path, body) each), `concurrency` at once
     over keep-alive connections: how the scenario submits its jobs, and the peer its pods."""
-    import http.client
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlparse
-
     where = urlparse(url)
     chunks = [posts[i::concurrency] for i in range(concurrency)]
 
@@ -247,10 +251,6 @@ def _watch(
     url: str, token: str, path: str, prefix: str, sink: dict[tuple[str, str], str], lock: threading.Lock
 ) -> None:
     """Follow a cluster-wide watch (the initial ADDED events included) into `sink`: key -> phase."""
-    import http.client
-    import json
-    from urllib.parse import urlparse
-
     where = urlparse(url)
     conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=3600)
     conn.request("GET", f"{path}?watch=1&timeoutSeconds=3600", headers={"Authorization": f"Bearer {token}"})
@@ -278,8 +278,6 @@ def _as_submitted(pod: dict[str, Any], i: int) -> dict[str, Any]:
     as on the operator's pods when it creates them, so the peer's time is its POSTs alone: without
     it the scheduler and the simulated kubelets worked on the peer's pods meanwhile, on the same
     API server, and the peer took longer (see bench/RESULTS.md, goal 2, "Round six")."""
-    import copy
-
     spec = copy.deepcopy(pod["spec"])
     spec.pop("nodeName", None)
     spec["schedulingGates"] = [{"name": constants.GANG_SCHEDULING_GATE}]
@@ -346,10 +344,6 @@ def _wait_until_quiet(pids: dict[str, int], limit_s: float = 120.0) -> float:
 def _gc_collections(metrics_port: int) -> dict[str, float]:
     """The operator's garbage collections so far, by generation, from its own metrics endpoint
     (prometheus_client exports `python_gc_collections_total`)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
@@ -374,17 +368,18 @@ def _warm_up(stack: BenchStack, timeout: float) -> None:
     raise RuntimeError("the operator did not run the warm-up job")
 
 
-def _start_profilers(pids: dict[str, int]) -> list[Any]:
+def _start_profilers(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     """With BENCH_PROFILE=<dir>: py-spy samples each process (collapsed stacks, `<name>.txt`)
-    from submission until every job is done; nothing without it."""
-    import shutil
-    import subprocess
-    import sys
-
+    from submission until every job is done; nothing without it. py-spy is not among what
+    ``make`` installs (it is only for this): ``.venv/bin/pip install py-spy``."""
     where = os.environ.get("BENCH_PROFILE")
     if not where:
         return []
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit(
+            f"BENCH_PROFILE needs py-spy, which is not installed: {sys.executable} -m pip install py-spy"
+        )
     Path(where).mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
@@ -409,9 +404,7 @@ def _start_profilers(pids: dict[str, int]) -> list[Any]:
     ]
 
 
-def _stop_profilers(profilers: list[Any]) -> None:
-    import signal
-
+def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
     for process in profilers:
         process.send_signal(signal.SIGINT)
     for process in profilers:
@@ -419,8 +412,6 @@ def _stop_profilers(profilers: list[Any]) -> None:
 
 
 def simulated(args: argparse.Namespace) -> dict[str, Any]:
-    import math
-
     jobs = 1000 if args.jobs is None else args.jobs
     workers = 8 if args.workers is None else args.workers
     pods_total = jobs * workers
@@ -551,8 +542,6 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         operator_rss = rss_mib(operator_pid)
         keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the logs, to look into afterwards
         if keep:
-            import shutil
-
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(stack.apiserver_log, Path(keep) / "apiserver.log")
             shutil.copy(stack.operator_log, Path(keep) / "operator.log")

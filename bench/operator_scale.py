@@ -89,7 +89,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.workers = 4 if args.workers is None else args.workers
     names = [f"scale-{i}" for i in range(args.jobs)]
     namespaces = {f"bench-scale-{i}" for i in range(args.jobs)}
-    with workdir("operator") as tmp, BenchStack(tmp / "stack", root=REPO_ROOT, namespaces=()) as stack:
+    # One node holds every pod at once, as the scenario says ("submitted at once"): a node takes
+    # 110 pods, as the kubelet's --max-pods defaults to, and beyond that the gangs would wait
+    # for each other, Unschedulable, each saying so in a warning event.
+    pods_total = args.jobs * args.workers
+    options = {**BenchStack.default_cluster_options(), "node_capacity": {"pods": str(pods_total)}}
+    with (
+        workdir("operator") as tmp,
+        BenchStack(tmp / "stack", root=REPO_ROOT, namespaces=(), cluster_options=options) as stack,
+    ):
         for namespace in sorted(namespaces):
             stack.prepare_namespace(namespace)
         assert stack.operator is not None
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         while time.monotonic() < deadline:
             pods = [p for ns in sorted(namespaces) for p in stack.pods(ns)]
             running = [p for p in pods if (p.get("status") or {}).get("phase") in ("Running", "Succeeded")]
-            if all_running_s is None and len(running) >= args.jobs * args.workers:
+            if all_running_s is None and len(running) >= pods_total:
                 all_running_s = time.monotonic() - submitted
             for i, name in enumerate(names):
                 phases[name] = str((stack.job(f"bench-scale-{i}", name).get("status") or {}).get("phase"))
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         time.sleep(2)  # the last status patches and pod updates reach the log
         requests = count_requests(stack.apiserver_log, offset)
         operator_rss = rss_mib(operator_pid)
+        _keep_logs(stack)
     per_job = [breakdown(requests, {f"bench-scale-{i}"}) for i in range(args.jobs)]
     writes_besides_status = [
         sum(
@@ -368,6 +377,25 @@ def _warm_up(stack: BenchStack, timeout: float) -> None:
     raise RuntimeError("the operator did not run the warm-up job")
 
 
+def _keep_logs(stack: BenchStack) -> None:
+    """With BENCH_KEEP_LOGS=<dir>: the logs (API server, node agent, operator) and every event (one
+    line each: namespace, object, source, reason, message), to look into after the run."""
+    keep = os.environ.get("BENCH_KEEP_LOGS")
+    if not keep:
+        return
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    for log_file in (*stack.apiserver_log.parent.glob("*.log"), stack.operator_log):
+        shutil.copy(log_file, Path(keep) / log_file.name)
+    events = stack.api("GET", "/api/v1/events")["items"]
+    (Path(keep) / "events.txt").write_text(
+        "".join(
+            f"{e['metadata']['namespace']} {e['involvedObject']['name']} "
+            f"{(e.get('source') or {}).get('component')} {e['reason']}: {e['message']}\n"
+            for e in events
+        )
+    )
+
+
 def _start_profilers(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     """With BENCH_PROFILE=<dir>: py-spy samples each process (collapsed stacks, `<name>.txt`)
     from submission until every job is done; nothing without it. py-spy is not among what
@@ -420,7 +448,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"sim-{i}" for i in range(jobs)]
     group = "/apis/trainjob.dev/v1alpha1/trainjobs"
     options = {
-        "apiserver_log_level": "DEBUG",
+        **BenchStack.default_cluster_options(),
         "simulated_nodes": nodes,
         "simulated_pod_duration": args.duration,
     }
@@ -540,19 +568,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         peer = min(peer_before, peer_after, key=lambda round_: round_.seconds)
         plain_s, plain_apiserver_cpu = peer.seconds, peer.apiserver_cpu_s
         operator_rss = rss_mib(operator_pid)
-        keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the logs, to look into afterwards
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            shutil.copy(stack.apiserver_log, Path(keep) / "apiserver.log")
-            shutil.copy(stack.operator_log, Path(keep) / "operator.log")
-            events = stack.api("GET", "/api/v1/events")["items"]
-            (Path(keep) / "events.txt").write_text(
-                "".join(
-                    f"{e['metadata']['namespace']} {e['involvedObject']['name']} "
-                    f"{(e.get('source') or {}).get('component')} {e['reason']}: {e['message']}\n"
-                    for e in events
-                )
-            )
+        _keep_logs(stack)
     counts = _per_job(requests, jobs, prefix)
     cluster_wide = [r for r in requests if not r[1].startswith(prefix)]
     succeeded = phases.get("Succeeded", 0)

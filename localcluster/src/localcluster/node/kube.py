@@ -115,7 +115,11 @@ class KubeClient:
         self._check_cut()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
-        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        # Waiting for one of the session's connections (aiohttp keeps 100) does not count: when
+        # hundreds of pods start at once their requests queue there, as a kubelet's wait behind its
+        # client-side rate limit, instead of failing after 30 s as a mount the pod retries with a
+        # FailedMount event each. Connecting and each read still time out.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout)
         async with self.session.request(
             method, self.config.server + path, params=params, data=data, headers=headers, timeout=timeout
         ) as resp:

@@ -80,6 +80,13 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 
+def mount_failure(error: BaseException) -> str:
+    """The FailedMount event's and the waiting container's message for a volume setup that failed:
+    the kubelet's words. A timed-out request has no words of its own, so its kind is named."""
+    said = str(error) or type(error).__name__
+    return said if said.startswith("MountVolume.") else f"MountVolume.SetUp failed: {said}"
+
+
 @dataclass
 class NodeSettings:
     """What every pod worker needs from the agent's configuration."""
@@ -455,13 +462,13 @@ class PodWorker:
                 break
             except (VolumeError, ApiError, OSError) as e:
                 attempt += 1
-                msg = str(e) if str(e).startswith("MountVolume.") else f"MountVolume.SetUp failed: {e}"
+                msg = mount_failure(e)
                 await self.events.record(self.pod, "", "Warning", "FailedMount", msg)
                 for n in self.init_order[:1] or self.main_order:
                     self.containers[n].record.set_waiting("ContainerCreating", msg)
                 self.message = msg if attempt > 1 else None
                 self.changed()
-                log.info("pod %s: %s (retrying)", self.key, msg)
+                log.info("pod %s: %s (retrying)", self.key, msg, exc_info=not isinstance(e, VolumeError))
                 await self.sleep_or_stop(self.settings.retry_interval)
         self.message = None
         self.write_hosts()

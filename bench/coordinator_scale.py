@@ -24,6 +24,8 @@ from typing import Any
 
 from bench.common import Job, emit, log, scenario_parser, summary_ms, workdir
 
+# The generators' event-loop probe sleeps this long between looks (loop_lag).
+LAG_PROBE_S = 0.01
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -95,32 +97,48 @@ async def rank_client(
         writer.close()
 
 
+async def loop_lag(until: float, lags: list[float], every: float = LAG_PROBE_S) -> None:
+    """How late this process's event loop wakes a task sleeping ``every`` seconds, until ``until``.
+    A rank's answer waits that long in the generator before it is timed, and its request latency
+    includes the wait: on 2 cores shared with the coordinator this tells the generator's share of a
+    high p99 from the coordinator's."""
+    while time.monotonic() < until:
+        asked = time.monotonic()
+        await asyncio.sleep(every)
+        lags.append(time.monotonic() - asked - every)
+
+
 async def drive_ranks(
     url: str, token: str, ranks: range, rate: float, batch: int, seconds: float
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, list[float]]:
+    """Each rank's request latencies, the errors, and the event loop's lateness meanwhile."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
+    lags: list[float] = []
     until = time.monotonic() + seconds
+    probe = asyncio.create_task(loop_lag(until, lags))
     errors = await asyncio.gather(
         *(rank_client(host, int(port), token, r, rate, batch, until, latencies) for r in ranks)
     )
-    return latencies, sum(errors)
+    await probe
+    return latencies, sum(errors), lags
 
 
 def _load_process(
     url: str, token: str, first: int, last: int, rate: float, batch: int, seconds: float
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, list[float]]:
     before = resource.getrusage(resource.RUSAGE_SELF)
-    latencies, errors = asyncio.run(drive_ranks(url, token, range(first, last), rate, batch, seconds))
+    latencies, errors, lags = asyncio.run(drive_ranks(url, token, range(first, last), rate, batch, seconds))
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return latencies, errors, cpu
+    return latencies, errors, cpu, lags
 
 
 def drive(
     url: str, token: str, ranks: int, rate: float, batch: int, seconds: float, processes: int
-) -> tuple[list[float], int, float]:
-    """The ranks split over ``processes`` load processes; also the CPU seconds those used."""
+) -> tuple[list[float], int, float, list[float]]:
+    """The ranks split over ``processes`` load processes: the latencies, the errors, the CPU
+    seconds the load processes used, and their event loops' lateness (``loop_lag``)."""
     from concurrent.futures import ProcessPoolExecutor
 
     bounds = [ranks * i // processes for i in range(processes + 1)]
@@ -130,8 +148,12 @@ def drive(
             for i in range(processes)
         ]
         results = [f.result() for f in futures]
-    latencies = [x for lat, _, _ in results for x in lat]
-    return latencies, sum(e for _, e, _ in results), sum(c for _, _, c in results)
+    return (
+        [x for lat, _, _, _ in results for x in lat],
+        sum(e for _, e, _, _ in results),
+        sum(c for _, _, c, _ in results),
+        [x for _, _, _, lags in results for x in lags],
+    )
 
 
 def sdk_batch(rate: float) -> int:
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"coordinator_scale: {args.ranks} ranks x {args.rate}/s for {args.seconds}s")
             drive(coordinator.url, job.token, args.ranks, args.rate, batch, args.warmup, args.load_processes)
             cpu0, wall0, load0 = cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
-            latencies, errors, generator_cpu = drive(
+            latencies, errors, generator_cpu, lags = drive(
                 coordinator.url, job.token, args.ranks, args.rate, batch, args.seconds, args.load_processes
             )
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "coordinator_cpu_system_us_per_report": round(system / served * 1e6, 1),
             "one_core_capacity_per_s": round(served / (user + system)) if user + system else None,
             "generator_cpu_cores": round(generator_cpu / elapsed, 3),
+            # How late the generators' event loops ran (sleeps of LAG_PROBE_S): part of each latency.
+            "generator_loop_lag": summary_ms(lags),
             "load_average_at_start": round(load0, 2),
             "coordinator_rss_mib": round(rss, 1),
             "job_iteration": state.get("iteration"),

@@ -128,6 +128,9 @@ def test_coordinator_scale() -> None:
     )  # fmt: skip
     assert line["ours"]["accepted_per_s"] > 0 and line["ours"]["coordinator_rss_mib"] > 0
     assert line["ours"]["errors"] == 0
+    # The generator's event loop was probed every 10 ms for the 2 s, and a sleep never wakes early.
+    lag = line["ours"]["generator_loop_lag"]
+    assert lag["n"] >= 20 and lag["p50_ms"] >= 0
 
 
 def test_gpu_checkpoint_on_cpu(tmp_path: Path) -> None:

@@ -19,6 +19,10 @@ same run against the same API server, the time a plain client needs to POST the 
 operator's pods), once before the scenario and once after it; the faster counts. The jobs are
 submitted at once by the same client, as many connections. No coordinator runs on a simulated node,
 so nothing reports: jobs succeed by their pods' exit codes.
+
+To look into a run: BENCH_KEEP_LOGS=<dir> keeps the API server's, node agent's and operator's logs
+and every event there; BENCH_PROFILE=<dir> (--simulated) samples each process with py-spy, which
+``make`` does not install.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,52 +109,61 @@ async def loop_lag(until: float, lags: list[float], every: float = LAG_PROBE_S) 
         lags.append(time.monotonic() - asked - every)
 
 
-async def drive_ranks(
-    url: str, token: str, ranks: range, rate: float, batch: int, seconds: float
-) -> tuple[list[float], int, list[float]]:
-    """Each rank's request latencies, the errors, and the event loop's lateness meanwhile."""
+@dataclass
+class Load:
+    """What load generators measured: each request's latency, the errors, their event loops'
+    lateness (``loop_lag``) and the CPU seconds they used."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    lags: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    def add(self, other: Load) -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.lags += other.lags
+        self.cpu_s += other.cpu_s
+
+
+async def drive_ranks(url: str, token: str, ranks: range, rate: float, batch: int, seconds: float) -> Load:
+    """The ranks in this process's event loop, with its lateness probed meanwhile (no CPU)."""
     host, port = url.removeprefix("http://").split(":")
-    latencies: list[float] = []
-    lags: list[float] = []
+    load = Load()
     until = time.monotonic() + seconds
-    probe = asyncio.create_task(loop_lag(until, lags))
+    probe = asyncio.create_task(loop_lag(until, load.lags))
     errors = await asyncio.gather(
-        *(rank_client(host, int(port), token, r, rate, batch, until, latencies) for r in ranks)
+        *(rank_client(host, int(port), token, r, rate, batch, until, load.latencies) for r in ranks)
     )
     await probe
-    return latencies, sum(errors), lags
+    load.errors = sum(errors)
+    return load
 
 
 def _load_process(
     url: str, token: str, first: int, last: int, rate: float, batch: int, seconds: float
-) -> tuple[list[float], int, float, list[float]]:
+) -> Load:
     before = resource.getrusage(resource.RUSAGE_SELF)
-    latencies, errors, lags = asyncio.run(drive_ranks(url, token, range(first, last), rate, batch, seconds))
+    load = asyncio.run(drive_ranks(url, token, range(first, last), rate, batch, seconds))
     after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return latencies, errors, cpu, lags
+    load.cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return load
 
 
-def drive(
-    url: str, token: str, ranks: int, rate: float, batch: int, seconds: float, processes: int
-) -> tuple[list[float], int, float, list[float]]:
-    """The ranks split over ``processes`` load processes: the latencies, the errors, the CPU
-    seconds the load processes used, and their event loops' lateness (``loop_lag``)."""
+def drive(url: str, token: str, ranks: int, rate: float, batch: int, seconds: float, processes: int) -> Load:
+    """The ranks split over ``processes`` load processes, their measurements together."""
     from concurrent.futures import ProcessPoolExecutor
 
     bounds = [ranks * i // processes for i in range(processes + 1)]
+    total = Load()
     with ProcessPoolExecutor(processes) as pool:
         futures = [
             pool.submit(_load_process, url, token, bounds[i], bounds[i + 1], rate, batch, seconds)
             for i in range(processes)
         ]
-        results = [f.result() for f in futures]
-    return (
-        [x for lat, _, _, _ in results for x in lat],
-        sum(e for _, e, _, _ in results),
-        sum(c for _, _, c, _ in results),
-        [x for _, _, _, lags in results for x in lags],
-    )
+        for future in futures:
+            total.add(future.result())
+    return total
 
 
 def sdk_batch(rate: float) -> int:
@@ -184,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"coordinator_scale: {args.ranks} ranks x {args.rate}/s for {args.seconds}s")
             drive(coordinator.url, job.token, args.ranks, args.rate, batch, args.warmup, args.load_processes)
             cpu0, wall0, load0 = cpu_seconds(pid), time.monotonic(), os.getloadavg()[0]
-            latencies, errors, generator_cpu, lags = drive(
+            generated = drive(
                 coordinator.url, job.token, args.ranks, args.rate, batch, args.seconds, args.load_processes
             )
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
@@ -194,11 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             job.stop()
     elapsed = wall1 - wall0
     offered = args.ranks * args.rate
-    accepted = len(latencies) * batch / elapsed
-    lat = summary_ms(latencies)
+    accepted = len(generated.latencies) * batch / elapsed
+    lat = summary_ms(generated.latencies)
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu_fraction = (user + system) / elapsed
-    served = max(len(latencies) * batch, 1)
+    served = max(len(generated.latencies) * batch, 1)
     met = accepted >= 0.95 * offered and lat["p99_ms"] < 50 and cpu_fraction <= 1.0
     return emit(
         "coordinator_scale",
@@ -212,8 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         {
             "accepted_per_s": round(accepted, 1),
-            "requests_per_s": round(len(latencies) / elapsed, 1),
-            "errors": errors,
+            "requests_per_s": round(len(generated.latencies) / elapsed, 1),
+            "errors": generated.errors,
             "latency": lat,
             "coordinator_cpu_cores": round(cpu_fraction, 3),
             # Per answered report, user + kernel (the kernel part is mostly loopback TCP); a
@@ -222,9 +232,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "coordinator_cpu_user_us_per_report": round(user / served * 1e6, 1),
             "coordinator_cpu_system_us_per_report": round(system / served * 1e6, 1),
             "one_core_capacity_per_s": round(served / (user + system)) if user + system else None,
-            "generator_cpu_cores": round(generator_cpu / elapsed, 3),
+            "generator_cpu_cores": round(generated.cpu_s / elapsed, 3),
             # How late the generators' event loops ran (sleeps of LAG_PROBE_S): part of each latency.
-            "generator_loop_lag": summary_ms(lags),
+            "generator_loop_lag": summary_ms(generated.lags),
             "load_average_at_start": round(load0, 2),
             "coordinator_rss_mib": round(rss, 1),
             "job_iteration": state.get("iteration"),

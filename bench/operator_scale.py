@@ -450,7 +450,6 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
     nodes = math.ceil(pods_total / 100) + 1  # 110 pods each: room to spare
     prefix = "bench-sim-"
     names = [f"sim-{i}" for i in range(jobs)]
-    group = "/apis/trainjob.dev/v1alpha1/trainjobs"
     options = {
         **BenchStack.default_cluster_options(),
         "simulated_nodes": nodes,
@@ -494,7 +493,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
         # Watches, not lists: a list of 8000 pods a second would cost the API server more than
         # the operator does.
         watched = _Watched(prefix)
-        for path, sink in (("/api/v1/pods", watched.pods), (group, watched.jobs)):
+        for path, sink in (("/api/v1/pods", watched.pods), (stack.jobs_path(), watched.jobs)):
             threading.Thread(
                 target=_watch,
                 args=(stack.cluster.url, stack.cluster.token, path, prefix, sink, watched.lock),

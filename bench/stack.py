@@ -44,9 +44,10 @@ class BenchStack(LocalStack):
         return self.apiserver_log.stat().st_size
 
     @staticmethod
-    def jobs_path(namespace: str) -> str:
-        """The API path of the TrainJobs of `namespace` (POST a job there)."""
-        return f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{constants.PLURAL}"
+    def jobs_path(namespace: str | None = None) -> str:
+        """The API path of the TrainJobs of `namespace` (POST a job there), or of every namespace's."""
+        where = "" if namespace is None else f"namespaces/{namespace}/"
+        return f"/apis/{constants.GROUP}/{constants.VERSION}/{where}{constants.PLURAL}"
 
     def job(self, namespace: str, name: str) -> dict[str, Any]:
         job: dict[str, Any] = self.api("GET", f"{self.jobs_path(namespace)}/{name}")

@@ -93,7 +93,6 @@ time.sleep(120)
 _RUN = """
 import sys
 import bench.__main__ as run
-from tests.support.processes import REPO_ROOT, stop_process, wait_until
 print(run.run_scenario([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
 """
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from localcluster.node.kube import KubeClient, KubeConfig
 from localcluster.node.pod import mount_failure
+from tests.support.processes import free_port
 
 # Every answer takes this long; the client's timeout is four times that (room for a loaded machine).
 ANSWER_S = 0.25
@@ -28,9 +29,8 @@ async def slow_server() -> AsyncIterator[str]:
     app.router.add_get("/api/v1/namespaces/ns/secrets/{name}", secret)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

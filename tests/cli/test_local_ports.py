@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from trainjob_operator.api.constants import PER_JOB_MASTER_PORTS
 from trainjob_operator.local.ports import ephemeral_range, free_port, is_free
 from trainjob_operator.local.seaweedfs import PortTaken, SeaweedFS
 
@@ -40,6 +41,17 @@ def test_free_ports_are_below_the_range_outgoing_connections_take_theirs_from() 
     assert all(10000 <= port < low for port in picks), sorted(picks)
     assert len(picks) > 40  # spread, so two starters at the same moment seldom pick the same one
     assert all(is_free(port) for port in picks)
+
+
+def test_free_ports_are_never_a_jobs_rendezvous_port() -> None:
+    """On a local cluster a job's rank 0 binds a port derived from the job in PER_JOB_MASTER_PORTS,
+    again at each attempt; a server of ours there failed every attempt of a test's job with
+    EADDRINUSE (port 21782, a CI run of 2026-12-02)."""
+    picks = [free_port() for _ in range(400)]
+    assert not [port for port in picks if port in PER_JOB_MASTER_PORTS]
+    # Both sides of the jobs' range are used (Linux's ephemeral range starts at 32768).
+    if ephemeral_range()[0] > PER_JOB_MASTER_PORTS.stop + 1024:
+        assert min(picks) < PER_JOB_MASTER_PORTS.start and max(picks) >= PER_JOB_MASTER_PORTS.stop
 
 
 def test_a_port_a_server_listens_on_is_not_free(held: int) -> None:

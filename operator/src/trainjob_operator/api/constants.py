@@ -46,6 +46,11 @@ COORDINATOR_CONTAINER: Final = "coordinator"
 COORDINATOR_PORT: Final = 8470
 COORDINATOR_HEALTH_PATH: Final = "/healthz"
 MASTER_PORT: Final = 29500
+# With `per_job_master_port` (a local cluster, whose pods share the host's network) each job's
+# rendezvous port is derived from the job in this range, and the local tools' `free_port` never
+# hands one of these out: a server started on it would make that job's every attempt fail to
+# bind (EADDRINUSE).
+PER_JOB_MASTER_PORTS: Final = range(20000, 30000)
 
 # The per-job report token: key in the Secret and where the coordinator reads it.
 TOKEN_SECRET_KEY: Final = "token"

@@ -9,7 +9,10 @@ server binds it, and the server dies with "address already in use". That happene
 (twice in two days, both times ``weed``'s S3 port, 56141 and 56703).
 
 So ``free_port`` picks from below the ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``),
-where the kernel never autobinds, and checks the port is free now. Only another starter choosing
+where the kernel never autobinds, and checks the port is free now. It leaves out the ports the
+operator derives jobs' rendezvous ports from on a local cluster (``PER_JOB_MASTER_PORTS``): a job
+binds its port when its rank 0 starts, each attempt again, and a server of ours found there made
+every attempt of a test's job fail with EADDRINUSE. Only another starter choosing
 the same random port at the same moment can still take it, which is why starters that can tell a
 lost race (``SeaweedFS.start``) also try again on new ports.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import random
 import socket
 from pathlib import Path
+
+from trainjob_operator.api.constants import PER_JOB_MASTER_PORTS
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # Linux's default ephemeral range starts at 32768; ports from here up to it are ours to pick.
@@ -37,12 +42,13 @@ def ephemeral_range() -> tuple[int, int]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing uses right now, outside the kernel's ephemeral range when it can be."""
+    """A TCP port nothing uses right now, outside the kernel's ephemeral range and the jobs'
+    rendezvous ports when it can be."""
     low, _ = ephemeral_range()
-    if low - _LOWEST >= 1024:  # room enough below it that two random picks seldom meet
+    if low - _LOWEST >= 1024 + len(PER_JOB_MASTER_PORTS):  # room enough that two picks seldom meet
         for _ in range(_TRIES):
             port = random.randrange(_LOWEST, low)  # spreads picks; not a secret
-            if is_free(port, host):
+            if port not in PER_JOB_MASTER_PORTS and is_free(port, host):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

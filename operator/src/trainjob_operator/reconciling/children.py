@@ -146,13 +146,14 @@ def storage_endpoint(job: TrainJob, settings: OperatorSettings) -> str | None:
 
 
 def master_port(job: TrainJob, settings: OperatorSettings) -> int:
-    """29500, or with `per_job_master_port` a stable port in 20000-29999 derived from the job.
-    The uid is part of it: jobs of the same namespace and name in two clusters on one host (whose
-    pods share its network) would otherwise bind the same port."""
+    """29500, or with `per_job_master_port` a stable port of `PER_JOB_MASTER_PORTS` derived from
+    the job. The uid is part of it: jobs of the same namespace and name in two clusters on one
+    host (whose pods share its network) would otherwise bind the same port."""
     if not settings.per_job_master_port:
         return constants.MASTER_PORT
     key = f"{job.metadata.uid}/{job.metadata.namespace}/{job.metadata.name}".encode()
-    return 20000 + zlib.crc32(key) % 10000
+    ports = constants.PER_JOB_MASTER_PORTS
+    return ports[zlib.crc32(key) % len(ports)]
 
 
 def storage_env(job: TrainJob, settings: OperatorSettings) -> list[dict[str, Any]]:

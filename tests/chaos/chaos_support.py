@@ -107,7 +107,13 @@ class StatusSampler(BackgroundSampler):
         rewound: set[int] = set()
         for attempt, iteration, _ in self.samples:
             assert 0 <= iteration <= epochs, (attempt, iteration, self.samples)
-            previous = last.get(attempt, 0)
+            if attempt not in last:
+                # An attempt's first sample is where the last one left the status (its highest
+                # reported iteration, which may be past the checkpoint this attempt resumes
+                # from), not progress of its own.
+                last[attempt] = iteration
+                continue
+            previous = last[attempt]
             if iteration < previous:
                 allowed = (resumed_at or {}).get(attempt)
                 assert attempt not in rewound and iteration == allowed, (
